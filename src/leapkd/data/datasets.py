@@ -1,0 +1,107 @@
+"""The one entry point: ``build_dataset`` (a built-in name or an image-folder path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from leapkd.data.builtin import BUILTINS, get_builtin, load_builtin
+from leapkd.data.folder import ImageFolderDataset
+from leapkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from leapkd.errors import LeapkdError
+
+
+class ArrayDataset(Dataset):
+    """Grey uint8 images (N, H, W) with labels; yields (transform(image), int label)."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        classes: list[str],
+        transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.images = images
+        self.targets = [int(t) for t in labels]
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img = np.array(self.images[index])  # writable copy: the cached arrays are read-only
+        return (self.transform(img) if self.transform is not None else img), self.targets[index]
+
+
+class LabeledSubset(Dataset):
+    """A subset of a labelled dataset that keeps ``.classes`` and ``.targets``."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
+        self.base = base
+        self.indices = [int(i) for i in indices]
+        self.classes: list[str] = list(base.classes)  # type: ignore[attr-defined]
+        base_targets = base.targets  # type: ignore[attr-defined]
+        self.targets = [int(base_targets[i]) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.base[self.indices[index]]
+
+
+def subset_indices(targets: Sequence[int] | np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``min(per_class, available)`` random items per class.
+
+    Deterministic: the same targets, ``per_class`` and ``seed`` always give the same indices
+    (numpy ``default_rng(seed)``, classes visited in increasing label order).
+    """
+    if per_class < 1:
+        raise LeapkdError(f"subset_per_class must be at least 1, got {per_class}", "pass a positive number or None")
+    t = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(t == c))[:per_class] for c in np.unique(t)]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+
+
+def _looks_like_path(s: str) -> bool:
+    return any(c in s for c in ("/", "\\")) or s.startswith((".", "~")) or Path(s).expanduser().exists()
+
+
+def build_dataset(
+    name_or_path: str,
+    split: Literal["train", "val"],
+    image_size: int,
+    augment: bool,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    subset_per_class: int | None = None,
+    seed: int = 0,
+    root: str | None = None,
+) -> Dataset:
+    """A dataset of (float32 tensor 3 x S x S, int label) with ``.classes`` and ``.targets``.
+
+    ``name_or_path`` is a built-in name (see ``builtin_datasets()``; ``root`` optionally
+    points at a directory holding its files) or an image folder with ``train/`` and ``val/``.
+    ``augment`` selects the random training transform (False: deterministic resize).
+    ``subset_per_class`` keeps ``min(n, available)`` images per class, chosen with ``seed``:
+    the same seed gives the same images every time.
+    """
+    transform = build_transform(image_size, augment, mean=mean, std=std)
+    dataset: Dataset
+    if name_or_path in BUILTINS:
+        images, labels, classes = load_builtin(name_or_path, split, root=root)
+        dataset = ArrayDataset(images, labels, classes, transform)
+    elif _looks_like_path(name_or_path):
+        dataset = ImageFolderDataset(name_or_path, split, transform)
+    else:
+        get_builtin(name_or_path)  # raises "unknown dataset ...; did you mean ...?"
+        raise AssertionError("unreachable")
+    if subset_per_class is not None:
+        dataset = LabeledSubset(dataset, subset_indices(dataset.targets, subset_per_class, seed))  # type: ignore[attr-defined]
+    return dataset

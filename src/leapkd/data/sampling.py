@@ -1,0 +1,79 @@
+"""Data order and augmentation that depend only on (seed, epoch, index).
+
+A resumed run, a run on another number of workers and every rank of a distributed run
+see exactly the images and augmentations an uninterrupted single-process run would
+(per rank shard), because nothing here reads a global random state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+class EpochSeededSampler(Sampler[tuple[int, int]]):
+    """Shuffles with a generator seeded by (seed, epoch); yields (epoch, index) pairs.
+
+    Each rank takes every `world_size`-th position of the permutation after dropping the
+    tail that does not fill a global batch (so every rank runs the same number of steps).
+    """
+
+    def __init__(
+        self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.size = size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = batch_size
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+        global_batch = batch_size * world_size
+        self.per_rank = (size // global_batch) * batch_size
+        if self.per_rank == 0:
+            raise ValueError(
+                f"{size} training images do not fill one global batch of {global_batch}"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """In `epoch`, skip the first `batches_done` batches (already trained on)."""
+        self._resume = (epoch, batches_done)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g)[: self.per_rank * self.world_size]
+        mine = order[self.rank :: self.world_size].tolist()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            mine = mine[self._resume[1] * self.batch_size :]
+            self._resume = None
+        for i in mine:
+            yield self.epoch, i
+
+
+class SeededItems(Dataset):
+    """Wraps a dataset so item (epoch, index) is drawn under a seed made of both.
+
+    Random transforms inside the wrapped dataset use torch's global generator; it is
+    forked and seeded per item, so augmentation does not depend on what ran before.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]):  # type: ignore[override]
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            return self.dataset[index]
