@@ -43,9 +43,7 @@ def test_registration_is_idempotent() -> None:
     assert cpu_flash in torch.utils.flop_counter.flop_registry
 
 
-def test_fused_attention_runs_the_cpu_kernel_and_is_counted(
-    nano: Backbone, images: torch.Tensor
-) -> None:
+def test_fused_attention_runs_the_cpu_kernel_and_is_counted(nano: Backbone, images: torch.Tensor) -> None:
     _set_fused(nano, True)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         nano.blocks[0](nano.embed(images))
@@ -124,7 +122,7 @@ def test_teacher_flops_by_depth_matches_direct_counts(nano: Backbone, images: to
     assert all(a < b for a, b in zip(table, table[1:]))
     with torch.no_grad():
         for b in (1, 2, nano.num_blocks - 1, nano.num_blocks):
-            assert table[b - 1] == count_flops(lambda: nano.forward_to(images, b))[0]
+            assert table[b - 1] == count_flops(lambda b=b: nano.forward_to(images, b))[0]
         assert table[-1] == count_flops(lambda: nano(images))[0]
     # Equal per-block steps: the teacher cost is affine in b (embedding + b blocks).
     steps = {b - a for a, b in zip(table, table[1:])}

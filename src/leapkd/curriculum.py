@@ -98,6 +98,7 @@ class Curriculum:
     ema: float = field(default=0.0, init=False)
     epochs_on_block: int = field(default=0, init=False)
     steps: int = field(default=0, init=False)
+    last_ema: float = field(default=0.0, init=False)  # the EMA the last observe() checked
     events: list[LevelUp] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +162,7 @@ class Curriculum:
         self.steps += 1
         alpha = self.config.alpha
         self.ema = alpha * value + (1.0 - alpha) * self.ema
+        self.last_ema = self.ema
         return self._check()
 
     def end_epoch(self) -> bool:

@@ -71,7 +71,5 @@ def test_block_out_of_range(nano: Backbone) -> None:
 
 def test_flatten_blocks_skips_identity_padding_in_chunks() -> None:
     a, b, c = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
-    chunked = nn.ModuleList(
-        [nn.Sequential(a, b, nn.Identity()), nn.Sequential(nn.Identity(), nn.Identity(), c)]
-    )
+    chunked = nn.ModuleList([nn.Sequential(a, b, nn.Identity()), nn.Sequential(nn.Identity(), nn.Identity(), c)])
     assert flatten_blocks(chunked) == [a, b, c]

@@ -48,7 +48,7 @@ def _to_hub_layout(timm_sd: dict, chunks: int = 0) -> dict:
         depth = 1 + max(int(k.split(".")[1]) for k in hub if k.startswith("blocks."))
         per = depth // chunks
         hub = {
-            (f"blocks.{int(k.split('.')[1]) // per}.{k[len('blocks.'):]}" if k.startswith("blocks.") else k): v
+            (f"blocks.{int(k.split('.')[1]) // per}.{k[len('blocks.') :]}" if k.startswith("blocks.") else k): v
             for k, v in hub.items()
         }
     return hub
@@ -93,8 +93,16 @@ def test_hub_layout_with_registers(tmp_path: Path) -> None:
 @pytest.mark.parametrize("size", [SIZE, 84])
 def test_hf_dinov2_directory(tmp_path: Path, extra: dict, size: int) -> None:
     transformers = pytest.importorskip("transformers")
-    common = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256,
-                  patch_size=14, image_size=SIZE, layerscale_value=0.5, **extra)
+    common = dict(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=256,
+        patch_size=14,
+        image_size=SIZE,
+        layerscale_value=0.5,
+        **extra,
+    )
     if "num_register_tokens" in extra:
         config = transformers.Dinov2WithRegistersConfig(**common)
         hf = transformers.Dinov2WithRegistersModel(config)
@@ -113,6 +121,7 @@ def test_hf_dinov2_directory(tmp_path: Path, extra: dict, size: int) -> None:
 
 
 # ----- errors ---------------------------------------------------------------------------
+
 
 def test_unknown_model_names_closest() -> None:
     with pytest.raises(LeapkdError) as err:

@@ -131,8 +131,7 @@ class _Builtin:
             return where
         place = f"in {where}" if where is not None else "(package not installed)"
         raise LeapkdError(
-            f"built-in dataset '{self.name}' not found {place}; "
-            f"expected files: {', '.join(self.files)}",
+            f"built-in dataset '{self.name}' not found {place}; expected files: {', '.join(self.files)}",
             f"install it with `{self.install}`"
             + (" or pass root= a directory holding those files" if root is None else ""),
         )
@@ -186,9 +185,7 @@ def _sub(module: str, *parts: str) -> Callable[[], Path | None]:
     return locate
 
 
-_FASHION_FILES = tuple(
-    f"{s}-{k}-idx{n}-ubyte.gz" for s in ("train", "t10k") for k, n in (("images", 3), ("labels", 1))
-)
+_FASHION_FILES = tuple(f"{s}-{k}-idx{n}-ubyte.gz" for s in ("train", "t10k") for k, n in (("images", 3), ("labels", 1)))
 
 BUILTINS: dict[str, _Builtin] = {
     b.name: b

@@ -77,7 +77,9 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[str], list[tuple[Pat
     if split not in SPLITS:
         raise LeapkdError(f"unknown split '{split}'", "use split='train' or split='val'")
     if not root.exists():
-        raise LeapkdError(f"dataset path {root} does not exist", f"check the path; a folder dataset is laid out as {layout}")
+        raise LeapkdError(
+            f"dataset path {root} does not exist", f"check the path; a folder dataset is laid out as {layout}"
+        )
     if not root.is_dir():
         raise LeapkdError(f"dataset path {root} is not a directory", f"give a folder laid out as {layout}")
     if not any(root.iterdir()):

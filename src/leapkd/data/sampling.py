@@ -20,9 +20,7 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
     tail that does not fill a global batch (so every rank runs the same number of steps).
     """
 
-    def __init__(
-        self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1
-    ) -> None:
+    def __init__(self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
         self.size = size
         self.seed = seed
         self.rank = rank
@@ -33,9 +31,7 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
         global_batch = batch_size * world_size
         self.per_rank = (size // global_batch) * batch_size
         if self.per_rank == 0:
-            raise ValueError(
-                f"{size} training images do not fill one global batch of {global_batch}"
-            )
+            raise ValueError(f"{size} training images do not fill one global batch of {global_batch}")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

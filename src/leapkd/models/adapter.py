@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import torch
 from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -120,22 +119,22 @@ class Backbone(nn.Module):
         self._check_block(block)
         return self.norm(self.run_blocks(self.embed(images), 0, block))
 
-    def forward_blocks(
-        self, images: Tensor, blocks: Iterable[int], norm: bool = True
-    ) -> dict[int, Tensor]:
-        """Tokens of several blocks in one pass, stopping after the deepest one asked for."""
+    def forward_blocks(self, images: Tensor, blocks: Iterable[int], norm: bool = True) -> dict[int, Tensor]:
+        """Tokens of several blocks in one pass, stopping after the deepest one asked for.
+
+        Block 0 stands for the embedding output (never normed).
+        """
         wanted = sorted(set(blocks))
-        if not wanted:
-            return {}
         for b in wanted:
-            self._check_block(b)
+            if b != 0:
+                self._check_block(b)
         out: dict[int, Tensor] = {}
         x = self.embed(images)
         done = 0
         for b in wanted:
             x = self.run_blocks(x, done, b)
             done = b
-            out[b] = self.norm(x) if norm else x
+            out[b] = x if b == 0 or not norm else self.norm(x)
         return out
 
     def forward(self, images: Tensor) -> Tensor:
@@ -176,4 +175,3 @@ def freeze(backbone: Backbone) -> Backbone:
     for p in backbone.parameters():
         p.requires_grad_(False)
     return backbone
-

@@ -90,9 +90,7 @@ def hf_to_timm(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         missing = {"query", "key", "value"} - set(parts)
         if missing:
             raise LeapkdError(f"HF Dinov2 layer {idx} lacks attention {kind} for {sorted(missing)}")
-        out[f"blocks.{idx}.attn.qkv.{kind}"] = torch.cat(
-            [parts["query"], parts["key"], parts["value"]], dim=0
-        )
+        out[f"blocks.{idx}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
     out.setdefault("mask_token", torch.zeros(1, out["cls_token"].shape[-1]))
     return out
 

@@ -178,7 +178,8 @@ def describe_models() -> list[dict[str, str]]:
             "name": "<timm ViT name>",
             "kind": "teacher or student",
             "shape": "as timm defines it",
-            "note": f"{len(timm_vit_names())} names, e.g. vit_small_patch14_reg4_dinov2; --weights FILE to load a checkpoint",
+            "note": f"{len(timm_vit_names())} names, e.g. vit_small_patch14_reg4_dinov2; "
+            "--teacher_weights FILE loads a checkpoint",
         }
     )
     rows.append(

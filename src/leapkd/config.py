@@ -1,0 +1,129 @@
+"""Run configuration: typed, strict, loaded from YAML plus `--key value` overrides.
+
+Every key is top-level (one flat namespace, so any key can be overridden on the command
+line). An unknown key is an error that names it and the closest known keys; a value out
+of range is an error that names the key and the allowed range. The resolved configuration
+is saved as `config.yaml` in the run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from leapkd.errors import LeapkdError, closest_names
+
+
+class DistillConfig(BaseModel):
+    """Everything a distillation run needs. Defaults: the embedded ~5-minute CPU demo."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # ----- run -----
+    name: str | None = Field(None, description="run name; default <method>-<teacher>-<student>-s<seed>")
+    output_dir: str = Field("runs", description="parent directory of run directories")
+    seed: int = Field(0, description="seed of weights, data order and augmentation")
+    # ----- models -----
+    method: Literal["leap", "fixed"] = Field("leap", description="leap (curriculum) or fixed (last-block baseline)")
+    teacher: str = Field("dinov2-vits14-imgfocus", description="teacher name, timm name or HF directory")
+    teacher_weights: str | None = Field(None, description="local weight file for the teacher")
+    student: str = Field("vit-nano", description="student preset or timm ViT name")
+    student_weights: str | None = Field(None, description="local weight file to start the student from")
+    # ----- data -----
+    data: str = Field("fashion-mnist", description="built-in dataset name or image folder (train/, val/)")
+    data_root: str | None = Field(None, description="directory of a built-in dataset's files")
+    subset_per_class: int | None = Field(60, ge=1, description="training images per class (None: all)")
+    image_size: int = Field(112, ge=14, description="input resolution in pixels")
+    augment: bool = Field(True, description="random resized crop + flip during training")
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    # ----- optimisation -----
+    epochs: int = Field(6, ge=1, description="training epochs")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    batch_size: int = Field(32, ge=1, description="images per step (per device)")
+    lr: float = Field(5e-4, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (not on norms, biases, tokens)")
+    warmup_steps: int = Field(20, ge=0, description="linear warm-up steps")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of the peak")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
+    precision: Literal["32", "bf16-mixed"] = Field("32", description="bf16-mixed is ~2x slower on CPUs without AMX")
+    # ----- loss -----
+    cls_weight: float = Field(0.0, ge=0, description="weight of the CLS-token MSE (paper: 0.05)")
+    patch_embed_weight: float = Field(0.0, ge=0, description="weight of the patch-embedding MSE")
+    fixed_last_n: int = Field(1, ge=1, description="fixed: target = concatenation of the last n blocks")
+    # ----- LEAP curriculum -----
+    threshold: float = Field(0.85, gt=0, le=1, description="level up when the smoothed metric reaches this")
+    alpha: float = Field(1.0, gt=0, le=1, description="EMA weight of the newest metric (1: no smoothing)")
+    max_epochs_per_block: int = Field(1, ge=1, description="level up after this many epochs on one block")
+    snap_to_last: int | None = Field(None, ge=1, description="once the block is >= this, jump to the last")
+    metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
+    metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")
+    calibrate: bool = Field(True, description="pick the starting block by scanning all blocks on the first batch")
+    reset_projector: bool = Field(False, description="reset the projector to its initial weights at each level-up")
+    lr_reset: Literal["none", "peak", "envelope"] = Field(
+        "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
+    )
+
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        teacher = Path(self.teacher).name if "/" in self.teacher else self.teacher
+        return f"{self.method}-{teacher}-{self.student}-s{self.seed}"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+
+def config_keys() -> list[str]:
+    return list(DistillConfig.model_fields)
+
+
+def _explain(err: ValidationError) -> LeapkdError:
+    lines, fixes = [], []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            close = closest_names(key, config_keys())
+            lines.append(f"unknown config key '{key}'")
+            fixes.append(f"did you mean {' or '.join(close)}?" if close else "run `leapkd distill --help` for the keys")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+            fixes.append(f"set {key} to a valid value (`leapkd distill --help` lists ranges)")
+    return LeapkdError("; ".join(lines), " ".join(dict.fromkeys(fixes)))
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML would read it (numbers, true/false, null, strings)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
+    """Read a YAML file (optional), apply overrides, validate strictly."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise LeapkdError(f"config file {path} does not exist", "check the path given to --config")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise LeapkdError(f"config file {path} is not valid YAML: {err}", "fix the YAML at the line shown") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise LeapkdError(f"config file {path} must hold a mapping of key: value", "write `key: value` lines")
+        values.update(loaded or {})
+    values.update(overrides or {})
+    try:
+        return DistillConfig(**values)
+    except ValidationError as err:
+        raise _explain(err) from None

@@ -1,0 +1,187 @@
+"""`distill()`: one call from a configuration to a finished run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from safetensors.torch import save_file
+
+from leapkd.config import DistillConfig, load_config
+from leapkd.engine import DistillModule, StopOnSignal, build_trainer
+from leapkd.errors import LeapkdError
+from leapkd.methods import Leap, build_method
+from leapkd.models import Backbone, check_token_grids, freeze, load_backbone
+from leapkd.report import plot_curriculum, plot_loss
+from leapkd.rundir import RunDirectory, read_metrics
+
+# Keys that may change when a run is resumed (everything else must match the saved run).
+RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers"}
+
+
+@dataclass
+class DistillResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def resolve_config(
+    config: DistillConfig | dict[str, Any] | str | Path | None, overrides: dict[str, Any]
+) -> DistillConfig:
+    if isinstance(config, DistillConfig):
+        return load_config(None, {**config.model_dump(), **overrides})
+    if isinstance(config, dict):
+        return load_config(None, {**config, **overrides})
+    return load_config(config, overrides)
+
+
+def _resume_config(run: RunDirectory, requested: DistillConfig, overrides: dict[str, Any]) -> DistillConfig:
+    """The saved configuration, with only the keys a resume may change taken from the request."""
+    saved = load_config(run.config)
+    changed = {k for k, v in overrides.items() if getattr(saved, k) != getattr(requested, k)}
+    forbidden = sorted(changed - RESUMABLE_CHANGES - {"name", "output_dir"})
+    if forbidden:
+        raise LeapkdError(
+            f"cannot change {', '.join(forbidden)} when resuming {run.path}",
+            f"resume with the saved configuration (only {', '.join(sorted(RESUMABLE_CHANGES))} may change)",
+        )
+    return load_config(None, {**saved.model_dump(), **{k: overrides[k] for k in changed}})
+
+
+def distill(
+    config: DistillConfig | dict[str, Any] | str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    accelerator: str = "auto",
+    progress: bool = True,
+    **overrides: Any,
+) -> DistillResult:
+    """Run a distillation and return its run directory and summary.
+
+    `config` is a DistillConfig, a dict, a YAML path or None (the embedded default);
+    keyword `overrides` set individual keys (`distill(method="fixed", epochs=2)`).
+    Models, data and the output directory are checked before any training starts.
+    """
+    _quiet_lightning()
+    cfg = resolve_config(config, overrides)
+    run = RunDirectory(Path(cfg.output_dir) / cfg.run_name())
+    if resume:
+        if not run.config.is_file():
+            raise LeapkdError(
+                f"cannot resume: {run.path} holds no run (no config.yaml)",
+                "drop --resume to start a new run, or give the --name/--output-dir of the run to resume",
+            )
+        cfg = _resume_config(run, cfg, overrides)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    teacher = freeze(load_backbone(cfg.teacher, cfg.image_size, cfg.teacher_weights))
+    student = load_backbone(cfg.student, cfg.image_size, cfg.student_weights, patch_size=teacher.patch_size)
+    check_token_grids(teacher, student)
+    from leapkd.data import build_dataset
+
+    train_set = build_dataset(
+        cfg.data,
+        split="train",
+        image_size=cfg.image_size,
+        augment=cfg.augment,
+        mean=teacher.mean,
+        std=teacher.std,
+        subset_per_class=cfg.subset_per_class,
+        seed=cfg.seed,
+        root=cfg.data_root,
+    )
+    method = build_method(cfg, teacher, student)
+    run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite)
+
+    module = DistillModule(cfg, teacher, student, method, train_set, run)
+    trainer = build_trainer(
+        cfg,
+        teacher.num_blocks,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        accelerator=accelerator,
+        progress=progress,
+    )
+    with StopOnSignal(module):
+        trainer.fit(module, ckpt_path=str(run.last_checkpoint) if resume else None)
+
+    summary: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        summary = _finish(run, cfg, module, teacher, student, len(train_set), trainer.world_size)  # type: ignore[arg-type]
+    return DistillResult(run.path, summary)
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's banners and tips out of the user's terminal (warnings still show)."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    # mid-epoch resume is exact: EpochSeededSampler skips the batches already trained on
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+
+
+def _finish(
+    run: RunDirectory,
+    cfg: DistillConfig,
+    module: DistillModule,
+    teacher: Backbone,
+    student: Backbone,
+    train_images: int,
+    world_size: int,
+) -> dict[str, Any]:
+    """Write summary.json, plots and the student; return the summary."""
+    method = module.method
+    assert module.ledger is not None
+    summary = run.read_summary()  # keep what other commands (eval) merged in
+    summary.update(
+        {
+            "method": cfg.method,
+            "completed": not module.stop_requested,
+            "teacher": teacher.describe(),
+            "student": student.describe(),
+            "data": cfg.data,
+            "train_images": train_images,
+            "steps": module.global_step,
+            "epochs": module.current_epoch,  # completed epochs
+            "batch_size": cfg.batch_size,
+            "global_batch": cfg.batch_size * world_size,
+            "wall_seconds": module.seconds["wall"],
+            "teacher_seconds": module.seconds["teacher"],
+            "student_seconds": module.seconds["student"],
+            "metric_seconds": module.seconds["metric"],
+            **module.ledger.summary(),
+            "final_block": method.target_block,
+        }
+    )
+    if isinstance(method, Leap):
+        cur = method.curriculum
+        summary.update(
+            {
+                "start_block": cur.start_block,
+                "calibration_scores": getattr(method, "calibration_scores", None),
+                "level_ups": cur.level_up_steps,
+                "level_up_events": [e.__dict__ for e in cur.events],
+            }
+        )
+    else:
+        summary.update({"start_block": method.target_block, "level_ups": [], "level_up_events": []})
+    run.write_summary(summary)
+    rows = read_metrics(run.metrics)
+    if rows:
+        plot_curriculum(
+            rows, teacher.num_blocks, run.plots / "curriculum.png", cfg.threshold if cfg.method == "leap" else None
+        )
+        plot_loss(rows, run.plots / "loss.png")
+    state = {k: v.detach().contiguous() for k, v in student.vit.state_dict().items()}
+    save_file(state, str(run.student), metadata={"leapkd": json.dumps(student.describe())})
+    return summary

@@ -1,0 +1,143 @@
+"""The run directory: a contract that users, plots and checks read.
+
+```
+runs/<name>/
+  config.yaml          resolved configuration
+  metrics.csv          one row per optimizer step
+  summary.json         final figures
+  checkpoints/         last.ckpt (student, projector, optimizer, schedule, curriculum, RNG)
+  plots/               curriculum.png, loss.png
+  student.safetensors  the distilled student (timm VisionTransformer keys)
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from leapkd.errors import LeapkdError
+
+METRIC_COLUMNS = [
+    "step",
+    "epoch",
+    "target_block",
+    "teacher_blocks_run",
+    "metric",
+    "ema",
+    "loss",
+    "loss_feature",
+    "loss_cls",
+    "loss_patch_embed",
+    "lr",
+    "level_up",
+]
+
+
+class RunDirectory:
+    """Paths and writers of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    metrics = property(lambda self: self.path / "metrics.csv")
+    summary = property(lambda self: self.path / "summary.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.ckpt")
+    plots = property(lambda self: self.path / "plots")
+    student = property(lambda self: self.path / "student.safetensors")
+
+    def prepare(self, config_yaml: str, resume: bool, overwrite: bool) -> None:
+        """Create (or reopen for resume) the directory; refuse to clobber a run by accident."""
+        if resume:
+            if not self.last_checkpoint.is_file():
+                raise LeapkdError(
+                    f"cannot resume: {self.last_checkpoint} does not exist",
+                    "drop --resume to start a new run, or point --name/--output-dir at the run to resume",
+                )
+        elif self.path.exists() and any(self.path.iterdir()):
+            if not overwrite:
+                raise LeapkdError(
+                    f"run directory {self.path} already exists",
+                    "pass --resume to continue it, --overwrite to replace it, or choose another --name",
+                )
+            shutil.rmtree(self.path)
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.plots.mkdir(exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise LeapkdError(
+                f"cannot write to the run directory {self.path}: {err.strerror}",
+                "choose a writable --output-dir",
+            ) from err
+        if not resume:
+            write_text_atomic(self.config, config_yaml)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_text_atomic(self.summary, json.dumps(summary, indent=2, sort_keys=False) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.summary.read_text()) if self.summary.is_file() else {}
+
+
+class MetricsWriter:
+    """Appends one row per step to metrics.csv, flushed at once (nothing lost on a crash).
+
+    On resume, rows from steps at or after the resumed step are dropped first, so the file
+    holds each step exactly once.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        self.path = path
+        kept: list[dict[str, str]] = []
+        if resume_step is not None and path.is_file():
+            with path.open(newline="") as f:
+                kept = [r for r in csv.DictReader(f) if int(r["step"]) < resume_step]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            w.writeheader()
+            w.writerows(kept)
+        self._file = path.open("a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=METRIC_COLUMNS, extrasaction="raise")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _fmt(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.8g}"
+    return v
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """metrics.csv as a list of rows with numbers parsed (empty cells become None)."""
+    rows = []
+    with Path(path).open(newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append({k: (float(v) if v not in ("", None) else None) for k, v in r.items()})
+    return rows
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file, fsync, then rename over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

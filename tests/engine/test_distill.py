@@ -1,0 +1,168 @@
+"""End-to-end runs on tiny models: the run directory, early exit, FLOPs, resume."""
+
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import leapkd.distill as distill_module
+from leapkd import LeapkdError
+from leapkd.distill import distill
+from leapkd.engine import DistillModule
+from leapkd.models import load_backbone
+from leapkd.rundir import METRIC_COLUMNS, read_metrics
+
+
+def rows_of(run_dir):
+    return read_metrics(run_dir / "metrics.csv")
+
+
+def test_leap_run_directory_contract(tiny):
+    result = distill(name="leap", method="leap", threshold=0.5, **tiny)
+    d = result.run_dir
+    for rel in (
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints/last.ckpt",
+        "plots/curriculum.png",
+        "plots/loss.png",
+        "student.safetensors",
+    ):
+        assert (d / rel).is_file(), rel
+    with (d / "metrics.csv").open() as f:
+        header = next(csv.reader(f))
+    assert header == METRIC_COLUMNS
+    rows = rows_of(d)
+    assert [r["step"] for r in rows] == list(range(15))  # one row per optimizer step
+    s = json.loads((d / "summary.json").read_text())
+    assert s["steps"] == 15 and s["epochs"] == 3
+    for key in (
+        "teacher_flops",
+        "student_flops",
+        "baseline_flops",
+        "flops_saving",
+        "wall_seconds",
+        "teacher_seconds",
+        "student_seconds",
+        "final_block",
+        "level_ups",
+    ):
+        assert key in s, key
+    # the teacher ran exactly as deep as the target, every step
+    assert all(r["teacher_blocks_run"] == r["target_block"] for r in rows)
+    # level-ups recorded in the summary are where the target changed in metrics.csv
+    changes = [int(r["step"]) + 1 for r, nxt in zip(rows, rows[1:]) if nxt["target_block"] != r["target_block"]]
+    assert set(changes) <= set(s["level_ups"])
+    assert s["final_block"] == int(rows[-1]["target_block"]) or s["final_block"] > rows[-1]["target_block"]
+
+
+def test_fixed_runs_the_whole_teacher_and_saves_nothing(tiny):
+    result = distill(name="fixed", method="fixed", **tiny)
+    rows = rows_of(result.run_dir)
+    assert all(r["target_block"] == 6 and r["teacher_blocks_run"] == 6 for r in rows)
+    s = result.summary
+    assert s["teacher_flops"] + s["student_flops"] == s["baseline_flops"]
+    assert s["flops_saving"] == 0.0
+
+
+def test_leap_flops_follow_the_blocks_run(tiny):
+    result = distill(name="leap", method="leap", threshold=0.99, max_epochs_per_block=1, calibrate=False, **tiny)
+    rows = rows_of(result.run_dir)
+    assert [r["target_block"] for r in rows] == [1] * 5 + [2] * 5 + [3] * 5  # one block per epoch
+    s = result.summary
+    assert 0 < s["flops_saving"] < 1
+    assert s["teacher_flops"] < s["baseline_flops"] - s["student_flops"]
+
+
+def test_loss_falls(tiny):
+    result = distill(name="fixed", method="fixed", lr=2e-3, **{**tiny, "epochs": 6})
+    losses = [r["loss"] for r in rows_of(result.run_dir)]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_teacher_is_early_exited(tiny, monkeypatch):
+    """Count teacher block calls: steps run only `target_block` blocks."""
+    calls = []
+    real = distill_module.load_backbone
+
+    def counting(source, *args, **kwargs):
+        bb = real(source, *args, **kwargs)
+        if not calls:  # the first backbone loaded is the teacher
+            calls.append(0)
+            for block in bb.blocks:
+                block.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        return bb
+
+    monkeypatch.setattr(distill_module, "load_backbone", counting)
+    result = distill(name="count", method="leap", threshold=0.99, calibrate=True, **tiny)
+    rows = rows_of(result.run_dir)
+    # FLOP table (L) + student-step count (target block at start: 1) + calibration (L) + the steps
+    expected = 6 + 1 + 6 + int(sum(r["teacher_blocks_run"] for r in rows))
+    assert calls[0] == expected
+    assert sum(r["teacher_blocks_run"] for r in rows) < 6 * len(rows)
+
+
+def _interrupt_at(monkeypatch, step: int) -> None:
+    """Make the run behave as if Ctrl-C arrived during `step` (0-based)."""
+    real = DistillModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == step:
+            self.stop_requested = True
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(DistillModule, "training_step", training_step)
+
+
+@pytest.mark.parametrize("stop_step", [4, 7])  # at an epoch end and mid-epoch
+def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tiny, monkeypatch, stop_step):
+    full = distill(name="full", method="leap", threshold=0.6, **tiny)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, stop_step)
+        part = distill(name="part", method="leap", threshold=0.6, **tiny)
+    assert part.summary["completed"] is False and part.summary["steps"] == stop_step + 1
+    resumed = distill(name="part", method="leap", threshold=0.6, resume=True, **tiny)
+    a, b = rows_of(full.run_dir), rows_of(resumed.run_dir)
+    assert len(b) == len(a) == 15
+    assert [r["target_block"] for r in a] == [r["target_block"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["step"] == rb["step"] and ra["epoch"] == rb["epoch"]
+        assert abs(ra["metric"] - rb["metric"]) < 1e-6
+        assert abs(ra["loss"] - rb["loss"]) < 1e-6
+        assert abs(ra["lr"] - rb["lr"]) < 1e-12
+    assert resumed.summary["completed"] is True
+    assert full.summary["level_ups"] == resumed.summary["level_ups"]
+    assert full.summary["teacher_flops"] == resumed.summary["teacher_flops"]
+    wa = load_file(full.run_dir / "student.safetensors")
+    wb = load_file(resumed.run_dir / "student.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6, rtol=0) for k in wa)
+
+
+def test_student_file_loads_back(tiny):
+    result = distill(name="s", method="fixed", **{**tiny, "epochs": 1})
+    student = load_backbone("vit-nano", 64, weights=result.run_dir / "student.safetensors", patch_size=16)
+    x = torch.randn(2, 3, 64, 64)
+    sd = load_file(result.run_dir / "student.safetensors")
+    assert torch.equal(student.vit.pos_embed, sd["pos_embed"])
+    assert student(x).shape == (2, 17, 128)
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny):
+    distill(name="x", method="fixed", **{**tiny, "epochs": 1})
+    with pytest.raises(LeapkdError, match="already exists"):
+        distill(name="x", method="fixed", **{**tiny, "epochs": 1})
+    distill(name="x", method="fixed", overwrite=True, **{**tiny, "epochs": 1})
+
+
+def test_resume_without_a_run(tiny):
+    with pytest.raises(LeapkdError, match="cannot resume"):
+        distill(name="nothing", resume=True, **tiny)
+
+
+def test_resume_refuses_a_changed_method(tiny):
+    distill(name="x", method="fixed", **{**tiny, "epochs": 1})
+    with pytest.raises(LeapkdError, match="cannot change method"):
+        distill(name="x", method="leap", resume=True, **tiny)

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from leapkd import LeapkdError
+from leapkd.cli import parse_overrides
+from leapkd.config import DistillConfig, load_config
+
+
+def test_defaults_are_the_embedded_demo():
+    cfg = load_config()
+    assert cfg.teacher == "dinov2-vits14-imgfocus" and cfg.method == "leap" and cfg.data == "fashion-mnist"
+
+
+def test_yaml_then_overrides(tmp_path: Path):
+    f = tmp_path / "run.yaml"
+    f.write_text("method: fixed\nepochs: 3\nlr: 1.0e-3\n")
+    cfg = load_config(f, {"epochs": 4})
+    assert (cfg.method, cfg.epochs, cfg.lr) == ("fixed", 4, 1e-3)
+
+
+def test_unknown_key_named_with_closest(tmp_path: Path):
+    with pytest.raises(LeapkdError) as err:
+        load_config(None, {"treshold": 0.9})
+    assert "unknown config key 'treshold'" in str(err.value)
+    assert "threshold" in err.value.fix
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("threshold", 0), ("threshold", 1.5), ("alpha", 0), ("epochs", -1), ("batch_size", 0), ("method", "leapp")],
+)
+def test_out_of_range_values_name_the_key(key, value):
+    with pytest.raises(LeapkdError) as err:
+        load_config(None, {key: value})
+    assert key in str(err.value)
+
+
+def test_yaml_syntax_error(tmp_path: Path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("epochs: [1,\n")
+    with pytest.raises(LeapkdError, match="not valid YAML"):
+        load_config(f)
+
+
+def test_missing_config_file(tmp_path: Path):
+    with pytest.raises(LeapkdError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_overrides_parse_types():
+    got = parse_overrides(["--epochs", "3", "--lr=1e-3", "--augment", "false", "--snap-to-last", "null", "--calibrate"])
+    assert got == {"epochs": 3, "lr": 1e-3, "augment": False, "snap_to_last": None, "calibrate": True}
+    assert DistillConfig(**{k: v for k, v in got.items()}).epochs == 3
+
+
+def test_yaml_round_trip():
+    cfg = load_config(None, {"epochs": 2, "name": "x"})
+    import yaml
+
+    assert DistillConfig(**yaml.safe_load(cfg.to_yaml())) == cfg
