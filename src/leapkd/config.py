@@ -35,12 +35,12 @@ class DistillConfig(BaseModel):
     # ----- data -----
     data: str = Field("fashion-mnist", description="built-in dataset name or image folder (train/, val/)")
     data_root: str | None = Field(None, description="directory of a built-in dataset's files")
-    subset_per_class: int | None = Field(60, ge=1, description="training images per class (None: all)")
+    subset_per_class: int | None = Field(80, ge=1, description="training images per class (None: all)")
     image_size: int = Field(112, ge=14, description="input resolution in pixels")
     augment: bool = Field(True, description="random resized crop + flip during training")
     num_workers: int = Field(0, ge=0, description="data loader worker processes")
     # ----- optimisation -----
-    epochs: int = Field(6, ge=1, description="training epochs")
+    epochs: int = Field(10, ge=1, description="training epochs")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     batch_size: int = Field(32, ge=1, description="images per step (per device)")
     lr: float = Field(5e-4, gt=0, description="peak learning rate (AdamW)")

@@ -179,7 +179,11 @@ def _finish(
     rows = read_metrics(run.metrics)
     if rows:
         plot_curriculum(
-            rows, teacher.num_blocks, run.plots / "curriculum.png", cfg.threshold if cfg.method == "leap" else None
+            rows,
+            teacher.num_blocks,
+            run.plots / "curriculum.png",
+            cfg.threshold if cfg.method == "leap" else None,
+            summary["level_ups"],
         )
         plot_loss(rows, run.plots / "loss.png")
     state = {k: v.detach().contiguous() for k, v in student.vit.state_dict().items()}

@@ -13,9 +13,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curriculum(
-    rows: Sequence[dict[str, Any]], num_blocks: int, path: Path, threshold: float | None = None
+    rows: Sequence[dict[str, Any]],
+    num_blocks: int,
+    path: Path,
+    threshold: float | None = None,
+    level_ups: Sequence[int] = (),
 ) -> Path:
-    """Target block (steps) and progress metric over steps, level-ups marked."""
+    """Target block (steps) and progress metric over steps, level-ups marked.
+
+    `level_ups` are the steps at which the target moved (from summary.json; they include
+    moves at epoch ends, which no metrics row shows until the next step).
+    """
     steps = [r["step"] for r in rows]
     fig, ax_block = plt.subplots(figsize=(9, 4.2), dpi=110)
     ax_block.step(steps, [r["target_block"] for r in rows], where="post", color="tab:blue", lw=2, label="target block")
@@ -26,7 +34,7 @@ def plot_curriculum(
     ax_metric = ax_block.twinx()
     ax_metric.plot(steps, [r["metric"] for r in rows], color="tab:orange", lw=1, alpha=0.8, label="metric (per step)")
     emas = [r.get("ema") for r in rows]
-    if any(e is not None for e in emas):
+    if any(e is not None and e != r["metric"] for e, r in zip(emas, rows)):  # alpha < 1
         ax_metric.plot(
             steps, [e if e is not None else float("nan") for e in emas], color="tab:red", lw=1, ls="--", label="EMA"
         )
@@ -34,7 +42,7 @@ def plot_curriculum(
         ax_metric.axhline(threshold, color="grey", ls=":", lw=1, label=f"threshold {threshold:g}")
     ax_metric.set_ylabel("progress metric", color="tab:orange")
     ax_metric.set_ylim(0, 1.02)
-    changes = [rows[i]["step"] for i in range(1, len(rows)) if rows[i]["target_block"] != rows[i - 1]["target_block"]]
+    changes = sorted(set(level_ups))
     for s in changes:
         ax_block.axvline(s, color="tab:green", lw=0.8, alpha=0.6)
     handles = ax_block.get_legend_handles_labels()[0] + ax_metric.get_legend_handles_labels()[0]

@@ -1,0 +1,60 @@
+"""The console command: help, listings, and errors without tracebacks."""
+
+import subprocess
+import sys
+
+import leapkd
+from leapkd.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "leapkd", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for cmd in ("distill", "models", "data"):
+        assert cmd in out.stdout
+
+
+def test_models_lists_teacher_and_presets(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dinov2-vits14-imgfocus", "vit-nano", "vit-tiny", "vit-small"):
+        assert name in out
+
+
+def test_data_lists_builtins_with_presence(capsys):
+    assert main(["data"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion-mnist" in out and "animal-mnist" in out and "mnist5k" in out
+
+
+def test_distill_help_documents_every_key():
+    out = run_cli("distill", "--help")
+    assert out.returncode == 0
+    for key in leapkd.DistillConfig.model_fields:
+        assert f"--{key}" in out.stdout, key
+
+
+def test_bad_key_is_a_clean_error(tmp_path):
+    out = run_cli("distill", "--treshold", "0.9", "--output-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "unknown config key 'treshold'" in out.stderr and "threshold" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_teacher_is_a_clean_error(tmp_path):
+    out = run_cli("distill", "--teacher", "dinov2-vits14-imgfocuss", "--output-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "unknown model" in out.stderr and "dinov2-vits14-imgfocus" in out.stderr
+    assert not any(tmp_path.iterdir())  # nothing written before the inputs were checked
+
+
+def test_public_api_is_lazy_and_typed():
+    code = "import sys, leapkd; assert 'torch' not in sys.modules; leapkd.linear_cka; assert 'torch' in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+def test_all_names_resolve():
+    for name in leapkd.__all__:
+        assert getattr(leapkd, name) is not None, name
