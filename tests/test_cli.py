@@ -55,6 +55,8 @@ def test_unknown_teacher_is_a_clean_error(tmp_path):
 def test_public_api_is_lazy_and_typed():
     code = "import sys, leapkd; assert 'torch' not in sys.modules; leapkd.linear_cka; assert 'torch' in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
 def test_all_names_resolve():
     for name in leapkd.__all__:
         assert getattr(leapkd, name) is not None, name

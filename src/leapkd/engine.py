@@ -61,6 +61,7 @@ class DistillModule(L.LightningModule):
         self._restored: dict[str, Any] | None = None
         self._writer: MetricsWriter | None = None
         self._fit_start = 0.0
+        self._wall_before = 0.0
         self.stop_requested = False
 
     teacher: Backbone

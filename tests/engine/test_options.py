@@ -1,0 +1,65 @@
+"""Every loss and curriculum option runs end to end and does what it says."""
+
+import pytest
+import torch
+
+from leapkd.distill import distill
+from leapkd.rundir import read_metrics
+
+
+def test_all_loss_terms_and_metric_subset(tiny):
+    r = distill(name="opts", cls_weight=0.05, patch_embed_weight=0.1, metric_images=3, **{**tiny, "epochs": 1})
+    rows = read_metrics(r.run_dir / "metrics.csv")
+    for row in rows:
+        assert row["loss_cls"] is not None and row["loss_patch_embed"] is not None
+        expected = row["loss_feature"] + 0.05 * row["loss_cls"] + 0.1 * row["loss_patch_embed"]
+        assert row["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_fixed_last_n_concatenates_blocks(tiny):
+    r = distill(name="last2", method="fixed", fixed_last_n=2, **{**tiny, "epochs": 1})
+    ckpt = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["state_dict"]["method.projector.weight"].shape == (2 * 128, 128)
+    assert all(row["teacher_blocks_run"] == 6 for row in read_metrics(r.run_dir / "metrics.csv"))
+
+
+def test_checkpoint_never_holds_the_teacher(tiny):
+    r = distill(name="ck", **{**tiny, "epochs": 1})
+    ckpt = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    keys = list(ckpt["state_dict"])
+    assert keys and all(k.startswith(("student.", "method.")) for k in keys)
+    student_and_projector = sum(v.numel() for k, v in ckpt["state_dict"].items() if k.endswith(("weight", "bias")))
+    n_opt = sum(len(g["params"]) for g in ckpt["optimizer_states"][0]["param_groups"])
+    assert n_opt == sum(1 for k in keys if not k.endswith("_extra_state"))
+    assert student_and_projector > 0
+    assert "curriculum" in ckpt["state_dict"]["method._extra_state"]
+
+
+def test_lr_restarts_at_level_up(tiny):
+    r = distill(name="lr", threshold=0.99, calibrate=False, lr_reset="peak", **{**tiny, "warmup_steps": 0})
+    rows = read_metrics(r.run_dir / "metrics.csv")
+    level_ups = r.summary["level_ups"]
+    assert level_ups == [5, 10, 15]  # epoch cap of 1, five steps an epoch (the last after the final step)
+    assert rows[5]["lr"] == pytest.approx(5e-4) and rows[10]["lr"] == pytest.approx(5e-4)
+    assert rows[4]["lr"] < 5e-4 and rows[9]["lr"] < rows[5]["lr"]
+
+
+def test_reset_projector_at_level_up(tiny, monkeypatch):
+    from leapkd.methods.base import FeatureDistillation
+
+    resets = []
+    real = FeatureDistillation.reset_projector
+    monkeypatch.setattr(FeatureDistillation, "reset_projector", lambda self: (resets.append(1), real(self)))
+    r = distill(name="rp", threshold=0.99, calibrate=False, reset_projector=True, **tiny)
+    assert len(resets) == len(r.summary["level_ups"]) == 3
+
+
+def test_bf16_mixed_precision_runs(tiny):
+    r = distill(name="bf16", precision="bf16-mixed", **{**tiny, "epochs": 1})
+    rows = read_metrics(r.run_dir / "metrics.csv")
+    assert all(0.0 <= row["metric"] <= 1.0 for row in rows)
+
+
+def test_cosine_metric(tiny):
+    r = distill(name="cos", metric="cosine", **{**tiny, "epochs": 1})
+    assert all(-1.0 <= row["metric"] <= 1.0 for row in read_metrics(r.run_dir / "metrics.csv"))
