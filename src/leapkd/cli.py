@@ -112,6 +112,52 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     print(format_table(rows, ["figure", "value"]))
 
 
+def _per_class(text: str) -> int | None:
+    return None if text in ("all", "none", "None") else int(text)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from leapkd.eval.runner import evaluate
+
+    protocols = tuple(p.strip() for p in args.protocol.split(",") if p.strip())
+    r = evaluate(
+        args.target,
+        data=args.data,
+        protocols=protocols,
+        features=args.features,
+        image_size=args.image_size,
+        train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class,
+        block=args.block,
+        k=args.k,
+        reference=args.reference,
+        data_root=args.data_root,
+        out_dir=args.out,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    rows = []
+    if "knn" in r:
+        rows.append({"protocol": f"kNN (k={r['knn']['k']}) top-1", "value": f"{100 * r['knn']['top1']:.2f}%"})
+        if "top5" in r["knn"]:
+            rows.append({"protocol": "kNN top-5", "value": f"{100 * r['knn']['top5']:.2f}%"})
+    if "linear" in r:
+        rows.append({"protocol": "linear probe top-1", "value": f"{100 * r['linear']['top1']:.2f}%"})
+    if "retrieval" in r and "class_map" in r["retrieval"]:
+        rows.append({"protocol": "class retrieval mAP", "value": f"{100 * r['retrieval']['class_map']:.2f}%"})
+    elif "retrieval" in r:  # revisited Oxford / Paris
+        for setting, figures in r["retrieval"].items():
+            shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in figures.items())
+            rows.append({"protocol": f"{setting} (%)", "value": shown})
+    if "cka_map" in r:
+        rows.append({"protocol": "CKA map", "value": f"{r['out_dir']}/{r['cka_map']['png']}"})
+    print(
+        f"{r['model']['name']} on {r['data']} at {r['image_size']} px, {r['features']} features of block {r['block']}"
+    )
+    print(format_table(rows, ["protocol", "value"]))
+    print(f"results: {r['out_dir']}/eval.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leapkd",
@@ -148,6 +194,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_distill)
+
+    e = sub.add_parser(
+        "eval",
+        help="kNN, linear probe, retrieval and CKA maps of a run, a student file or any backbone",
+        description="Evaluate a frozen backbone. TARGET: a run directory, a leapkd student .safetensors, "
+        "or a model name (e.g. dinov2-vits14-imgfocus, vit-nano). Features are cached per model and data.",
+        allow_abbrev=False,
+    )
+    e.add_argument("target")
+    e.add_argument("--data", help="built-in dataset, image folder, or roxford5k / rparis6k (default: the run's data)")
+    e.add_argument("--data-root", help="directory holding roxford5k/ or rparis6k/ (jpg/ + gnd_*.pkl)")
+    e.add_argument("--protocol", default="knn,linear,retrieval", help="comma list of knn,linear,retrieval,cka-map")
+    e.add_argument("--features", default="cls", choices=["cls", "avgpool"], help="CLS token or mean patch token")
+    e.add_argument("--image-size", type=int, help="default: the run's, else 112")
+    e.add_argument("--block", type=int, help="evaluate this block's normed tokens (default: the last)")
+    e.add_argument("--train-per-class", type=_per_class, default=100, help="train images per class, or 'all'")
+    e.add_argument("--val-per-class", type=_per_class, default=50, help="validation images per class, or 'all'")
+    e.add_argument("--k", type=int, default=20, help="kNN neighbours")
+    e.add_argument("--reference", help="model the CKA map compares with (default: the run's teacher)")
+    e.add_argument("--out", help="output directory (default: the run directory, else evals/<name>)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -1,5 +1,22 @@
 """Evaluations of frozen backbones (the protocols of SPEC section 3)."""
 
 from leapkd.eval.knn import knn_accuracy, knn_classify
+from leapkd.eval.linear import linear_probe
+from leapkd.eval.retrieval import (
+    RetrievalImages,
+    class_retrieval_map,
+    load_revisited,
+    rank_database,
+    revisited_map,
+)
 
-__all__ = ["knn_accuracy", "knn_classify"]
+__all__ = [
+    "RetrievalImages",
+    "class_retrieval_map",
+    "knn_accuracy",
+    "knn_classify",
+    "linear_probe",
+    "load_revisited",
+    "rank_database",
+    "revisited_map",
+]

@@ -1,0 +1,263 @@
+"""`evaluate()`: kNN, linear probe, retrieval and CKA maps for any backbone or run.
+
+TARGET is a run directory (its distilled student), a student `.safetensors` written by
+leapkd, or anything `load_backbone` accepts (so a teacher and a random-init model are
+evaluated the same way). Features are extracted once per (model, data, transform) and
+cached; every protocol of one call shares them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch.utils.data import Dataset
+
+from leapkd.config import load_config
+from leapkd.data import build_dataset
+from leapkd.data.transforms import build_transform
+from leapkd.errors import LeapkdError
+from leapkd.eval.cka_map import cka_map, save_cka_map
+from leapkd.eval.features import FeatureKind, extract_features
+from leapkd.eval.knn import knn_accuracy
+from leapkd.eval.linear import linear_probe
+from leapkd.eval.retrieval import (
+    REVISITED,
+    RetrievalImages,
+    class_retrieval_map,
+    load_revisited,
+    rank_database,
+    revisited_map,
+)
+from leapkd.models import Backbone, load_backbone
+from leapkd.rundir import RunDirectory, write_text_atomic
+
+PROTOCOLS = ("knn", "linear", "retrieval", "cka-map")
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and (path / "config.yaml").is_file() and (path / "student.safetensors").is_file()
+
+
+def load_target(
+    target: str, image_size: int | None, seed: int = 0
+) -> tuple[Backbone, RunDirectory | None, dict[str, Any]]:
+    """The backbone to evaluate, its run directory (if any), and defaults taken from the run.
+
+    A model name without weights is built with random weights drawn after seeding with
+    `seed`, so it is the same model every time.
+    """
+    path = Path(target)
+    if _is_run(path):
+        cfg = load_config(path / "config.yaml")
+        run = RunDirectory(path)
+        size = image_size or cfg.image_size
+        teacher_patch = json.loads(run.summary.read_text())["student"]["patch_size"] if run.summary.is_file() else None
+        model = load_backbone(cfg.student, size, weights=run.student, patch_size=teacher_patch)
+        defaults = {
+            "data": cfg.data,
+            "image_size": size,
+            "reference": cfg.teacher,
+            "reference_weights": cfg.teacher_weights,
+            "name": path.name,
+        }
+        return model, run, defaults
+    if path.suffix == ".safetensors" and path.is_file():
+        with safe_open(str(path), "pt") as f:
+            meta = (f.metadata() or {}).get("leapkd")
+        if meta is None:
+            raise LeapkdError(
+                f"{path} carries no leapkd metadata, so its architecture is unknown",
+                "evaluate it as `leapkd eval <timm name> --weights FILE`",
+            )
+        info = json.loads(meta)
+        size = image_size or int(info["image_size"])
+        model = load_backbone(info["name"], size, weights=path, patch_size=int(info["patch_size"]))
+        return model, None, {"image_size": size, "name": path.stem}
+    if path.exists() and not path.is_dir():
+        raise LeapkdError(f"{path} is neither a run directory nor a leapkd student file", "pass a run directory")
+    size = image_size or 112
+    torch.manual_seed(seed)
+    return load_backbone(target, size), None, {"image_size": size, "name": Path(target).name}
+
+
+def evaluate(
+    target: str,
+    data: str | None = None,
+    protocols: tuple[str, ...] = ("knn", "linear", "retrieval"),
+    features: FeatureKind = "cls",
+    image_size: int | None = None,
+    train_per_class: int | None = 100,
+    val_per_class: int | None = 50,
+    block: int | None = None,
+    k: int = 20,
+    reference: str | None = None,
+    cka_images: int = 64,
+    data_root: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate `target` with the chosen protocols; returns (and writes) the results.
+
+    Results go to `eval.json` in the run directory (and are merged into its summary.json
+    under "eval"), or into `out_dir` for other targets.
+    """
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise LeapkdError(f"unknown protocol(s) {', '.join(unknown)}", f"choose from {', '.join(PROTOCOLS)}")
+    model, run, defaults = load_target(target, image_size, seed)
+    data = data or defaults.get("data", "fashion-mnist")
+    size = defaults["image_size"]
+    if data in REVISITED:
+        return _evaluate_revisited(model, data, data_root, size, features, block, run, defaults, out_dir, progress)
+
+    def split(name: str, per_class: int | None) -> Any:
+        return build_dataset(
+            data,
+            split=name,
+            image_size=size,
+            augment=False,
+            mean=model.mean,
+            std=model.std,
+            subset_per_class=per_class,
+            seed=seed,
+        )
+
+    def feats(name: str, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        key = {
+            "data": data,
+            "split": name,
+            "per_class": per_class,
+            "seed": seed,
+            "size": size,
+            "mean": model.mean,
+            "std": model.std,
+        }
+        return extract_features(
+            model, split(name, per_class), features, block, cache_key=key, progress=progress, desc=f"{name} features"
+        )
+
+    results: dict[str, Any] = {
+        "target": str(target),
+        "model": model.describe(),
+        "data": data,
+        "image_size": size,
+        "features": features,
+        "block": block or model.num_blocks,
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "seed": seed,
+    }
+    out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
+    out.mkdir(parents=True, exist_ok=True)
+    if any(p in protocols for p in ("knn", "linear")):
+        tr_x, tr_y = feats("train", train_per_class)
+        va_x, va_y = feats("val", val_per_class)
+        if "knn" in protocols:
+            results["knn"] = {**knn_accuracy(tr_x, tr_y, va_x, va_y, k=k), "k": k}
+        if "linear" in protocols:
+            results["linear"] = linear_probe(tr_x, tr_y, va_x, va_y, seed=seed)
+    if "retrieval" in protocols:
+        va_x, va_y = feats("val", val_per_class)
+        results["retrieval"] = {"class_map": class_retrieval_map(va_x, va_y), "queries": len(va_y)}
+    if "cka-map" in protocols:
+        ref_name = reference or defaults.get("reference")
+        if ref_name is None:
+            raise LeapkdError("cka-map needs a reference model", "pass --reference (e.g. the teacher)")
+        ref = load_backbone(ref_name, size, weights=None if reference else defaults.get("reference_weights"))
+        ds = split("val", None)
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:cka_images]
+        images = torch.stack([ds[int(i)][0] for i in idx])
+        matrix = cka_map(model, ref, images)
+        png, csv_path = out / "cka_map.png", out / "cka_map.csv"
+        save_cka_map(matrix, defaults["name"], Path(ref_name).name, png, csv_path)
+        results["cka_map"] = {
+            "reference": ref_name,
+            "images": len(images),
+            "png": png.name,
+            "csv": csv_path.name,
+            "matrix": [[round(v, 4) for v in row] for row in matrix.tolist()],
+        }
+    write_text_atomic(out / "eval.json", json.dumps(results, indent=2) + "\n")
+    if run is not None and run.summary.is_file():
+        summary = run.read_summary()
+        summary.setdefault("eval", {})[data] = {k: v for k, v in results.items() if k in (*PROTOCOLS, "cka_map")}
+        run.write_summary(summary)
+    results["out_dir"] = str(out)
+    return results
+
+
+class _Unlabelled(Dataset):
+    """(image, index) pairs, so unlabelled images go through `extract_features`."""
+
+    def __init__(self, images: Dataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.images[i], i
+
+
+def _evaluate_revisited(
+    model: Backbone,
+    name: str,
+    root: str | Path | None,
+    size: int,
+    features: FeatureKind,
+    block: int | None,
+    run: RunDirectory | None,
+    defaults: dict[str, Any],
+    out_dir: str | Path | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """Revisited Oxford/Paris: queries cropped to their boxes, ranking by dot product.
+
+    A fixed-grid ViT needs square inputs: images are resized (short side) and centre-cropped.
+    """
+    if root is None:
+        raise LeapkdError(f"{name} needs --data-root", f"pass the directory that holds {name}/jpg and gnd_{name}.pkl")
+    db_paths, q_paths, boxes, gnd = load_revisited(root, name)
+    transform = build_transform(size, augment=False, mean=model.mean, std=model.std)
+    key = {"data": name, "root": str(Path(root).resolve()), "size": size, "mean": model.mean, "std": model.std}
+    db, _ = extract_features(
+        model,
+        _Unlabelled(RetrievalImages(db_paths, None, transform)),
+        features,
+        block,
+        cache_key={**key, "part": "db"},
+        progress=progress,
+        desc=f"{name} database",
+    )
+    qs, _ = extract_features(
+        model,
+        _Unlabelled(RetrievalImages(q_paths, boxes, transform)),
+        features,
+        block,
+        cache_key={**key, "part": "queries"},
+        progress=progress,
+        desc=f"{name} queries",
+    )
+    results = {
+        "target": defaults["name"],
+        "model": model.describe(),
+        "data": name,
+        "image_size": size,
+        "features": features,
+        "block": block or model.num_blocks,
+        "retrieval": revisited_map(rank_database(qs, db), gnd),
+    }
+    out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / f"eval-{name}.json", json.dumps(results, indent=2) + "\n")
+    if run is not None and run.summary.is_file():
+        summary = run.read_summary()
+        summary.setdefault("eval", {})[name] = {"retrieval": results["retrieval"]}
+        run.write_summary(summary)
+    results["out_dir"] = str(out)
+    return results

@@ -1,0 +1,121 @@
+"""`leapkd eval` end to end on tiny models."""
+
+import json
+
+import pytest
+import torch
+
+from leapkd.eval.cka_map import cka_map
+from leapkd.eval.runner import evaluate
+from leapkd.models import load_backbone
+
+SMALL = dict(data="fashion-mnist", image_size=32, train_per_class=6, val_per_class=4, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
+
+
+def test_cka_map_of_a_model_against_itself_has_unit_diagonal():
+    model = load_backbone("vit-nano", 32, patch_size=8)
+    m = cka_map(model, model, torch.randn(6, 3, 32, 32))
+    assert m.shape == (6, 6)
+    torch.testing.assert_close(torch.diagonal(m), torch.ones(6), atol=1e-5, rtol=0)
+    assert torch.allclose(m, m.T, atol=1e-5)
+
+
+def test_backbone_by_name_all_protocols(tmp_path):
+    out = tmp_path / "ev"
+    r = evaluate(
+        "vit-nano", protocols=("knn", "linear", "retrieval", "cka-map"), reference="vit-nano", out_dir=out, **SMALL
+    )
+    for key in ("knn", "linear", "retrieval", "cka_map"):
+        assert key in r
+    assert 0 <= r["knn"]["top1"] <= 1 and 0 <= r["linear"]["top1"] <= 1 and 0 <= r["retrieval"]["class_map"] <= 1
+    assert (out / "eval.json").is_file() and (out / "cka_map.png").is_file() and (out / "cka_map.csv").is_file()
+    assert json.loads((out / "eval.json").read_text())["knn"] == r["knn"]
+
+
+def test_same_inputs_same_numbers_and_cache_reused(tmp_path, monkeypatch):
+    first = evaluate("vit-nano", out_dir=tmp_path / "a", **SMALL)
+    import leapkd.models.adapter as adapter
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("features were extracted again instead of read from the cache")
+
+    monkeypatch.setattr(adapter.Backbone, "forward_to", no_forward)
+    second = evaluate("vit-nano", out_dir=tmp_path / "b", **SMALL)
+    for key in ("knn", "linear", "retrieval"):
+        assert first[key] == second[key]
+
+
+def test_run_directory_gets_eval_json_and_summary(tmp_path):
+    from leapkd.distill import distill
+
+    run = distill(
+        name="r",
+        teacher="vit-nano",
+        student="vit-nano",
+        image_size=32,
+        subset_per_class=4,
+        batch_size=8,
+        epochs=1,
+        output_dir=str(tmp_path / "runs"),
+        progress=False,
+    )
+    r = evaluate(str(run.run_dir), protocols=("knn", "cka-map"), train_per_class=6, val_per_class=4, progress=False)
+    assert r["data"] == "fashion-mnist" and r["image_size"] == 32
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert summary["eval"]["fashion-mnist"]["knn"] == r["knn"]
+    assert (run.run_dir / "eval.json").is_file() and (run.run_dir / "cka_map.png").is_file()
+    assert summary["method"] == "leap"  # the run's own figures are kept
+
+
+def test_student_file_target(tmp_path):
+    from leapkd.distill import distill
+
+    run = distill(
+        name="r",
+        teacher="vit-nano",
+        student="vit-nano",
+        image_size=32,
+        subset_per_class=4,
+        batch_size=8,
+        epochs=1,
+        output_dir=str(tmp_path / "runs"),
+        progress=False,
+    )
+    r = evaluate(str(run.run_dir / "student.safetensors"), protocols=("knn",), out_dir=tmp_path / "s", **SMALL)
+    assert r["model"]["embed_dim"] == 128
+
+
+def test_unknown_protocol():
+    from leapkd import LeapkdError
+
+    with pytest.raises(LeapkdError, match="unknown protocol"):
+        evaluate("vit-nano", protocols=("knn", "retreival"), **SMALL)
+
+
+def test_revisited_oxford_layout_end_to_end(tmp_path):
+    import pickle
+
+    from PIL import Image
+
+    base = tmp_path / "roxford5k"
+    (base / "jpg").mkdir(parents=True)
+    colours = [(250, 10, 10), (240, 20, 20), (10, 10, 250), (20, 20, 240)]
+    for i, c in enumerate(colours):
+        Image.new("RGB", (40, 30), c).save(base / "jpg" / f"im{i}.jpg")
+    gnd = [
+        {"bbx": [0, 0, 20, 20], "easy": [1], "hard": [], "junk": [0]},
+        {"bbx": [5, 5, 30, 25], "easy": [3], "hard": [2], "junk": []},
+    ]
+    with (base / "gnd_roxford5k.pkl").open("wb") as f:
+        pickle.dump({"imlist": [f"im{i}" for i in range(4)], "qimlist": ["im0", "im2"], "gnd": gnd}, f)
+    r = evaluate(
+        "vit-nano", data="roxford5k", data_root=tmp_path, image_size=32, out_dir=tmp_path / "o", progress=False
+    )
+    assert set(r["retrieval"]) == {"easy", "medium", "hard"}
+    assert all(0 <= v <= 1 for s in r["retrieval"].values() for v in s.values())
+    assert (tmp_path / "o" / "eval-roxford5k.json").is_file()
