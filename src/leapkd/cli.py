@@ -132,6 +132,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         k=args.k,
         reference=args.reference,
         data_root=args.data_root,
+        patch_size=args.patch_size,
         out_dir=args.out,
         seed=args.seed,
         progress=not args.no_progress,
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--protocol", default="knn,linear,retrieval", help="comma list of knn,linear,retrieval,cka-map")
     e.add_argument("--features", default="cls", choices=["cls", "avgpool"], help="CLS token or mean patch token")
     e.add_argument("--image-size", type=int, help="default: the run's, else 112")
+    e.add_argument("--patch-size", type=int, help="for a model name: build it with this patch size")
     e.add_argument("--block", type=int, help="evaluate this block's normed tokens (default: the last)")
     e.add_argument("--train-per-class", type=_per_class, default=100, help="train images per class, or 'all'")
     e.add_argument("--val-per-class", type=_per_class, default=50, help="validation images per class, or 'all'")

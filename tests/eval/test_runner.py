@@ -34,7 +34,7 @@ def test_backbone_by_name_all_protocols(tmp_path):
         assert key in r
     assert 0 <= r["knn"]["top1"] <= 1 and 0 <= r["linear"]["top1"] <= 1 and 0 <= r["retrieval"]["class_map"] <= 1
     assert (out / "eval.json").is_file() and (out / "cka_map.png").is_file() and (out / "cka_map.csv").is_file()
-    assert json.loads((out / "eval.json").read_text())["knn"] == r["knn"]
+    assert json.loads((out / "eval.json").read_text())["fashion-mnist"]["knn"] == r["knn"]
 
 
 def test_same_inputs_same_numbers_and_cache_reused(tmp_path, monkeypatch):
@@ -70,6 +70,12 @@ def test_run_directory_gets_eval_json_and_summary(tmp_path):
     assert summary["eval"]["fashion-mnist"]["knn"] == r["knn"]
     assert (run.run_dir / "eval.json").is_file() and (run.run_dir / "cka_map.png").is_file()
     assert summary["method"] == "leap"  # the run's own figures are kept
+    # a later call with other protocols adds to what is there
+    evaluate(str(run.run_dir), protocols=("linear",), train_per_class=6, val_per_class=4, progress=False)
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert {"knn", "linear", "cka_map"} <= set(summary["eval"]["fashion-mnist"])
+    book = json.loads((run.run_dir / "eval.json").read_text())
+    assert {"knn", "linear", "cka_map"} <= set(book["fashion-mnist"])
 
 
 def test_student_file_target(tmp_path):
@@ -118,4 +124,4 @@ def test_revisited_oxford_layout_end_to_end(tmp_path):
     )
     assert set(r["retrieval"]) == {"easy", "medium", "hard"}
     assert all(0 <= v <= 1 for s in r["retrieval"].values() for v in s.values())
-    assert (tmp_path / "o" / "eval-roxford5k.json").is_file()
+    assert "roxford5k" in json.loads((tmp_path / "o" / "eval.json").read_text())

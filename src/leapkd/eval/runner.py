@@ -43,7 +43,7 @@ def _is_run(path: Path) -> bool:
 
 
 def load_target(
-    target: str, image_size: int | None, seed: int = 0
+    target: str, image_size: int | None, seed: int = 0, patch_size: int | None = None
 ) -> tuple[Backbone, RunDirectory | None, dict[str, Any]]:
     """The backbone to evaluate, its run directory (if any), and defaults taken from the run.
 
@@ -81,7 +81,7 @@ def load_target(
         raise LeapkdError(f"{path} is neither a run directory nor a leapkd student file", "pass a run directory")
     size = image_size or 112
     torch.manual_seed(seed)
-    return load_backbone(target, size), None, {"image_size": size, "name": Path(target).name}
+    return load_backbone(target, size, patch_size=patch_size), None, {"image_size": size, "name": Path(target).name}
 
 
 def evaluate(
@@ -97,6 +97,7 @@ def evaluate(
     reference: str | None = None,
     cka_images: int = 64,
     data_root: str | Path | None = None,
+    patch_size: int | None = None,
     out_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -109,7 +110,7 @@ def evaluate(
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise LeapkdError(f"unknown protocol(s) {', '.join(unknown)}", f"choose from {', '.join(PROTOCOLS)}")
-    model, run, defaults = load_target(target, image_size, seed)
+    model, run, defaults = load_target(target, image_size, seed, patch_size)
     data = data or defaults.get("data", "fashion-mnist")
     size = defaults["image_size"]
     if data in REVISITED:
@@ -182,13 +183,24 @@ def evaluate(
             "csv": csv_path.name,
             "matrix": [[round(v, 4) for v in row] for row in matrix.tolist()],
         }
-    write_text_atomic(out / "eval.json", json.dumps(results, indent=2) + "\n")
-    if run is not None and run.summary.is_file():
-        summary = run.read_summary()
-        summary.setdefault("eval", {})[data] = {k: v for k, v in results.items() if k in (*PROTOCOLS, "cka_map")}
-        run.write_summary(summary)
+    _record(out / "eval.json", run, data, results)
     results["out_dir"] = str(out)
     return results
+
+
+def _record(path: Path, run: RunDirectory | None, data: str, results: dict[str, Any]) -> None:
+    """Merge results into `path` (one entry per dataset) and into the run's summary.json.
+
+    Protocols evaluated earlier on the same data are kept unless evaluated again.
+    """
+    book = json.loads(path.read_text()) if path.is_file() else {}
+    book[data] = {**book.get(data, {}), **results}
+    write_text_atomic(path, json.dumps(book, indent=2) + "\n")
+    if run is not None and run.summary.is_file():
+        summary = run.read_summary()
+        entry = summary.setdefault("eval", {}).setdefault(data, {})
+        entry.update({k: v for k, v in results.items() if k in ("knn", "linear", "retrieval", "cka_map")})
+        run.write_summary(summary)
 
 
 class _Unlabelled(Dataset):
@@ -254,10 +266,6 @@ def _evaluate_revisited(
     }
     out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / f"eval-{name}.json", json.dumps(results, indent=2) + "\n")
-    if run is not None and run.summary.is_file():
-        summary = run.read_summary()
-        summary.setdefault("eval", {})[name] = {"retrieval": results["retrieval"]}
-        run.write_summary(summary)
+    _record(out / "eval.json", run, name, results)
     results["out_dir"] = str(out)
     return results
