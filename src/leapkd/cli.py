@@ -159,6 +159,32 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(f"results: {r['out_dir']}/eval.json")
 
 
+def _cmd_spectrum(args: argparse.Namespace) -> None:
+    from leapkd.analysis.command import spectrum
+
+    r = spectrum(
+        args.model,
+        student=args.student,
+        data=args.data,
+        image_size=args.image_size,
+        images=args.images,
+        pairs=args.pairs,
+        out_dir=args.out,
+        seed=args.seed,
+    )
+    for m in r["models"]:
+        top = sorted(range(len(m["change_score"])), key=lambda i: -m["change_score"][i])[:4]
+        print(
+            f"{m['name']}: {len(m['layer_intensity'])} blocks; spectrum changes most at blocks "
+            f"{', '.join(str(i + 1) for i in sorted(top))}"
+        )
+    pairs = " ".join(f"{s}<-{t}" for s, t in r["proposed_pairs"])
+    print(f"proposed (student <- teacher) pairs: {pairs}")
+    if "mirror_correlation" in r:
+        print(f"mirror correlation of the per-layer intensity curves: {r['mirror_correlation']:.3f}")
+    print(f"plots and CSV: {r['out_dir']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leapkd",
@@ -219,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_cmd_eval)
+
+    sp = sub.add_parser(
+        "spectrum",
+        help="spectral analysis of a model's blocks; with --student, side by side and proposed layer pairs",
+        description="FFT spectra of every block's feature map over the token grid (and the channel axis), "
+        "per layer and frequency band, on a sample of images. MODEL and --student: a run directory, a "
+        "student file or a model name.",
+        allow_abbrev=False,
+    )
+    sp.add_argument("model")
+    sp.add_argument("--student", help="a second model drawn beside the first (e.g. a run directory)")
+    sp.add_argument("--data", help="built-in dataset or image folder (default: the run's, else fashion-mnist)")
+    sp.add_argument("--image-size", type=int, help="default: the run's, else 112")
+    sp.add_argument("--images", type=int, default=64, help="validation images to average over")
+    sp.add_argument("--pairs", type=int, default=8, help="how many layer pairs to propose")
+    sp.add_argument("--out", help="output directory (default: <run>/spectrum, else spectra/<name>)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=_cmd_spectrum)
     return parser
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leapkd.errors import LeapkdError, closest_names
 
@@ -27,7 +27,9 @@ class DistillConfig(BaseModel):
     output_dir: str = Field("runs", description="parent directory of run directories")
     seed: int = Field(0, description="seed of weights, data order and augmentation")
     # ----- models -----
-    method: Literal["leap", "fixed"] = Field("leap", description="leap (curriculum) or fixed (last-block baseline)")
+    method: Literal["leap", "fixed", "spectralkd"] = Field(
+        "leap", description="leap (curriculum), fixed (last-block baseline) or spectralkd (FFT alignment)"
+    )
     teacher: str = Field("dinov2-vits14-imgfocus", description="teacher name, timm name or HF directory")
     teacher_weights: str | None = Field(None, description="local weight file for the teacher")
     student: str = Field("vit-nano", description="student preset or timm ViT name")
@@ -53,6 +55,17 @@ class DistillConfig(BaseModel):
     cls_weight: float = Field(0.0, ge=0, description="weight of the CLS-token MSE (paper: 0.05)")
     patch_embed_weight: float = Field(0.0, ge=0, description="weight of the patch-embedding MSE")
     fixed_last_n: int = Field(1, ge=1, description="fixed: target = concatenation of the last n blocks")
+    # ----- SpectralKD -----
+    spectral_weight: float | None = Field(
+        None, ge=0, description="weight of the spectral (FFT) loss; default 0.2 for spectralkd, else 0"
+    )
+    student_layers: list[int] | None = Field(
+        None, description="student blocks of the spectral pairs (1-based; default: first 2 + last ones)"
+    )
+    teacher_layers: list[int] | None = Field(None, description="teacher blocks paired with student_layers (1-based)")
+    ce_weight: float = Field(0.0, ge=0, description="cross-entropy on labels through a student linear head")
+    kd_weight: float = Field(0.0, ge=0, description="logit KD weight: kd_weight * T^2 * KL(student/T || teacher/T)")
+    kd_temperature: float = Field(1.0, gt=0, description="logit KD temperature T")
     # ----- LEAP curriculum -----
     threshold: float = Field(0.85, gt=0, le=1, description="level up when the smoothed metric reaches this")
     alpha: float = Field(1.0, gt=0, le=1, description="EMA weight of the newest metric (1: no smoothing)")
@@ -65,6 +78,21 @@ class DistillConfig(BaseModel):
     lr_reset: Literal["none", "peak", "envelope"] = Field(
         "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
     )
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> DistillConfig:
+        s, t = self.student_layers, self.teacher_layers
+        if (s is None) != (t is None) or (s is not None and t is not None and len(s) != len(t)):
+            raise ValueError("student_layers and teacher_layers must be given together, with the same length")
+        if self.method == "leap" and self.kd_weight > 0:
+            raise ValueError("kd_weight needs the teacher's last block every step; use method fixed or spectralkd")
+        return self
+
+    @property
+    def resolved_spectral_weight(self) -> float:
+        if self.spectral_weight is not None:
+            return self.spectral_weight
+        return 0.2 if self.method == "spectralkd" else 0.0
 
     def run_name(self) -> str:
         if self.name:
@@ -88,6 +116,9 @@ def _explain(err: ValidationError) -> LeapkdError:
             close = closest_names(key, config_keys())
             lines.append(f"unknown config key '{key}'")
             fixes.append(f"did you mean {' or '.join(close)}?" if close else "run `leapkd distill --help` for the keys")
+        elif key == "config":  # a rule across keys: the message names them
+            lines.append(str(e["msg"]).removeprefix("Value error, "))
+            fixes.append("change the settings the message names")
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
             fixes.append(f"set {key} to a valid value (`leapkd distill --help` lists ranges)")

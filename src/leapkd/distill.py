@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from leapkd.config import DistillConfig, load_config
 from leapkd.engine import DistillModule, StopOnSignal, build_trainer
 from leapkd.errors import LeapkdError
-from leapkd.methods import Leap, build_method
+from leapkd.methods import FeatureDistillation, Leap, build_method
 from leapkd.models import Backbone, check_token_grids, freeze, load_backbone
 from leapkd.report import plot_curriculum, plot_loss
 from leapkd.rundir import RunDirectory, read_metrics
@@ -99,7 +99,9 @@ def distill(
         seed=cfg.seed,
         root=cfg.data_root,
     )
-    method = build_method(cfg, teacher, student)
+    method = build_method(cfg, teacher, student, num_classes=len(train_set.classes))
+    if cfg.kd_weight > 0:
+        _fit_teacher_head(cfg, teacher, method, progress)
     run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite)
 
     module = DistillModule(cfg, teacher, student, method, train_set, run)
@@ -119,6 +121,40 @@ def distill(
     if trainer.is_global_zero:
         summary = _finish(run, cfg, module, teacher, student, len(train_set), trainer.world_size)  # type: ignore[arg-type]
     return DistillResult(run.path, summary)
+
+
+def _fit_teacher_head(cfg: DistillConfig, teacher: Backbone, method: FeatureDistillation, progress: bool) -> None:
+    """Logit KD with a headless teacher: fit a linear head on its frozen CLS features.
+
+    The features (un-augmented training images) are cached, so a resumed run refits the
+    same head in seconds.
+    """
+    from leapkd.data import build_dataset
+    from leapkd.eval.features import extract_features
+
+    plain = build_dataset(
+        cfg.data,
+        split="train",
+        image_size=cfg.image_size,
+        augment=False,
+        mean=teacher.mean,
+        std=teacher.std,
+        subset_per_class=cfg.subset_per_class,
+        seed=cfg.seed,
+        root=cfg.data_root,
+    )
+    key = {
+        "data": cfg.data,
+        "split": "train",
+        "per_class": cfg.subset_per_class,
+        "seed": cfg.seed,
+        "size": cfg.image_size,
+        "mean": teacher.mean,
+        "std": teacher.std,
+        "root": cfg.data_root,
+    }
+    feats, labels = extract_features(teacher, plain, "cls", cache_key=key, progress=progress, desc="teacher head")
+    method.fit_teacher_head(feats, labels, len(plain.classes), seed=cfg.seed)  # type: ignore[attr-defined]
 
 
 def _quiet_lightning() -> None:

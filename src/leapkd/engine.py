@@ -141,10 +141,15 @@ class DistillModule(L.LightningModule):
 
     # ----- one step -------------------------------------------------------------------
     def student_forward(self, images: Tensor) -> StudentOutput:
+        """The student's final normed tokens, plus the embedding and blocks the losses need."""
         s = self.student
         embed = s.embed(images)
-        tokens = s.norm(s.run_blocks(embed, 0, s.num_blocks))
-        return StudentOutput(tokens, embed if self.method.needs_student_embed else None, s.num_prefix_tokens)
+        x, done, taps = embed, 0, {}
+        for b in self.method.student_blocks():
+            x, done = s.run_blocks(x, done, b), b
+            taps[b] = x
+        tokens = s.norm(s.run_blocks(x, done, s.num_blocks))
+        return StudentOutput(tokens, embed if self.method.needs_student_embed else None, s.num_prefix_tokens, taps)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images = batch[0]
@@ -160,7 +165,7 @@ class DistillModule(L.LightningModule):
         t0 = _now(self.device)
         targets = method.targets(teacher, images)
         t1 = _now(self.device)
-        out = method.loss(self.student_forward(images), targets)
+        out = method.loss(self.student_forward(images), targets, batch[1])
         _check_finite(out.loss, out.parts, step)
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
@@ -174,7 +179,7 @@ class DistillModule(L.LightningModule):
         t2 = _now(self.device)
         metric = method.progress(out.projected, targets.patch)
         t3 = _now(self.device)
-        moved = method.after_step(metric)
+        moved = method.after_step(metric) if metric is not None else False
         if moved:
             self._level_up()
 
@@ -198,7 +203,11 @@ class DistillModule(L.LightningModule):
         if self._writer is not None:
             self._writer.write(row)
         self.log_dict(
-            {"loss": row["loss"], "metric": metric, "block": float(method.target_block)},
+            {
+                "loss": row["loss"],
+                "block": float(method.target_block),
+                **({"metric": metric} if metric is not None else {}),
+            },
             prog_bar=True,
             on_step=True,
             batch_size=images.shape[0],
@@ -246,9 +255,10 @@ class DistillModule(L.LightningModule):
     def _count_student_step(self, images: Tensor) -> int:
         with torch.no_grad():
             targets = self.method.targets(self.teacher, images)
+        labels = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
 
         def step() -> Tensor:
-            return self.method.loss(self.student_forward(images), targets).loss
+            return self.method.loss(self.student_forward(images), targets, labels).loss
 
         return student_step_flops(step)
 

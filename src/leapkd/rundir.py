@@ -33,6 +33,9 @@ METRIC_COLUMNS = [
     "loss_feature",
     "loss_cls",
     "loss_patch_embed",
+    "loss_spectral",
+    "loss_ce",
+    "loss_kd",
     "lr",
     "level_up",
 ]

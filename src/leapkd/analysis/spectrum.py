@@ -28,8 +28,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 import torch  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from leapkd.errors import LeapkdError  # noqa: E402
@@ -225,7 +226,9 @@ def save_spectrum_plots(results: list[SpectrumResult], out_dir: Path) -> list[Pa
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.8), dpi=110, squeeze=False)
     for ax, r in zip(axes[0], results):
-        im = ax.imshow(r.grid_bands.numpy(), origin="lower", cmap="magma", aspect="auto")
+        # log colour scale: the zero-frequency band is orders of magnitude above the rest
+        bands = r.grid_bands.clamp_min(1e-8).numpy()
+        im = ax.imshow(bands, origin="lower", cmap="magma", aspect="auto", norm=LogNorm())
         ax.set_xticks(range(r.grid_bands.shape[1]))
         ax.set_yticks(range(r.num_layers), labels=range(1, r.num_layers + 1))
         ax.set_xlabel("radial frequency band")
@@ -242,7 +245,8 @@ def save_spectrum_plots(results: list[SpectrumResult], out_dir: Path) -> list[Pa
         depth = [b / r.num_layers for b in range(1, r.num_layers + 1)]
         ax.plot(depth, r.layer_intensity.tolist(), marker="o", label=r.model_name)
     ax.set_xlabel("relative depth (block / L)")
-    ax.set_ylabel("mean |FFT| over the token grid")
+    ax.set_yscale("log")
+    ax.set_ylabel("mean |FFT| over the token grid (log)")
     ax.set_title("per-layer spectral intensity")
     ax.legend()
     fig.tight_layout()

@@ -110,3 +110,21 @@ def linear_probe(
     if classes >= 5:
         result["top5"] = (ranked == vy[:, None]).any(dim=1).float().mean().item()
     return {**result, "best_lr": best_lr, "holdout_top1_by_lr": by_lr}
+
+
+def fit_linear_head(
+    feats: Tensor, labels: Tensor, num_classes: int, lr: float = 0.1, epochs: int = 100, seed: int = 0
+) -> torch.nn.Linear:
+    """A linear classifier on frozen features, as one `nn.Linear` on the raw features.
+
+    Trained like the probe (standardised features, SGD with momentum, cosine schedule);
+    the standardisation is folded into the layer's weights, so it applies to raw features.
+    """
+    x, y = feats.detach().float().cpu(), labels.detach().long().cpu()
+    weight, bias, mean, std = _train(x, y, num_classes, torch.tensor([lr]), epochs, 256, seed)
+    w = weight[0] / std[:, None]  # (D, C)
+    layer = torch.nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():
+        layer.weight.copy_(w.T)
+        layer.bias.copy_(bias[0] - mean @ w)
+    return layer

@@ -4,23 +4,33 @@ A method says which teacher blocks it needs this step (the teacher runs only up 
 deepest), builds the targets from them, and computes the loss of the student's projected
 tokens against those targets. The engine calls it; it never calls the engine.
 
-Loss (SPEC section 1): MSE between the projected student patch tokens (final norm, then
-a linear projector D_s -> D_target) and the target patch tokens; optional CLS-token MSE
-(`cls_weight`, projected student CLS vs the teacher's normed CLS of the target block);
-optional patch-embedding MSE (`patch_embed_weight`, layer-normed projected student patch
-embeddings vs the teacher's patch embeddings, with a projector of its own).
+Loss terms, each optional by its weight:
+- feature (SPEC section 1, weight `feature_weight`): MSE between the projected student
+  patch tokens (final norm, then a linear projector D_s -> D_target) and the target
+  patch tokens;
+- CLS (`cls_weight`): projected student CLS vs the teacher's normed CLS of the target block;
+- patch embedding (`patch_embed_weight`): layer-normed projected student patch embeddings
+  vs the teacher's patch embeddings, with a projector of its own;
+- spectral (SPEC section 2, `spectral_weight`): `leapkd.losses.spectral_loss` over the
+  (student block, teacher block) pairs whose teacher block has run this step (for LEAP:
+  teacher block <= the current target block);
+- cross-entropy on labels (`ce_weight`) through a student linear head on its CLS token;
+- logit KD (`kd_weight`): kd_weight * T^2 * KL(teacher/T || student/T), the teacher's
+  logits coming from a frozen linear head fitted on its features (`fit_teacher_head`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leapkd.errors import LeapkdError
+from leapkd.losses import spectral_loss
 from leapkd.metrics import get_metric
 from leapkd.models import Backbone
 
@@ -32,6 +42,7 @@ class StudentOutput:
     tokens: Tensor  # final-norm output, (B, prefix + P, D_s)
     embed: Tensor | None  # embedding output, (B, prefix + P, D_s), when a loss needs it
     prefix: int
+    blocks: dict[int, Tensor] = field(default_factory=dict)  # un-normed outputs for spectral pairs
 
 
 @dataclass
@@ -42,6 +53,8 @@ class Targets:
     patch: Tensor  # (B, P, D_target)
     cls: Tensor | None  # (B, D_target) when the CLS loss is on
     embed: Tensor | None  # teacher patch embeddings (B, P, D_t) when that loss is on
+    spectral: dict[int, Tensor] = field(default_factory=dict)  # un-normed patch tokens per teacher block
+    logits: Tensor | None = None  # teacher logits (B, classes) when logit KD is on
 
 
 @dataclass
@@ -71,10 +84,34 @@ class FeatureDistillation(nn.Module):
         metric: str = "cka",
         metric_images: int | None = None,
         seed: int = 0,
+        feature_weight: float = 1.0,
+        spectral_weight: float = 0.0,
+        spectral_pairs: Sequence[tuple[int, int]] = (),
+        num_classes: int | None = None,
+        ce_weight: float = 0.0,
+        kd_weight: float = 0.0,
+        kd_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_teacher_blocks = teacher.num_blocks
         self.teacher_prefix = teacher.num_prefix_tokens
+        self.grid = teacher.grid_size
+        self.feature_weight = feature_weight
+        self.spectral_weight = spectral_weight
+        self.spectral_pairs = [(int(s), int(t)) for s, t in spectral_pairs] if spectral_weight > 0 else []
+        for s, t in self.spectral_pairs:
+            if not (1 <= s <= student.num_blocks and 1 <= t <= teacher.num_blocks):
+                raise LeapkdError(
+                    f"spectral pair (student {s}, teacher {t}) is out of range "
+                    f"(student 1..{student.num_blocks}, teacher 1..{teacher.num_blocks})",
+                    "choose student_layers and teacher_layers within the models' blocks",
+                )
+        self.ce_weight, self.kd_weight, self.kd_temperature = ce_weight, kd_weight, kd_temperature
+        needs_head = ce_weight > 0 or kd_weight > 0
+        if needs_head and not num_classes:
+            raise LeapkdError("ce_weight / kd_weight need labelled data", "use a dataset with classes")
+        self.student_head = nn.Linear(student.embed_dim, num_classes) if needs_head and num_classes else None
+        self.teacher_head: nn.Linear | None = None  # frozen; set by fit_teacher_head
         self.projector = nn.Linear(student.embed_dim, target_width)
         self.embed_projector = nn.Linear(student.embed_dim, teacher.embed_dim) if patch_embed_weight > 0 else None
         self._initial_projector = copy.deepcopy(self.projector.state_dict())
@@ -95,26 +132,50 @@ class FeatureDistillation(nn.Module):
     def needs_student_embed(self) -> bool:
         return self.patch_embed_weight > 0
 
+    def active_pairs(self) -> list[tuple[int, int]]:
+        """Spectral pairs whose teacher block runs this step."""
+        depth = self.target_block
+        return [(s, t) for s, t in self.spectral_pairs if t <= depth]
+
+    def student_blocks(self) -> list[int]:
+        """Student blocks whose un-normed outputs the loss needs."""
+        return sorted({s for s, _ in self.active_pairs()})
+
     @torch.no_grad()
     def targets(self, teacher: Backbone, images: Tensor) -> Targets:
         """Run the teacher up to the deepest target block only, and build the targets."""
         blocks = self.target_blocks()
-        wanted = blocks + ([0] if self.patch_embed_weight > 0 else [])
-        out = teacher.forward_blocks(images, wanted)
+        spectral = sorted({t for _, t in self.active_pairs()})
+        wanted = blocks + spectral + ([0] if self.patch_embed_weight > 0 else [])
+        raw = teacher.forward_blocks(images, wanted, norm=False)
+        normed = {b: teacher.norm(raw[b]) for b in blocks}
         p = self.teacher_prefix
-        patch = torch.cat([out[b][:, p:] for b in blocks], dim=-1)
-        cls = torch.cat([out[b][:, 0] for b in blocks], dim=-1) if self.cls_weight > 0 else None
-        embed = out[0][:, p:] if self.patch_embed_weight > 0 else None
-        return Targets(depth=max(blocks), patch=patch, cls=cls, embed=embed)
+        patch = torch.cat([normed[b][:, p:] for b in blocks], dim=-1)
+        cls = torch.cat([normed[b][:, 0] for b in blocks], dim=-1) if self.cls_weight > 0 else None
+        embed = raw[0][:, p:] if self.patch_embed_weight > 0 else None
+        logits = None
+        if self.teacher_head is not None and self.kd_weight > 0:
+            last = self.num_teacher_blocks
+            logits = self.teacher_head(teacher.norm(raw[last])[:, 0] if last not in normed else normed[last][:, 0])
+        return Targets(
+            depth=max(wanted),
+            patch=patch,
+            cls=cls,
+            embed=embed,
+            spectral={t: raw[t][:, p:] for t in spectral},
+            logits=logits,
+        )
 
     # ----- loss ----------------------------------------------------------------------
-    def loss(self, student: StudentOutput, targets: Targets) -> LossOutput:
+    def loss(self, student: StudentOutput, targets: Targets, labels: Tensor | None = None) -> LossOutput:
         projected = self.projector(student.tokens[:, student.prefix :])
         if projected.shape[1] != targets.patch.shape[1]:
             raise ValueError(f"student has {projected.shape[1]} patch tokens, teacher {targets.patch.shape[1]}")
-        feature = F.mse_loss(projected.float(), targets.patch.float())
-        parts = {"loss_feature": feature}
-        total = feature
+        parts: dict[str, Tensor] = {}
+        total = projected.new_zeros((), dtype=torch.float32)
+        if self.feature_weight > 0:
+            parts["loss_feature"] = F.mse_loss(projected.float(), targets.patch.float())
+            total = total + self.feature_weight * parts["loss_feature"]
         if targets.cls is not None:
             cls = F.mse_loss(self.projector(student.tokens[:, 0]).float(), targets.cls.float())
             parts["loss_cls"] = cls
@@ -125,17 +186,50 @@ class FeatureDistillation(nn.Module):
             pe = F.mse_loss(s_embed.float(), targets.embed.float())
             parts["loss_patch_embed"] = pe
             total = total + self.patch_embed_weight * pe
+        pairs = self.active_pairs()
+        if pairs:
+            s_maps = [student.blocks[s][:, student.prefix :] for s, _ in pairs]
+            t_maps = [targets.spectral[t] for _, t in pairs]
+            parts["loss_spectral"] = spectral_loss(s_maps, t_maps, grid=self.grid)
+            total = total + self.spectral_weight * parts["loss_spectral"]
+        if self.student_head is not None:
+            logits = self.student_head(student.tokens[:, 0]).float()
+            if self.ce_weight > 0 and labels is not None:
+                parts["loss_ce"] = F.cross_entropy(logits, labels)
+                total = total + self.ce_weight * parts["loss_ce"]
+            if self.kd_weight > 0 and targets.logits is not None:
+                T = self.kd_temperature
+                kl = F.kl_div(
+                    F.log_softmax(logits / T, dim=-1),
+                    F.log_softmax(targets.logits.float() / T, dim=-1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+                parts["loss_kd"] = kl * (T * T)
+                total = total + self.kd_weight * parts["loss_kd"]
         return LossOutput(total, {k: v.detach() for k, v in parts.items()}, projected)
+
+    @torch.no_grad()
+    def fit_teacher_head(self, teacher_feats: Tensor, labels: Tensor, num_classes: int, seed: int = 0) -> None:
+        """Give a headless teacher logits: a frozen linear head fitted on its CLS features."""
+        from leapkd.eval.linear import fit_linear_head
+
+        head = fit_linear_head(teacher_feats, labels, num_classes, seed=seed)
+        head.requires_grad_(False)
+        self.teacher_head = head
 
     # ----- progress metric -------------------------------------------------------------
     @torch.no_grad()
-    def progress(self, projected: Tensor, target: Tensor) -> float:
+    def progress(self, projected: Tensor, target: Tensor) -> float | None:
         """The metric between projected student tokens and the target, averaged over ranks.
 
         float32, no autocast, no gradients; on `metric_images` random images of the batch
         when set (drawn from the method's own seeded generator, so every rank and a resumed
         run draw the same ones).
+        None when the projector is not trained (no feature loss).
         """
+        if self.feature_weight == 0:
+            return None
         if self.metric_images is not None and self.metric_images < projected.shape[0]:
             idx = torch.randperm(projected.shape[0], generator=self._metric_gen)[: self.metric_images]
             idx = idx.to(projected.device)
