@@ -14,7 +14,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_commands():
     out = run_cli("--help")
     assert out.returncode == 0
-    for cmd in ("distill", "models", "data"):
+    for cmd in ("distill", "eval", "spectrum", "models", "data"):
         assert cmd in out.stdout
 
 
@@ -60,3 +60,32 @@ def test_public_api_is_lazy_and_typed():
 def test_all_names_resolve():
     for name in leapkd.__all__:
         assert getattr(leapkd, name) is not None, name
+
+
+def test_spectrum_command_writes_plots_pairs_and_correlation(tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "spec"
+    code = main(
+        [
+            "spectrum",
+            "vit-nano",
+            "--student",
+            "vit-nano",
+            "--image-size",
+            "32",
+            "--images",
+            "8",
+            "--pairs",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "spectrum.json").read_text())
+    assert report["mirror_correlation"] > 0.99  # the same seeded model on both sides
+    assert len(report["proposed_pairs"]) == 3
+    assert (out / "spectrum_bands.png").stat().st_size > 0 and (out / "spectrum_intensity.png").stat().st_size > 0
+    assert "proposed (student <- teacher) pairs" in capsys.readouterr().out
