@@ -50,10 +50,10 @@ def test_same_inputs_same_numbers_and_cache_reused(tmp_path, monkeypatch):
         assert first[key] == second[key]
 
 
-def test_run_directory_gets_eval_json_and_summary(tmp_path):
+def _tiny_run(tmp_path):
     from leapkd.distill import distill
 
-    run = distill(
+    return distill(
         name="r",
         teacher="vit-nano",
         student="vit-nano",
@@ -64,6 +64,10 @@ def test_run_directory_gets_eval_json_and_summary(tmp_path):
         output_dir=str(tmp_path / "runs"),
         progress=False,
     )
+
+
+def test_run_directory_gets_eval_json_and_summary(tmp_path):
+    run = _tiny_run(tmp_path)
     r = evaluate(str(run.run_dir), protocols=("knn", "cka-map"), train_per_class=6, val_per_class=4, progress=False)
     assert r["data"] == "fashion-mnist" and r["image_size"] == 32
     summary = json.loads((run.run_dir / "summary.json").read_text())
@@ -79,19 +83,7 @@ def test_run_directory_gets_eval_json_and_summary(tmp_path):
 
 
 def test_student_file_target(tmp_path):
-    from leapkd.distill import distill
-
-    run = distill(
-        name="r",
-        teacher="vit-nano",
-        student="vit-nano",
-        image_size=32,
-        subset_per_class=4,
-        batch_size=8,
-        epochs=1,
-        output_dir=str(tmp_path / "runs"),
-        progress=False,
-    )
+    run = _tiny_run(tmp_path)
     r = evaluate(str(run.run_dir / "student.safetensors"), protocols=("knn",), out_dir=tmp_path / "s", **SMALL)
     assert r["model"]["embed_dim"] == 128
 

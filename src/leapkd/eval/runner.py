@@ -237,24 +237,17 @@ def _evaluate_revisited(
     db_paths, q_paths, boxes, gnd = load_revisited(root, name)
     transform = build_transform(size, augment=False, mean=model.mean, std=model.std)
     key = {"data": name, "root": str(Path(root).resolve()), "size": size, "mean": model.mean, "std": model.std}
-    db, _ = extract_features(
-        model,
-        _Unlabelled(RetrievalImages(db_paths, None, transform)),
-        features,
-        block,
-        cache_key={**key, "part": "db"},
-        progress=progress,
-        desc=f"{name} database",
-    )
-    qs, _ = extract_features(
-        model,
-        _Unlabelled(RetrievalImages(q_paths, boxes, transform)),
-        features,
-        block,
-        cache_key={**key, "part": "queries"},
-        progress=progress,
-        desc=f"{name} queries",
-    )
+    feats = {}
+    for part, paths, crops in (("database", db_paths, None), ("queries", q_paths, boxes)):
+        feats[part], _ = extract_features(
+            model,
+            _Unlabelled(RetrievalImages(paths, crops, transform)),
+            features,
+            block,
+            cache_key={**key, "part": part},
+            progress=progress,
+            desc=f"{name} {part}",
+        )
     results = {
         "target": defaults["name"],
         "model": model.describe(),
@@ -262,7 +255,7 @@ def _evaluate_revisited(
         "image_size": size,
         "features": features,
         "block": block or model.num_blocks,
-        "retrieval": revisited_map(rank_database(qs, db), gnd),
+        "retrieval": revisited_map(rank_database(feats["queries"], feats["database"]), gnd),
     }
     out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
     out.mkdir(parents=True, exist_ok=True)
