@@ -233,7 +233,7 @@ def save_spectrum_plots(results: list[SpectrumResult], out_dir: Path) -> list[Pa
         ax.set_yticks(range(r.num_layers), labels=range(1, r.num_layers + 1))
         ax.set_xlabel("radial frequency band")
         ax.set_ylabel("block")
-        ax.set_title(f"{r.model_name}: mean |FFT|")
+        ax.set_title(f"{r.model_name}\nmean |FFT| per band", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     paths.append(out_dir / "spectrum_bands.png")
