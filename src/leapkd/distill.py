@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.rank_zero import _get_rank
 from safetensors.torch import save_file
 
 from leapkd.config import DistillConfig, load_config
@@ -102,7 +103,8 @@ def distill(
     method = build_method(cfg, teacher, student, num_classes=len(train_set.classes))
     if cfg.kd_weight > 0:
         _fit_teacher_head(cfg, teacher, method, progress)
-    run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite)
+    if _get_rank() in (None, 0):  # DDP children re-run this function; only the first rank writes
+        run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite)
 
     module = DistillModule(cfg, teacher, student, method, train_set, run)
     trainer = build_trainer(

@@ -8,12 +8,13 @@ order: teacher targets -> student loss -> backward/step -> metric -> curriculum.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import lightning as L
 import numpy as np
@@ -31,6 +32,8 @@ from leapkd.methods import FeatureDistillation, Leap, StudentOutput
 from leapkd.models import Backbone
 from leapkd.rundir import MetricsWriter, RunDirectory
 from leapkd.schedule import WarmupCosine
+
+DEBUG_RANKS_ENV = "LEAPKD_DEBUG_RANKS"  # "1": check and trace every rank's decisions each step
 
 
 class DistillModule(L.LightningModule):
@@ -62,6 +65,7 @@ class DistillModule(L.LightningModule):
         self._writer: MetricsWriter | None = None
         self._fit_start = 0.0
         self._wall_before = 0.0
+        self._rank_trace: TextIO | None = None
         self.stop_requested = False
 
     teacher: Backbone
@@ -135,6 +139,29 @@ class DistillModule(L.LightningModule):
         self._update_wall()
         if self._writer is not None:
             self._writer.close()
+        if self._rank_trace is not None:
+            digest = hashlib.sha1()
+            for name, tensor in sorted(self.student.state_dict().items()):
+                digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._rank_trace.write(f"# student sha1 {digest.hexdigest()}\n")
+            self._rank_trace.close()
+
+    # ----- debug: every rank must take the same decisions --------------------------------
+    def setup(self, stage: str) -> None:
+        if os.environ.get(DEBUG_RANKS_ENV) == "1":
+            ranks = self.run.path / "ranks"
+            ranks.mkdir(exist_ok=True)
+            self._rank_trace = (ranks / f"rank{self.global_rank}.csv").open("w")
+            self._rank_trace.write("step,target_block,next_block,metric\n")
+
+    def _check_lockstep(self, step: int, block: int, metric: float | None) -> None:
+        """Debug mode: gather (block, next block, metric) from all ranks and require equality."""
+        assert self._rank_trace is not None
+        mine = torch.tensor([block, self.method.target_block, metric or 0.0], dtype=torch.float64, device=self.device)
+        every = self.all_gather(mine).reshape(-1, 3)
+        if not torch.equal(every, every[:1].expand_as(every)):
+            raise RuntimeError(f"ranks diverged at step {step}: (block, next block, metric) = {every.tolist()}")
+        self._rank_trace.write(f"{step},{block},{self.method.target_block},{metric}\n")
 
     def _update_wall(self) -> None:
         self.seconds["wall"] = self._wall_before + time.perf_counter() - self._fit_start
@@ -180,6 +207,8 @@ class DistillModule(L.LightningModule):
         metric = method.progress(out.projected, targets.patch)
         t3 = _now(self.device)
         moved = method.after_step(metric) if metric is not None else False
+        if self._rank_trace is not None:
+            self._check_lockstep(step, block, metric)
         if moved:
             self._level_up()
 
