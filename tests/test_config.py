@@ -59,3 +59,12 @@ def test_yaml_round_trip():
     import yaml
 
     assert DistillConfig(**yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_text_keys_stay_text():
+    assert parse_overrides(["--name", "nan", "--data", "1e3", "--teacher-weights", "null"]) == {
+        "name": "nan",
+        "data": "1e3",
+        "teacher_weights": None,
+    }
+    assert parse_overrides(["--student-layers", "[1, 2]"]) == {"student_layers": [1, 2]}

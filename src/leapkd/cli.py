@@ -72,7 +72,7 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, object]:
                 i += 1
             else:
                 value = "true"
-        out[key] = parse_value(value)
+        out[key] = parse_value(value, key)
         i += 1
     return out
 

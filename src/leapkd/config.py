@@ -51,6 +51,12 @@ class DistillConfig(BaseModel):
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of the peak")
     grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
     precision: Literal["32", "bf16-mixed"] = Field("32", description="bf16-mixed is ~2x slower on CPUs without AMX")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also checkpoint every this many steps (always: every epoch end and on Ctrl-C)"
+    )
+    nan_policy: Literal["stop", "skip"] = Field(
+        "stop", description="on a NaN/Inf loss: stop with an error, or skip the batch without updating"
+    )
     # ----- loss -----
     cls_weight: float = Field(0.0, ge=0, description="weight of the CLS-token MSE (paper: 0.05)")
     patch_embed_weight: float = Field(0.0, ge=0, description="weight of the patch-embedding MSE")
@@ -125,8 +131,18 @@ def _explain(err: ValidationError) -> LeapkdError:
     return LeapkdError("; ".join(lines), " ".join(dict.fromkeys(fixes)))
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value as YAML would read it (numbers, true/false, null, strings)."""
+def _is_text_field(key: str | None) -> bool:
+    field = DistillConfig.model_fields.get(key or "")
+    return field is not None and field.annotation in (str, str | None)
+
+
+def parse_value(text: str, key: str | None = None) -> Any:
+    """A command-line value as YAML would read it (numbers, true/false, null, lists).
+
+    Values of text keys (names, paths) stay text: `--name nan` is the run "nan", not NaN.
+    """
+    if _is_text_field(key):
+        return None if text in ("null", "None", "~") else text
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,13 @@ def distill(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     teacher = freeze(load_backbone(cfg.teacher, cfg.image_size, cfg.teacher_weights))
     student = load_backbone(cfg.student, cfg.image_size, cfg.student_weights, patch_size=teacher.patch_size)
+    if cfg.image_size % teacher.patch_size:
+        lower = cfg.image_size // teacher.patch_size * teacher.patch_size
+        raise LeapkdError(
+            f"image size {cfg.image_size} is not a multiple of the teacher's patch size {teacher.patch_size} "
+            "(the last pixels would be dropped silently)",
+            f"use --image_size {lower or teacher.patch_size} or {lower + teacher.patch_size}",
+        )
     check_token_grids(teacher, student)
     from leapkd.data import build_dataset
 
@@ -100,6 +109,12 @@ def distill(
         seed=cfg.seed,
         root=cfg.data_root,
     )
+    world = (devices if isinstance(devices, int) else 1) * num_nodes
+    if len(train_set) < cfg.batch_size * world:
+        raise LeapkdError(
+            f"{len(train_set)} training images do not fill one global batch of {cfg.batch_size * world}",
+            "lower --batch_size or use more data (--subset_per_class)",
+        )
     method = build_method(cfg, teacher, student, num_classes=len(train_set.classes))
     if cfg.kd_weight > 0:
         _fit_teacher_head(cfg, teacher, method, progress)
@@ -117,12 +132,60 @@ def distill(
         progress=progress,
     )
     with StopOnSignal(module):
-        trainer.fit(module, ckpt_path=str(run.last_checkpoint) if resume else None)
+        trainer.fit(module, ckpt_path=str(usable_checkpoint(run)) if resume else None)
 
     summary: dict[str, Any] = {}
     if trainer.is_global_zero:
         summary = _finish(run, cfg, module, teacher, student, len(train_set), trainer.world_size)  # type: ignore[arg-type]
     return DistillResult(run.path, summary)
+
+
+def usable_checkpoint(run: RunDirectory) -> Path:
+    """The latest intact checkpoint: last.ckpt, or last.ckpt.prev if the latest is damaged.
+
+    A checkpoint is a zip archive (torch.save); a truncated or corrupted one fails the
+    archive's CRC check. A damaged latest checkpoint is renamed to `last.ckpt.corrupt`
+    (kept for inspection) and the previous one is used, with a warning.
+    """
+    latest = run.last_checkpoint
+    previous = latest.with_name(latest.name + ".prev")
+    problem = _damage(latest)
+    if problem is None:
+        return latest
+    if previous.is_file() and _damage(previous) is None:
+        os.replace(latest, latest.with_name(latest.name + ".corrupt"))
+        os.replace(previous, latest)
+        warnings.warn(
+            f"the latest checkpoint was damaged ({problem}); resuming from the previous one "
+            f"(the damaged file is kept as {latest.name}.corrupt)",
+            stacklevel=2,
+        )
+        return latest
+    raise LeapkdError(
+        f"cannot resume {run.path}: the latest checkpoint is damaged ({problem}) and there is no intact previous one",
+        "start the run again with --overwrite",
+    )
+
+
+def _skipped_images(dataset: object) -> int:
+    """Unreadable images skipped by a folder dataset (through any subset wrapper)."""
+    while dataset is not None:
+        if hasattr(dataset, "num_skipped"):
+            return int(dataset.num_skipped)
+        dataset = getattr(dataset, "base", None)
+    return 0
+
+
+def _damage(path: Path) -> str | None:
+    """Why `path` is not an intact checkpoint archive, or None if it is."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"{type(err).__name__}: {err}"
+    return f"bad CRC in {bad}" if bad else None
 
 
 def _fit_teacher_head(cfg: DistillConfig, teacher: Backbone, method: FeatureDistillation, progress: bool) -> None:
@@ -199,6 +262,8 @@ def _finish(
             "metric_seconds": module.seconds["metric"],
             **module.ledger.summary(),
             "final_block": method.target_block,
+            "skipped_batches": module.skipped_batches,
+            "skipped_images": _skipped_images(module.train_set),
         }
     )
     if isinstance(method, Leap):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -67,6 +68,7 @@ class DistillModule(L.LightningModule):
         self._wall_before = 0.0
         self._rank_trace: TextIO | None = None
         self.stop_requested = False
+        self.skipped_batches = 0
 
     teacher: Backbone
 
@@ -193,7 +195,12 @@ class DistillModule(L.LightningModule):
         targets = method.targets(teacher, images)
         t1 = _now(self.device)
         out = method.loss(self.student_forward(images), targets, batch[1])
-        _check_finite(out.loss, out.parts, step)
+        if not torch.isfinite(out.loss):
+            if cfg.nan_policy == "stop":
+                raise _non_finite(out.loss, out.parts, step)
+            self.skipped_batches += 1
+            rank_zero_warn(f"non-finite loss at step {step}: batch skipped ({self.skipped_batches} so far)")
+            return
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
         self.manual_backward(out.loss)
@@ -243,8 +250,10 @@ class DistillModule(L.LightningModule):
         )
 
     def on_train_batch_end(self, *args: Any) -> None:
-        if self.stop_requested:
+        every = self.cfg.checkpoint_every
+        if self.stop_requested or (every and self.global_step % every == 0):
             self.save_checkpoint()
+        if self.stop_requested:
             self.trainer.should_stop = True
 
     def on_train_epoch_start(self) -> None:
@@ -319,14 +328,12 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _check_finite(loss: Tensor, parts: dict[str, Tensor], step: int) -> None:
-    if torch.isfinite(loss):
-        return
+def _non_finite(loss: Tensor, parts: dict[str, Tensor], step: int) -> LeapkdError:
     bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["loss"]
-    raise LeapkdError(
-        f"the loss is {float(loss)} at step {step} (non-finite part: {', '.join(bad)}); "
+    return LeapkdError(
+        f"the loss is {loss.detach().item()} at step {step} (non-finite part: {', '.join(bad)}); "
         "the last good checkpoint is kept",
-        "lower --lr, keep --grad_clip on, or check the input data for corrupt values",
+        "lower --lr, keep --grad_clip on, check the data for corrupt values, or pass --nan_policy skip",
     )
 
 
