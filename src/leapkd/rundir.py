@@ -58,7 +58,8 @@ class RunDirectory:
     def prepare(self, config_yaml: str, resume: bool, overwrite: bool) -> None:
         """Create (or reopen for resume) the directory; refuse to clobber a run by accident."""
         if resume:
-            if not self.last_checkpoint.is_file():
+            previous = self.last_checkpoint.with_name(self.last_checkpoint.name + ".prev")
+            if not (self.last_checkpoint.is_file() or previous.is_file()):
                 raise LeapkdError(
                     f"cannot resume: {self.last_checkpoint} does not exist",
                     "drop --resume to start a new run, or point --name/--output-dir at the run to resume",
