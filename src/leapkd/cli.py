@@ -185,6 +185,13 @@ def _cmd_spectrum(args: argparse.Namespace) -> None:
     print(f"plots and CSV: {r['out_dir']}")
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from leapkd.report import write_report
+
+    html_path, md_path = write_report(args.run)
+    print(f"report: {html_path} (self-contained)\nmarkdown: {md_path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leapkd",
@@ -263,6 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output directory (default: <run>/spectrum, else spectra/<name>)")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=_cmd_spectrum)
+
+    rp = sub.add_parser(
+        "report",
+        help="write report.html (self-contained) and report.md for a run",
+        description="A report of a run directory: headline figures, curriculum, loss, FLOPs and time, "
+        "evaluations, CKA map and spectra when present, configuration. `leapkd distill` writes it at the "
+        "end of every run; run this again after `leapkd eval` or `leapkd spectrum` to include their results.",
+        allow_abbrev=False,
+    )
+    rp.add_argument("run", help="run directory")
+    rp.set_defaults(func=_cmd_report)
     return parser
 
 

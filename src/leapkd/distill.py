@@ -20,7 +20,8 @@ from leapkd.engine import DistillModule, StopOnSignal, build_trainer
 from leapkd.errors import LeapkdError
 from leapkd.methods import FeatureDistillation, Leap, build_method
 from leapkd.models import Backbone, check_token_grids, freeze, load_backbone
-from leapkd.report import plot_curriculum, plot_loss
+from leapkd.plots import plot_curriculum, plot_loss
+from leapkd.report import write_report
 from leapkd.rundir import RunDirectory, read_metrics
 
 # Keys that may change when a run is resumed (everything else must match the saved run).
@@ -291,4 +292,5 @@ def _finish(
         plot_loss(rows, run.plots / "loss.png")
     state = {k: v.detach().contiguous() for k, v in student.vit.state_dict().items()}
     save_file(state, str(run.student), metadata={"leapkd": json.dumps(student.describe())})
+    write_report(run.path)
     return summary

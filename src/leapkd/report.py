@@ -1,79 +1,174 @@
-"""Plots of a run, drawn from its metrics.csv (PNG, matplotlib's Agg backend)."""
+"""The run report: one self-contained HTML file (images embedded) and a Markdown twin.
+
+Sections appear when the run directory has what they show: headline figures, the
+curriculum, the loss, FLOPs and time accounting, evaluation tables, the CKA map, spectra,
+and the configuration.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import html
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from leapkd.errors import LeapkdError
+from leapkd.plots import plot_accounting
+from leapkd.rundir import RunDirectory, write_text_atomic
 
 
-def plot_curriculum(
-    rows: Sequence[dict[str, Any]],
-    num_blocks: int,
-    path: Path,
-    threshold: float | None = None,
-    level_ups: Sequence[int] = (),
-) -> Path:
-    """Target block (steps) and progress metric over steps, level-ups marked.
+@dataclass
+class Section:
+    """A heading, a sentence or two, pictures, then a two-column table (in that order)."""
 
-    `level_ups` are the steps at which the target moved (from summary.json; they include
-    moves at epoch ends, which no metrics row shows until the next step).
-    """
-    steps = [r["step"] for r in rows]
-    fig, ax_block = plt.subplots(figsize=(9, 4.2), dpi=110)
-    ax_block.step(steps, [r["target_block"] for r in rows], where="post", color="tab:blue", lw=2, label="target block")
-    ax_block.set_xlabel("optimizer step")
-    ax_block.set_ylabel("teacher target block", color="tab:blue")
-    ax_block.set_ylim(0.5, num_blocks + 0.5)
-    ax_block.set_yticks(range(1, num_blocks + 1))
-    ax_metric = ax_block.twinx()
-    ax_metric.plot(steps, [r["metric"] for r in rows], color="tab:orange", lw=1, alpha=0.8, label="metric (per step)")
-    emas = [r.get("ema") for r in rows]
-    if any(e is not None and e != r["metric"] for e, r in zip(emas, rows)):  # alpha < 1
-        ax_metric.plot(
-            steps, [e if e is not None else float("nan") for e in emas], color="tab:red", lw=1, ls="--", label="EMA"
+    title: str
+    text: str = ""
+    table: list[tuple[str, str]] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
+    rows = [
+        ("method", s["method"]),
+        (
+            "teacher → student",
+            f"{s['teacher']['name']} ({s['teacher']['blocks']} blocks) → "
+            f"{s['student']['name']} ({s['student']['blocks']} blocks, "
+            f"{s['student']['params'] / 1e6:.2f} M parameters)",
+        ),  # fmt: skip
+        ("data", f"{s['data']}, {s['train_images']} training images, {cfg.get('image_size')} px"),
+        ("steps / epochs", f"{s['steps']} / {s['epochs']} (global batch {s['global_batch']})"),
+        ("target block", f"{s.get('start_block')} → {s['final_block']} of {s['teacher']['blocks']}"),
+        ("FLOPs saving vs fixed target", _pct(s["flops_saving"])),
+        ("wall time", f"{s['wall_seconds']:.1f} s"),
+        ("status", "completed" if s.get("completed", True) else "stopped early (continue with --resume)"),
+    ]
+    for data, ev in s.get("eval", {}).items():
+        if "knn" in ev:
+            rows.append((f"kNN top-1 ({data})", _pct(ev["knn"]["top1"])))
+        if "linear" in ev:
+            rows.append((f"linear probe top-1 ({data})", _pct(ev["linear"]["top1"])))
+    return Section("At a glance", table=rows)
+
+
+def build_sections(run: RunDirectory) -> list[Section]:
+    """Everything the report shows, from what the run directory holds."""
+    if not run.summary.is_file():
+        raise LeapkdError(f"{run.path} has no summary.json", "pass a finished (or stopped) run directory")
+    s = run.read_summary()
+    cfg = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
+    sections = [_headline(s, cfg)]
+    if (run.plots / "curriculum.png").is_file():
+        events = s.get("level_up_events", [])
+        text = (
+            f"The target moved {len(events)} times; calibration started it at block {s.get('start_block')}."
+            if s["method"] == "leap"
+            else "The target stays at the teacher's last block (fixed-target baseline)."
         )
-    if threshold is not None:
-        ax_metric.axhline(threshold, color="grey", ls=":", lw=1, label=f"threshold {threshold:g}")
-    ax_metric.set_ylabel("progress metric", color="tab:orange")
-    ax_metric.set_ylim(0, 1.02)
-    changes = sorted(set(level_ups))
-    for s in changes:
-        ax_block.axvline(s, color="tab:green", lw=0.8, alpha=0.6)
-    handles = ax_block.get_legend_handles_labels()[0] + ax_metric.get_legend_handles_labels()[0]
-    labels = ax_block.get_legend_handles_labels()[1] + ax_metric.get_legend_handles_labels()[1]
-    if changes:
-        handles.append(plt.Line2D([], [], color="tab:green", lw=0.8))
-        labels.append(f"level-up ({len(changes)})")
-    ax_block.legend(handles, labels, loc="lower right", fontsize=8)
-    ax_block.set_title("Curriculum: target block and progress metric")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def plot_loss(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Loss and its parts over steps (log scale)."""
-    steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(9, 3.8), dpi=110)
-    for key in ("loss", "loss_feature", "loss_cls", "loss_patch_embed"):
-        values = [r.get(key) for r in rows]
-        if any(v is not None for v in values):
-            ax.plot(
-                steps, [v if v is not None else float("nan") for v in values], lw=1.5 if key == "loss" else 1, label=key
+        table = [(f"step {e['step']}", f"{e['from_block']} → {e['to_block']} ({e['reason']})") for e in events]
+        sections.append(Section("Curriculum", text, table, [run.plots / "curriculum.png"]))
+    if (run.plots / "loss.png").is_file():
+        sections.append(Section("Loss", images=[run.plots / "loss.png"]))
+    accounting = plot_accounting(s, run.plots / "accounting.png")
+    sections.append(
+        Section(
+            "FLOPs and time",
+            "FLOPs are counted with torch's FlopCounterMode once per tensor shape; the baseline is the "
+            "fixed-target run of the same steps. Seconds are wall clock.",
+            [
+                ("teacher FLOPs", f"{s['teacher_flops'] / 1e12:.3f} T"),
+                ("student FLOPs", f"{s['student_flops'] / 1e12:.3f} T"),
+                ("fixed-target baseline FLOPs", f"{s['baseline_flops'] / 1e12:.3f} T"),
+                ("saving", _pct(s["flops_saving"])),
+                (
+                    "teacher / student / metric seconds",
+                    f"{s['teacher_seconds']:.1f} / {s['student_seconds']:.1f} / {s['metric_seconds']:.2f}",
+                ),  # fmt: skip
+                ("wall seconds", f"{s['wall_seconds']:.1f}"),
+            ],
+            [accounting],
+        )
+    )
+    for data, ev in s.get("eval", {}).items():
+        rows = []
+        if "knn" in ev:
+            rows.append(
+                ("kNN top-1 / top-5", f"{_pct(ev['knn']['top1'])} / {_pct(ev['knn'].get('top5', float('nan')))}")
             )
-    ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
-    ax.set_title("Training loss")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        if "linear" in ev:
+            rows.append(("linear probe top-1", _pct(ev["linear"]["top1"])))
+        if "retrieval" in ev and "class_map" in ev["retrieval"]:
+            rows.append(("class-retrieval mAP", _pct(ev["retrieval"]["class_map"])))
+        elif "retrieval" in ev:
+            for setting, figures in ev["retrieval"].items():
+                rows.append((f"{setting} mAP", _pct(figures["map"])))
+        if rows:
+            sections.append(Section(f"Evaluation on {data}", table=rows))
+    if (run.path / "cka_map.png").is_file():
+        sections.append(Section("CKA map", "Linear CKA between student blocks (rows) and teacher blocks.",
+                                images=[run.path / "cka_map.png"]))  # fmt: skip
+    spectra = sorted((run.path / "spectrum").glob("*.png")) if (run.path / "spectrum").is_dir() else []
+    if spectra:
+        sections.append(Section("Spectra", images=spectra))
+    sections.append(Section("Configuration", table=[(k, json.dumps(v)) for k, v in cfg.items()]))
+    return sections
+
+
+def _img_tag(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>",
+        "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}",
+        "table{border-collapse:collapse;margin:.5em 0}td{border-bottom:1px solid #ddd;padding:.25em .8em}",
+        "td:first-child{color:#555}img{max-width:100%;display:block;margin:.5em 0}h2{margin-top:1.6em}",
+        "</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for sec in sections:
+        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        if sec.text:
+            parts.append(f"<p>{html.escape(sec.text)}</p>")
+        parts.extend(_img_tag(p) for p in sec.images)
+        if sec.table:
+            rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in sec.table)
+            parts.append(f"<table>{rows}</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_markdown(title: str, sections: list[Section], base: Path) -> str:
+    lines = [f"# {title}", ""]
+    for sec in sections:
+        lines += [f"## {sec.title}", ""]
+        if sec.text:
+            lines += [sec.text, ""]
+        lines += [f"![{p.stem}]({p.relative_to(base).as_posix()})" for p in sec.images]
+        if sec.images:
+            lines.append("")
+        if sec.table:
+            lines += ["| | |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |" for k, v in sec.table], ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write report.html (self-contained) and report.md into the run directory."""
+    run = RunDirectory(run_dir)
+    sections = build_sections(run)
+    title = f"leapkd run {run.path.name}"
+    html_path, md_path = run.path / "report.html", run.path / "report.md"
+    write_text_atomic(html_path, render_html(title, sections))
+    write_text_atomic(md_path, render_markdown(title, sections, run.path))
+    return html_path, md_path

@@ -32,6 +32,9 @@ def spectrum(
 ) -> dict[str, Any]:
     """Analyse `model` (any target `leapkd eval` accepts) and optionally a student beside it.
 
+    Results go to `out_dir`, else to `<run>/spectrum` when either model is a run directory
+    (so `leapkd report` shows them), else to `spectra/<name>`.
+
     Writes spectrum_bands.png, spectrum_intensity.png, one CSV per model and spectrum.json
     (per-layer intensities, change scores, proposed (student, teacher) pairs and, with a
     student, the mirror correlation of the two per-layer curves).
@@ -44,12 +47,14 @@ def spectrum(
     batch = torch.stack([ds[int(i)][0] for i in idx])
     results = [layer_spectra(teacher, batch)]
     results[0].model_name = defaults["name"]
+    home = run  # the run directory the results belong to, if any
     if student is not None:
         # a model name is built with the first model's patch size, so both see the same token grid
-        s_model, _, s_defaults = load_target(student, size, seed, patch_size=teacher.patch_size)
+        s_model, s_run, s_defaults = load_target(student, size, seed, patch_size=teacher.patch_size)
+        home = home or s_run
         results.append(layer_spectra(s_model, batch))
         results[1].model_name = s_defaults["name"]
-    out = Path(out_dir) if out_dir else (run.path / "spectrum" if run else Path("spectra") / defaults["name"])
+    out = Path(out_dir) if out_dir else (home.path / "spectrum" if home else Path("spectra") / defaults["name"])
     out.mkdir(parents=True, exist_ok=True)
     files = save_spectrum_plots(results, out)
     report: dict[str, Any] = {

@@ -1,0 +1,109 @@
+"""Plots of a run, drawn from its metrics.csv (PNG, matplotlib's Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curriculum(
+    rows: Sequence[dict[str, Any]],
+    num_blocks: int,
+    path: Path,
+    threshold: float | None = None,
+    level_ups: Sequence[int] = (),
+) -> Path:
+    """Target block (steps) and progress metric over steps, level-ups marked.
+
+    `level_ups` are the steps at which the target moved (from summary.json; they include
+    moves at epoch ends, which no metrics row shows until the next step).
+    """
+    steps = [r["step"] for r in rows]
+    fig, ax_block = plt.subplots(figsize=(9, 4.2), dpi=110)
+    ax_block.step(steps, [r["target_block"] for r in rows], where="post", color="tab:blue", lw=2, label="target block")
+    ax_block.set_xlabel("optimizer step")
+    ax_block.set_ylabel("teacher target block", color="tab:blue")
+    ax_block.set_ylim(0.5, num_blocks + 0.5)
+    ax_block.set_yticks(range(1, num_blocks + 1))
+    ax_metric = ax_block.twinx()
+    ax_metric.plot(steps, [r["metric"] for r in rows], color="tab:orange", lw=1, alpha=0.8, label="metric (per step)")
+    emas = [r.get("ema") for r in rows]
+    if any(e is not None and e != r["metric"] for e, r in zip(emas, rows)):  # alpha < 1
+        ax_metric.plot(
+            steps, [e if e is not None else float("nan") for e in emas], color="tab:red", lw=1, ls="--", label="EMA"
+        )
+    if threshold is not None:
+        ax_metric.axhline(threshold, color="grey", ls=":", lw=1, label=f"threshold {threshold:g}")
+    ax_metric.set_ylabel("progress metric", color="tab:orange")
+    ax_metric.set_ylim(0, 1.02)
+    changes = sorted(set(level_ups))
+    for s in changes:
+        ax_block.axvline(s, color="tab:green", lw=0.8, alpha=0.6)
+    handles = ax_block.get_legend_handles_labels()[0] + ax_metric.get_legend_handles_labels()[0]
+    labels = ax_block.get_legend_handles_labels()[1] + ax_metric.get_legend_handles_labels()[1]
+    if changes:
+        handles.append(plt.Line2D([], [], color="tab:green", lw=0.8))
+        labels.append(f"level-up ({len(changes)})")
+    ax_block.legend(handles, labels, loc="lower right", fontsize=8)
+    ax_block.set_title("Curriculum: target block and progress metric")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+PART_COLUMNS = ("loss_feature", "loss_cls", "loss_patch_embed", "loss_spectral", "loss_ce", "loss_kd")
+
+
+def plot_loss(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Loss and its parts over steps (log scale)."""
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 3.8), dpi=110)
+    parts = [k for k in PART_COLUMNS if any(r.get(k) is not None for r in rows)]
+    for key in ["loss", *(parts if len(parts) > 1 else [])]:  # one part alone is the loss itself
+        values = [r.get(key) for r in rows]
+        if any(v is not None for v in values):
+            ax.plot(
+                steps, [v if v is not None else float("nan") for v in values], lw=1.5 if key == "loss" else 1, label=key
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    ax.set_title("Training loss")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_accounting(summary: dict[str, Any], path: Path) -> Path:
+    """Training FLOPs and seconds of the run, teacher vs student, beside the fixed-target baseline."""
+    fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    t, s, base = summary["teacher_flops"] / 1e12, summary["student_flops"] / 1e12, summary["baseline_flops"] / 1e12
+    ax_f.barh(["this run", "fixed target"], [t, base - s], color="tab:blue", label="teacher")
+    ax_f.barh(["this run", "fixed target"], [s, s], left=[t, base - s], color="tab:orange", label="student")
+    ax_f.set_xlabel("training TFLOP (measured)")
+    ax_f.set_title(f"FLOPs: saving {100 * summary['flops_saving']:.1f}%")
+    ax_f.legend(fontsize=8, loc="lower right")
+    parts = [("teacher", "teacher_seconds", "tab:blue"), ("student", "student_seconds", "tab:orange"),
+             ("metric", "metric_seconds", "tab:green")]  # fmt: skip
+    left = 0.0
+    for label, key, colour in parts:
+        ax_t.barh(["this run"], [summary[key]], left=[left], color=colour, label=label)
+        left += summary[key]
+    other = max(0.0, summary["wall_seconds"] - left)
+    ax_t.barh(["this run"], [other], left=[left], color="lightgrey", label="data, checkpoints, other")
+    ax_t.set_xlabel("seconds (wall clock)")
+    ax_t.set_title(f"time: {summary['wall_seconds']:.0f} s wall")
+    ax_t.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
