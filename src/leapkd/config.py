@@ -54,6 +54,9 @@ class DistillConfig(BaseModel):
     checkpoint_every: int | None = Field(
         None, ge=1, description="also checkpoint every this many steps (always: every epoch end and on Ctrl-C)"
     )
+    logger: Literal["csv", "tensorboard"] = Field(
+        "csv", description="metrics.csv always; tensorboard also writes <run>/tensorboard (pip install tensorboard)"
+    )
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="on a NaN/Inf loss: stop with an error, or skip the batch without updating"
     )

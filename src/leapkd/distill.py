@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -86,6 +87,8 @@ def distill(
             )
         cfg = _resume_config(run, cfg, overrides)
 
+    if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise LeapkdError("--logger tensorboard needs the tensorboard package", "pip install tensorboard")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     teacher = freeze(load_backbone(cfg.teacher, cfg.image_size, cfg.teacher_weights))
     student = load_backbone(cfg.student, cfg.image_size, cfg.student_weights, patch_size=teacher.patch_size)

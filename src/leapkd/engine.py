@@ -67,6 +67,7 @@ class DistillModule(L.LightningModule):
         self._fit_start = 0.0
         self._wall_before = 0.0
         self._rank_trace: TextIO | None = None
+        self._tensorboard: Any = None
         self.stop_requested = False
         self.skipped_batches = 0
 
@@ -134,6 +135,10 @@ class DistillModule(L.LightningModule):
             resume_step = self.global_step
         if self.trainer.is_global_zero:
             self._writer = MetricsWriter(self.run.metrics, resume_step)
+            if self.cfg.logger == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tensorboard = SummaryWriter(str(self.run.path / "tensorboard"), purge_step=resume_step)
         self._fit_start = time.perf_counter()
         self._wall_before = self.seconds["wall"]
 
@@ -141,6 +146,8 @@ class DistillModule(L.LightningModule):
         self._update_wall()
         if self._writer is not None:
             self._writer.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         if self._rank_trace is not None:
             digest = hashlib.sha1()
             for name, tensor in sorted(self.student.state_dict().items()):
@@ -238,6 +245,10 @@ class DistillModule(L.LightningModule):
         }
         if self._writer is not None:
             self._writer.write(row)
+        if self._tensorboard is not None:  # the same scalars as metrics.csv
+            for key, value in row.items():
+                if key != "step" and value is not None:
+                    self._tensorboard.add_scalar(key, value, step)
         self.log_dict(
             {
                 "loss": row["loss"],

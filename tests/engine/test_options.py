@@ -63,3 +63,16 @@ def test_bf16_mixed_precision_runs(tiny):
 def test_cosine_metric(tiny):
     r = distill(name="cos", metric="cosine", **{**tiny, "epochs": 1})
     assert all(-1.0 <= row["metric"] <= 1.0 for row in read_metrics(r.run_dir / "metrics.csv"))
+
+
+def test_tensorboard_logs_the_same_scalars(tiny):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = distill(name="tb", logger="tensorboard", **{**tiny, "epochs": 1})
+    events = EventAccumulator(str(r.run_dir / "tensorboard"))
+    events.Reload()
+    rows = read_metrics(r.run_dir / "metrics.csv")
+    for key in ("loss", "metric", "target_block", "lr"):
+        logged = [e.value for e in events.Scalars(key)]
+        assert logged == pytest.approx([row[key] for row in rows], rel=1e-6), key

@@ -1,0 +1,376 @@
+"""Export a finished run's student for use outside leapkd.
+
+Formats (files land in `<run>/export/` unless `out_dir` is given):
+
+- `safetensors`: `student.safetensors`, the backbone weights (timm keys) with metadata;
+- `timm`: `timm_model.safetensors` + `timm_config.json`, loadable with `timm.create_model`
+  (pretrained=True, file overlay) without leapkd;
+- `onnx`: `student.onnx` (input `images` (B, 3, S, S), output `tokens`, dynamic batch),
+  exported with the TorchScript-based exporter and checked against onnxruntime.
+
+Every export (re)writes a model card `README.md` describing all formats in the directory;
+`export.json` records what each export wrote so the card can cover several of them.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from leapkd.errors import LeapkdError, closest_names
+from leapkd.models import PRESETS, Backbone, load_backbone
+from leapkd.rundir import RunDirectory, write_text_atomic
+
+FORMATS = ("safetensors", "timm", "onnx")
+ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-4
+ONNX_CHECK_BATCHES = (1, 3)
+# Real timm ViT names the presets are built on (the kwargs set the actual shape).
+TIMM_BASES = {"vit-nano": "vit_tiny_patch16_224", "vit-tiny": "vit_tiny_patch16_224", "vit-small": "vit_small_patch16_224"}
+_FILES = {
+    "safetensors": ("student.safetensors",),
+    "timm": ("timm_model.safetensors", "timm_config.json"),
+    "onnx": ("student.onnx",),
+}
+
+
+def export(
+    run_dir: str | Path,
+    format: str,
+    out_dir: str | Path | None = None,
+    image_size: int | None = None,
+) -> dict[str, Any]:
+    """Export the student of `run_dir` as `format`; returns the paths written and figures.
+
+    `image_size` rebuilds the student at another resolution (position embeddings resampled
+    as leapkd does at load time); by default the training size is kept.
+    """
+    if format not in FORMATS:
+        hint = closest_names(format, FORMATS)
+        raise LeapkdError(
+            f"unknown export format '{format}'",
+            (f"did you mean {', '.join(hint)}? " if hint else "") + f"choose one of {', '.join(FORMATS)}",
+        )
+    run = RunDirectory(run_dir)
+    if not run.student.is_file():
+        raise LeapkdError(
+            f"{run.path} is not a finished leapkd run (no student.safetensors)",
+            "pass runs/<name> of a run that finished (distillation writes student.safetensors at the end)",
+        )
+    if format == "onnx":
+        _require_onnx()
+    summary = run.read_summary()
+    config = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
+    backbone = _load_student(run, summary, config, image_size)
+    out = Path(out_dir) if out_dir is not None else run.path / "export"
+    out.mkdir(parents=True, exist_ok=True)
+
+    if format == "safetensors":
+        result = _export_safetensors(backbone, summary, out)
+    elif format == "timm":
+        result = _export_timm(backbone, out)
+    else:
+        result = _export_onnx(backbone, out)
+    result = {"format": format, "run_dir": str(run.path), "image_size": backbone.image_size, **result}
+    manifest = _update_manifest(out, run.path, result)
+    card = out / "README.md"
+    write_text_atomic(card, model_card(run, summary, config, backbone, manifest))
+    result["card"] = str(card)
+    result["files"] = [*result["files"], str(card)]
+    return result
+
+
+# ----- loading ----------------------------------------------------------------------------
+def _load_student(run: RunDirectory, summary: dict[str, Any], config: dict[str, Any], image_size: int | None) -> Backbone:
+    """The student backbone from the run's weights, in eval mode."""
+    with safe_open(str(run.student), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("leapkd", "{}"))
+    facts = {**meta, **summary.get("student", {})}
+    name = config.get("student") or facts.get("name")
+    size = image_size or config.get("image_size") or facts.get("image_size")
+    if not name or not size:
+        raise LeapkdError(
+            f"{run.path} does not say which student it trained (no config.yaml, summary.json or metadata)",
+            "export a run directory written by `leapkd distill`",
+        )
+    backbone = load_backbone(str(name), int(size), weights=run.student, patch_size=facts.get("patch_size"))
+    return backbone.eval()
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as err:
+        raise LeapkdError(
+            f"ONNX export needs onnx and onnxruntime ({err.name} is missing)",
+            "pip install leapkd[onnx]",
+        ) from err
+
+
+def _state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
+    """The timm state dict of the backbone (contiguous copies, ready for safetensors)."""
+    return {k: v.detach().contiguous().clone() for k, v in backbone.vit.state_dict().items()}
+
+
+# ----- formats ----------------------------------------------------------------------------
+def _export_safetensors(backbone: Backbone, summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    path = out / "student.safetensors"
+    meta = {
+        "leapkd": json.dumps(backbone.describe()),
+        "mean": json.dumps(backbone.mean),
+        "std": json.dumps(backbone.std),
+        "teacher": str(summary.get("teacher", {}).get("name", "")),
+        "method": str(summary.get("method", "")),
+    }
+    save_file(_state_dict(backbone), str(path), metadata=meta)
+    return {"files": [str(path)]}
+
+
+def timm_spec(backbone: Backbone) -> tuple[str, dict[str, Any]]:
+    """(timm model name, kwargs) that rebuild the student's architecture in timm."""
+    kwargs: dict[str, Any] = {}
+    if backbone.name in PRESETS:
+        base = TIMM_BASES.get(backbone.name, "vit_tiny_patch16_224")
+        p = PRESETS[backbone.name]
+        kwargs.update(embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads)
+    elif Path(backbone.name).exists() or "/" in backbone.name:
+        raise LeapkdError(
+            f"the student '{backbone.name}' is a Hugging Face directory, which has no timm name",
+            "export it as safetensors or onnx",
+        )
+    else:
+        base = backbone.name
+    kwargs.update(patch_size=backbone.patch_size, img_size=backbone.image_size)
+    return base, kwargs
+
+
+def timm_snippet(name: str, kwargs: dict[str, Any], file: str, mean: tuple, std: tuple) -> str:
+    """Python that builds the exported model with timm (run from the export directory)."""
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return (
+        "import timm\n\n"
+        "model = timm.create_model(\n"
+        f"    {name!r},\n"
+        "    pretrained=True,\n"
+        f"    pretrained_cfg_overlay=dict(file={file!r}, mean={tuple(mean)!r}, std={tuple(std)!r}),\n"
+        f"    num_classes=0,\n"
+        f"    {args},\n"
+        ").eval()\n"
+        "tokens = model.forward_features(images)  # images: normalised (B, 3, H, W) floats\n"
+    )
+
+
+def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
+    import timm
+
+    name, kwargs = timm_spec(backbone)
+    path = out / "timm_model.safetensors"
+    save_file(_state_dict(backbone), str(path), metadata={"leapkd": json.dumps(backbone.describe())})
+    overlay = {"file": path.name, "mean": list(backbone.mean), "std": list(backbone.std)}
+    config = {"model_name": name, "kwargs": {"num_classes": 0, **kwargs}, "pretrained_cfg_overlay": overlay}
+    config_path = out / "timm_config.json"
+    write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
+    # Round trip: timm must rebuild the same network from the file alone.
+    try:
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            pretrained_cfg_overlay={**overlay, "file": str(path)},
+            num_classes=0,
+            **kwargs,
+        ).eval()
+    except Exception as err:
+        raise LeapkdError(
+            f"timm could not load the exported file as {name} with {kwargs}: {type(err).__name__}: {err}",
+            "export as safetensors or onnx instead",
+        ) from err
+    images = _check_images(2, backbone.image_size)
+    with torch.no_grad():
+        diff = (model.forward_features(images) - backbone(images)).abs().max().item()
+    if diff > 1e-6:
+        raise LeapkdError(
+            f"timm model {name} differs from the student (max abs diff {diff:.2e})",
+            "export as safetensors or onnx instead",
+        )
+    return {
+        "files": [str(path), str(config_path)],
+        "timm_name": name,
+        "timm_kwargs": kwargs,
+        "max_abs_diff": diff,
+        "snippet": timm_snippet(name, kwargs, path.name, backbone.mean, backbone.std),
+    }
+
+
+def _export_onnx(backbone: Backbone, out: Path) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    path = out / "student.onnx"
+    size = backbone.image_size
+    # The TorchScript-based exporter: the dynamo one needs onnxscript, not a leapkd dependency.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation notice and tracer warnings on static shapes
+        torch.onnx.export(
+            backbone,
+            (_check_images(2, size),),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["images"],
+            output_names=["tokens"],
+            dynamic_axes={"images": {0: "batch"}, "tokens": {0: "batch"}},
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    diffs = {}
+    for batch in ONNX_CHECK_BATCHES:
+        images = _check_images(batch, size, seed=batch)
+        with torch.no_grad():
+            expected = backbone(images).numpy()
+        got = session.run(["tokens"], {"images": images.numpy()})[0]
+        if got.shape != expected.shape:
+            raise LeapkdError(
+                f"ONNX output has shape {got.shape} at batch {batch}, expected {expected.shape}",
+                "report this as a leapkd bug; export as safetensors meanwhile",
+            )
+        diffs[batch] = float(abs(got - expected).max())
+    worst = max(diffs.values())
+    if worst > ONNX_TOLERANCE:
+        raise LeapkdError(
+            f"ONNX model differs from the student by {worst:.2e} (tolerance {ONNX_TOLERANCE:.0e})",
+            "report this as a leapkd bug; export as safetensors meanwhile",
+        )
+    return {
+        "files": [str(path)],
+        "exporter": "torchscript",
+        "opset": ONNX_OPSET,
+        "max_abs_diff": worst,
+        "max_abs_diff_by_batch": diffs,
+    }
+
+
+def _check_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Seeded normal noise shaped like normalised images."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, size, size, generator=gen)
+
+
+# ----- manifest and model card ------------------------------------------------------------
+def _update_manifest(out: Path, run_path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Merge this export into `export.json`, dropping formats whose files are gone."""
+    path = out / "export.json"
+    manifest: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if manifest.get("run") != str(run_path.resolve()):
+        manifest = {"run": str(run_path.resolve()), "formats": {}}
+    formats = {f: e for f, e in manifest["formats"].items() if all((out / n).is_file() for n in _FILES[f])}
+    formats[result["format"]] = {k: v for k, v in result.items() if k not in ("run_dir", "files")}
+    manifest["formats"] = {f: formats[f] for f in FORMATS if f in formats}
+    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _flops(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3e}"
+
+
+def model_card(
+    run: RunDirectory, summary: dict[str, Any], config: dict[str, Any], backbone: Backbone, manifest: dict[str, Any]
+) -> str:
+    """The README.md written beside the exported files."""
+    s, t = summary.get("student", {}), summary.get("teacher", {})
+    teacher = t.get("name") or config.get("teacher", "unknown")
+    method = summary.get("method") or config.get("method", "unknown")
+    data = summary.get("data") or config.get("data", "unknown")
+    rows = [
+        ("teacher", f"`{teacher}`" + (f" ({t['blocks']} blocks, width {t['embed_dim']})" if "blocks" in t else "")),
+        (
+            "student",
+            f"`{backbone.name}` ({backbone.num_blocks} blocks, width {backbone.embed_dim}, "
+            f"patch {backbone.patch_size}, {sum(p.numel() for p in backbone.parameters()) / 1e6:.2f} M parameters)",
+        ),
+        ("method", f"`{method}`"),
+        ("data", f"`{data}`" + (f", {summary['train_images']} training images" if "train_images" in summary else "")),
+        ("training image size", f"{s.get('image_size', config.get('image_size', '?'))} px"),
+        ("steps", str(summary.get("steps", "?")) + (f" ({summary['epochs']} epochs)" if "epochs" in summary else "")),
+        ("teacher FLOPs", _flops(summary.get("teacher_flops"))),
+        ("student FLOPs", _flops(summary.get("student_flops"))),
+        ("fixed-target baseline FLOPs", _flops(summary.get("baseline_flops"))),
+        ("FLOPs saving vs baseline", _pct(summary.get("flops_saving"))),
+        ("wall seconds", f"{summary['wall_seconds']:.1f}" if "wall_seconds" in summary else "n/a"),
+    ]
+    lines = [
+        f"# {run.path.name}: distilled `{backbone.name}` student",
+        "",
+        f"A Vision Transformer backbone distilled by leapkd from `{teacher}` with method `{method}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in rows),
+        "",
+    ]
+    evals = summary.get("eval", {})
+    if evals:
+        lines += [
+            "## Evaluation",
+            "",
+            "| dataset | kNN top-1 | kNN top-5 | linear top-1 | class-retrieval mAP |",
+            "|---|---|---|---|---|",
+        ]
+        for name, ev in evals.items():
+            knn, lin, ret = ev.get("knn", {}), ev.get("linear", {}), ev.get("retrieval", {})
+            cells = [_pct(knn.get("top1")), _pct(knn.get("top5")), _pct(lin.get("top1")), _pct(ret.get("class_map"))]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "## Input and output",
+        "",
+        "RGB images scaled to [0, 1], then normalised per channel with",
+        f"mean `{backbone.mean}` and std `{backbone.std}`.",
+        f"Output: the final-normed tokens (B, {backbone.num_prefix_tokens} + patches, {backbone.embed_dim});",
+        f"the first {backbone.num_prefix_tokens} token(s) are the prefix (CLS first), then the patch tokens row by row.",
+        "",
+    ]
+    lines += _load_sections(backbone, manifest["formats"])
+    return "\n".join(lines)
+
+
+def _load_sections(backbone: Backbone, formats: dict[str, dict[str, Any]]) -> list[str]:
+    lines: list[str] = ["## Files and how to load them", ""]
+    for fmt, entry in formats.items():
+        size = entry["image_size"]
+        files = ", ".join(f"`{n}`" for n in _FILES[fmt])
+        lines += [f"### {fmt}", "", f"{files}, image size {size} x {size}.", ""]
+        if fmt == "safetensors":
+            code = (
+                "from leapkd.models import load_backbone\n\n"
+                f'backbone = load_backbone({backbone.name!r}, {size}, weights="student.safetensors", '
+                f"patch_size={backbone.patch_size}).eval()\n"
+                "tokens = backbone(images)\n"
+            )
+            lines.append("timm VisionTransformer keys (no projector, no head). With leapkd:")
+        elif fmt == "timm":
+            code = entry["snippet"]
+            lines.append("With timm only (no leapkd), from this directory; `timm_config.json` holds the same arguments:")
+        else:
+            code = (
+                "import onnxruntime as ort\n\n"
+                'session = ort.InferenceSession("student.onnx")\n'
+                '(tokens,) = session.run(["tokens"], {"images": images})  # float32 (B, 3, H, W), any B\n'
+            )
+            lines.append(
+                f"Exported with the TorchScript-based exporter, opset {entry['opset']}, dynamic batch; "
+                f"max abs difference to PyTorch {entry['max_abs_diff']:.1e} (batches "
+                f"{', '.join(str(b) for b in ONNX_CHECK_BATCHES)}). The image size is fixed at export."
+            )
+        lines += ["", "```python", code.rstrip("\n"), "```", ""]
+    return lines
