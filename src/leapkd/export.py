@@ -33,7 +33,11 @@ ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4
 ONNX_CHECK_BATCHES = (1, 3)
 # Real timm ViT names the presets are built on (the kwargs set the actual shape).
-TIMM_BASES = {"vit-nano": "vit_tiny_patch16_224", "vit-tiny": "vit_tiny_patch16_224", "vit-small": "vit_small_patch16_224"}
+TIMM_BASES = {
+    "vit-nano": "vit_tiny_patch16_224",
+    "vit-tiny": "vit_tiny_patch16_224",
+    "vit-small": "vit_small_patch16_224",
+}
 _FILES = {
     "safetensors": ("student.safetensors",),
     "timm": ("timm_model.safetensors", "timm_config.json"),
@@ -88,7 +92,9 @@ def export(
 
 
 # ----- loading ----------------------------------------------------------------------------
-def _load_student(run: RunDirectory, summary: dict[str, Any], config: dict[str, Any], image_size: int | None) -> Backbone:
+def _load_student(
+    run: RunDirectory, summary: dict[str, Any], config: dict[str, Any], image_size: int | None
+) -> Backbone:
     """The student backbone from the run's weights, in eval mode."""
     with safe_open(str(run.student), "pt") as f:
         meta = json.loads((f.metadata() or {}).get("leapkd", "{}"))
@@ -337,7 +343,7 @@ def model_card(
         "RGB images scaled to [0, 1], then normalised per channel with",
         f"mean `{backbone.mean}` and std `{backbone.std}`.",
         f"Output: the final-normed tokens (B, {backbone.num_prefix_tokens} + patches, {backbone.embed_dim});",
-        f"the first {backbone.num_prefix_tokens} token(s) are the prefix (CLS first), then the patch tokens row by row.",
+        f"tokens 0..{backbone.num_prefix_tokens - 1} are the prefix (CLS first), then the patches row by row.",
         "",
     ]
     lines += _load_sections(backbone, manifest["formats"])
@@ -360,7 +366,7 @@ def _load_sections(backbone: Backbone, formats: dict[str, dict[str, Any]]) -> li
             lines.append("timm VisionTransformer keys (no projector, no head). With leapkd:")
         elif fmt == "timm":
             code = entry["snippet"]
-            lines.append("With timm only (no leapkd), from this directory; `timm_config.json` holds the same arguments:")
+            lines.append("With timm alone, from this directory (`timm_config.json` holds the same arguments):")
         else:
             code = (
                 "import onnxruntime as ort\n\n"
