@@ -174,7 +174,9 @@ def test_unwritable_output_directory(world, capsys, tmp_path):
     assert code == 2 and "cannot write to the run directory" in err and "fix:" in err
 
 
-def test_nan_loss_stops_naming_step_and_keeps_the_checkpoint(world, capsys, monkeypatch):
+def poison_loss(monkeypatch, poisoned_call) -> None:
+    """Make the loss NaN on the calls for which `poisoned_call(n)` is true (n counts from 1;
+    the FLOP count runs the loss once before step 0)."""
     from leapkd.methods.base import FeatureDistillation
 
     real = FeatureDistillation.loss
@@ -183,11 +185,15 @@ def test_nan_loss_stops_naming_step_and_keeps_the_checkpoint(world, capsys, monk
     def poisoned(self, *args, **kwargs):
         out = real(self, *args, **kwargs)
         calls.append(1)
-        if len(calls) > 4:  # the FLOP count runs the loss once before step 0
+        if poisoned_call(len(calls)):
             out.loss = out.loss * float("nan")
         return out
 
     monkeypatch.setattr(FeatureDistillation, "loss", poisoned)
+
+
+def test_nan_loss_stops_naming_step_and_keeps_the_checkpoint(world, capsys, monkeypatch):
+    poison_loss(monkeypatch, lambda n: n > 4)  # from step 3 on
     err = expect_error(world, capsys, "--subset-per-class", "4", "--checkpoint-every", "1", name="nan",
                        says=["the loss is nan at step 3", "loss", "--nan_policy skip"])  # fmt: skip
     ckpt = torch.load(world["root"] / "runs" / "nan" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -196,19 +202,7 @@ def test_nan_loss_stops_naming_step_and_keeps_the_checkpoint(world, capsys, monk
 
 
 def test_nan_policy_skip_goes_on(world, capsys, monkeypatch):
-    from leapkd.methods.base import FeatureDistillation
-
-    real = FeatureDistillation.loss
-    calls = []
-
-    def poisoned(self, *args, **kwargs):
-        out = real(self, *args, **kwargs)
-        calls.append(1)
-        if len(calls) == 3:
-            out.loss = out.loss * float("nan")
-        return out
-
-    monkeypatch.setattr(FeatureDistillation, "loss", poisoned)
+    poison_loss(monkeypatch, lambda n: n == 3)  # step 1 only
     code, _, err = run_cli(world, capsys, "--subset-per-class", "4", "--nan-policy", "skip", name="skip")
     assert code == 0, err
     assert json.loads((world["root"] / "runs" / "skip" / "summary.json").read_text())["skipped_batches"] == 1
