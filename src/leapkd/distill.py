@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 from lightning.fabric.utilities.rank_zero import _get_rank
 from safetensors.torch import save_file
+from torch.utils.data import Dataset
 
 from leapkd.config import DistillConfig, load_config
 from leapkd.engine import DistillModule, StopOnSignal, build_trainer
@@ -100,19 +101,7 @@ def distill(
             f"use --image_size {lower or teacher.patch_size} or {lower + teacher.patch_size}",
         )
     check_token_grids(teacher, student)
-    from leapkd.data import build_dataset
-
-    train_set = build_dataset(
-        cfg.data,
-        split="train",
-        image_size=cfg.image_size,
-        augment=cfg.augment,
-        mean=teacher.mean,
-        std=teacher.std,
-        subset_per_class=cfg.subset_per_class,
-        seed=cfg.seed,
-        root=cfg.data_root,
-    )
+    train_set = training_images(cfg, teacher, augment=cfg.augment)
     world = (devices if isinstance(devices, int) else 1) * num_nodes
     if len(train_set) < cfg.batch_size * world:
         raise LeapkdError(
@@ -192,26 +181,32 @@ def _damage(path: Path) -> str | None:
     return f"bad CRC in {bad}" if bad else None
 
 
-def _fit_teacher_head(cfg: DistillConfig, teacher: Backbone, method: FeatureDistillation, progress: bool) -> None:
-    """Logit KD with a headless teacher: fit a linear head on its frozen CLS features.
-
-    The features (un-augmented training images) are cached, so a resumed run refits the
-    same head in seconds.
-    """
+def training_images(cfg: DistillConfig, teacher: Backbone, augment: bool) -> Dataset:
+    """The run's training split, normalised with the teacher's mean and std."""
     from leapkd.data import build_dataset
-    from leapkd.eval.features import extract_features
 
-    plain = build_dataset(
+    return build_dataset(
         cfg.data,
         split="train",
         image_size=cfg.image_size,
-        augment=False,
+        augment=augment,
         mean=teacher.mean,
         std=teacher.std,
         subset_per_class=cfg.subset_per_class,
         seed=cfg.seed,
         root=cfg.data_root,
     )
+
+
+def _fit_teacher_head(cfg: DistillConfig, teacher: Backbone, method: FeatureDistillation, progress: bool) -> None:
+    """Logit KD with a headless teacher: fit a linear head on its frozen CLS features.
+
+    The features (un-augmented training images) are cached, so a resumed run refits the
+    same head in seconds.
+    """
+    from leapkd.eval.features import extract_features
+
+    plain = training_images(cfg, teacher, augment=False)
     key = {
         "data": cfg.data,
         "split": "train",
