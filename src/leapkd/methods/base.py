@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leapkd.errors import LeapkdError
-from leapkd.losses import spectral_loss
+from leapkd.losses import spectral_pairs_loss
 from leapkd.metrics import get_metric
 from leapkd.models import Backbone
 
@@ -53,7 +53,7 @@ class Targets:
     patch: Tensor  # (B, P, D_target)
     cls: Tensor | None  # (B, D_target) when the CLS loss is on
     embed: Tensor | None  # teacher patch embeddings (B, P, D_t) when that loss is on
-    spectral: dict[int, Tensor] = field(default_factory=dict)  # un-normed patch tokens per teacher block
+    spectral: dict[int, Tensor] = field(default_factory=dict)  # un-normed tokens per teacher block
     logits: Tensor | None = None  # teacher logits (B, classes) when logit KD is on
 
 
@@ -162,7 +162,7 @@ class FeatureDistillation(nn.Module):
             patch=patch,
             cls=cls,
             embed=embed,
-            spectral={t: raw[t][:, p:] for t in spectral},
+            spectral={t: raw[t] for t in spectral},
             logits=logits,
         )
 
@@ -188,9 +188,9 @@ class FeatureDistillation(nn.Module):
             total = total + self.patch_embed_weight * pe
         pairs = self.active_pairs()
         if pairs:
-            s_maps = [student.blocks[s][:, student.prefix :] for s, _ in pairs]
-            t_maps = [targets.spectral[t] for _, t in pairs]
-            parts["loss_spectral"] = spectral_loss(s_maps, t_maps, grid=self.grid)
+            parts["loss_spectral"] = spectral_pairs_loss(
+                student.blocks, targets.spectral, pairs, student.prefix, self.teacher_prefix, self.grid
+            )
             total = total + self.spectral_weight * parts["loss_spectral"]
         if self.student_head is not None:
             logits = self.student_head(student.tokens[:, 0]).float()
