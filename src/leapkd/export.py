@@ -21,11 +21,10 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from leapkd.errors import LeapkdError, closest_names
-from leapkd.models import PRESETS, Backbone, load_backbone
+from leapkd.models import PRESETS, Backbone, load_student_file
 from leapkd.rundir import RunDirectory, write_text_atomic
 
 FORMATS = ("safetensors", "timm", "onnx")
@@ -72,7 +71,7 @@ def export(
         _require_onnx()
     summary = run.read_summary()
     config = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
-    backbone = _load_student(run, summary, config, image_size)
+    backbone = load_student_file(run.student, image_size).eval()
     out = Path(out_dir) if out_dir is not None else run.path / "export"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -92,24 +91,6 @@ def export(
 
 
 # ----- loading ----------------------------------------------------------------------------
-def _load_student(
-    run: RunDirectory, summary: dict[str, Any], config: dict[str, Any], image_size: int | None
-) -> Backbone:
-    """The student backbone from the run's weights, in eval mode."""
-    with safe_open(str(run.student), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("leapkd", "{}"))
-    facts = {**meta, **summary.get("student", {})}
-    name = config.get("student") or facts.get("name")
-    size = image_size or config.get("image_size") or facts.get("image_size")
-    if not name or not size:
-        raise LeapkdError(
-            f"{run.path} does not say which student it trained (no config.yaml, summary.json or metadata)",
-            "export a run directory written by `leapkd distill`",
-        )
-    backbone = load_backbone(str(name), int(size), weights=run.student, patch_size=facts.get("patch_size"))
-    return backbone.eval()
-
-
 def _require_onnx() -> None:
     try:
         import onnx  # noqa: F401

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch.utils.data import Dataset
 
 from leapkd.config import load_config
@@ -32,7 +31,7 @@ from leapkd.eval.retrieval import (
     rank_database,
     revisited_map,
 )
-from leapkd.models import Backbone, load_backbone
+from leapkd.models import Backbone, load_backbone, load_student_file
 from leapkd.rundir import RunDirectory, write_text_atomic
 
 PROTOCOLS = ("knn", "linear", "retrieval", "cka-map")
@@ -55,8 +54,7 @@ def load_target(
         cfg = load_config(path / "config.yaml")
         run = RunDirectory(path)
         size = image_size or cfg.image_size
-        teacher_patch = json.loads(run.summary.read_text())["student"]["patch_size"] if run.summary.is_file() else None
-        model = load_backbone(cfg.student, size, weights=run.student, patch_size=teacher_patch)
+        model = load_student_file(run.student, size)
         defaults = {
             "data": cfg.data,
             "image_size": size,
@@ -66,17 +64,8 @@ def load_target(
         }
         return model, run, defaults
     if path.suffix == ".safetensors" and path.is_file():
-        with safe_open(str(path), "pt") as f:
-            meta = (f.metadata() or {}).get("leapkd")
-        if meta is None:
-            raise LeapkdError(
-                f"{path} carries no leapkd metadata, so its architecture is unknown",
-                "evaluate it as `leapkd eval <timm name> --weights FILE`",
-            )
-        info = json.loads(meta)
-        size = image_size or int(info["image_size"])
-        model = load_backbone(info["name"], size, weights=path, patch_size=int(info["patch_size"]))
-        return model, None, {"image_size": size, "name": path.stem}
+        model = load_student_file(path, image_size)
+        return model, None, {"image_size": model.image_size, "name": path.stem}
     if path.exists() and not path.is_dir():
         raise LeapkdError(f"{path} is neither a run directory nor a leapkd student file", "pass a run directory")
     size = image_size or 112

@@ -7,6 +7,7 @@ from leapkd.models.registry import (
     check_token_grids,
     describe_models,
     load_backbone,
+    load_student_file,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "flatten_blocks",
     "freeze",
     "load_backbone",
+    "load_student_file",
 ]

@@ -10,6 +10,7 @@ A source is one of:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -191,3 +192,24 @@ def describe_models() -> list[dict[str, str]]:
         }
     )
     return rows
+
+
+def load_student_file(path: str | Path, image_size: int | None = None) -> Backbone:
+    """A student written by leapkd (`student.safetensors`), rebuilt from its own metadata.
+
+    The file's "leapkd" metadata names the architecture, patch size and image size;
+    `image_size` rebuilds it at another resolution.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    with safe_open(str(path), "pt") as f:
+        meta = (f.metadata() or {}).get("leapkd")
+    if meta is None:
+        raise LeapkdError(
+            f"{path} carries no leapkd metadata, so its architecture is unknown",
+            "pass a run directory or a student file written by `leapkd distill` or `leapkd export`",
+        )
+    info = json.loads(meta)
+    size = image_size or int(info["image_size"])
+    return load_backbone(info["name"], size, weights=path, patch_size=int(info["patch_size"]))
