@@ -71,5 +71,7 @@ class SeededItems(Dataset):
     def __getitem__(self, key: tuple[int, int]):  # type: ignore[override]
         epoch, index = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            # the CPU generator only: torch.manual_seed would also queue a CUDA seeding call,
+            # with a captured stack trace, per item on CUDA builds without a GPU
+            torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
             return self.dataset[index]

@@ -38,8 +38,8 @@ def build_transform(
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.RGB(),
             *geometry,
+            v2.RGB(),  # after the geometry: a grey image is resized once, not three times
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(mean), std=list(std)),
             v2.ToPureTensor(),
