@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import warnings
@@ -14,14 +13,13 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.rank_zero import _get_rank
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from leapkd.config import DistillConfig, load_config
 from leapkd.engine import DistillModule, StopOnSignal, build_trainer
 from leapkd.errors import LeapkdError
 from leapkd.methods import FeatureDistillation, Leap, build_method
-from leapkd.models import Backbone, check_token_grids, freeze, load_backbone
+from leapkd.models import Backbone, check_token_grids, freeze, load_backbone, save_student_file
 from leapkd.plots import plot_curriculum, plot_loss
 from leapkd.report import write_report
 from leapkd.rundir import RunDirectory, read_metrics
@@ -288,7 +286,6 @@ def _finish(
             summary["level_ups"],
         )
         plot_loss(rows, run.plots / "loss.png")
-    state = {k: v.detach().contiguous() for k, v in student.vit.state_dict().items()}
-    save_file(state, str(run.student), metadata={"leapkd": json.dumps(student.describe())})
+    save_student_file(student, run.student)
     write_report(run.path)
     return summary

@@ -24,7 +24,7 @@ import yaml
 from safetensors.torch import save_file
 
 from leapkd.errors import LeapkdError, closest_names
-from leapkd.models import PRESETS, Backbone, load_student_file
+from leapkd.models import PRESETS, Backbone, load_student_file, save_student_file
 from leapkd.rundir import RunDirectory, write_text_atomic
 
 FORMATS = ("safetensors", "timm", "onnx")
@@ -109,15 +109,14 @@ def _state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
 
 # ----- formats ----------------------------------------------------------------------------
 def _export_safetensors(backbone: Backbone, summary: dict[str, Any], out: Path) -> dict[str, Any]:
-    path = out / "student.safetensors"
-    meta = {
-        "leapkd": json.dumps(backbone.describe()),
-        "mean": json.dumps(backbone.mean),
-        "std": json.dumps(backbone.std),
-        "teacher": str(summary.get("teacher", {}).get("name", "")),
-        "method": str(summary.get("method", "")),
-    }
-    save_file(_state_dict(backbone), str(path), metadata=meta)
+    path = save_student_file(
+        backbone,
+        out / "student.safetensors",
+        mean=backbone.mean,
+        std=backbone.std,
+        teacher=str(summary.get("teacher", {}).get("name", "")),
+        method=str(summary.get("method", "")),
+    )
     return {"files": [str(path)]}
 
 

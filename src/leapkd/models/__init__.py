@@ -8,6 +8,7 @@ from leapkd.models.registry import (
     describe_models,
     load_backbone,
     load_student_file,
+    save_student_file,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "freeze",
     "load_backbone",
     "load_student_file",
+    "save_student_file",
 ]

@@ -194,6 +194,21 @@ def describe_models() -> list[dict[str, str]]:
     return rows
 
 
+def save_student_file(backbone: Backbone, path: str | Path, **metadata: Any) -> Path:
+    """Write the backbone's timm weights as safetensors with the "leapkd" metadata that
+    `load_student_file` rebuilds it from; extra `metadata` values are stored as given
+    when they are text, else as JSON."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().clone() for k, v in backbone.vit.state_dict().items()}
+    meta = {
+        "leapkd": json.dumps(backbone.describe()),
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
+    }
+    save_file(state, str(path), metadata=meta)
+    return Path(path)
+
+
 def load_student_file(path: str | Path, image_size: int | None = None) -> Backbone:
     """A student written by leapkd (`student.safetensors`), rebuilt from its own metadata.
 
