@@ -54,6 +54,12 @@ class DistillConfig(BaseModel):
     checkpoint_every: int | None = Field(
         None, ge=1, description="also checkpoint every this many steps (always: every epoch end and on Ctrl-C)"
     )
+    snapshot_every: int | None = Field(
+        None,
+        ge=1,
+        description="also save the student every this many steps (and at step 0) to <run>/snapshots, "
+        "for time-to-accuracy curves",
+    )
     logger: Literal["csv", "tensorboard"] = Field(
         "csv", description="metrics.csv always; tensorboard also writes <run>/tensorboard (pip install tensorboard)"
     )

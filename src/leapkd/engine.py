@@ -30,7 +30,7 @@ from leapkd.config import DistillConfig
 from leapkd.data.sampling import EpochSeededSampler, SeededItems
 from leapkd.errors import LeapkdError
 from leapkd.methods import FeatureDistillation, Leap, StudentOutput
-from leapkd.models import Backbone
+from leapkd.models import Backbone, save_student_file
 from leapkd.rundir import MetricsWriter, RunDirectory
 from leapkd.schedule import WarmupCosine
 
@@ -141,6 +141,8 @@ class DistillModule(L.LightningModule):
                 self._tensorboard = SummaryWriter(str(self.run.path / "tensorboard"), purge_step=resume_step)
         self._fit_start = time.perf_counter()
         self._wall_before = self.seconds["wall"]
+        if self.cfg.snapshot_every and resume_step is None:
+            self.save_snapshot()  # step 0: the student before training
 
     def on_fit_end(self) -> None:
         self._update_wall()
@@ -172,8 +174,11 @@ class DistillModule(L.LightningModule):
             raise RuntimeError(f"ranks diverged at step {step}: (block, next block, metric) = {every.tolist()}")
         self._rank_trace.write(f"{step},{block},{self.method.target_block},{metric}\n")
 
+    def _wall_now(self) -> float:
+        return self._wall_before + time.perf_counter() - self._fit_start
+
     def _update_wall(self) -> None:
-        self.seconds["wall"] = self._wall_before + time.perf_counter() - self._fit_start
+        self.seconds["wall"] = self._wall_now()
 
     # ----- one step -------------------------------------------------------------------
     def student_forward(self, images: Tensor) -> StudentOutput:
@@ -242,6 +247,8 @@ class DistillModule(L.LightningModule):
             **{k: float(v) for k, v in out.parts.items()},
             "lr": lr,
             "level_up": int(moved),
+            "flops": self.ledger.teacher_flops + self.ledger.student_flops,
+            "wall_seconds": self._wall_now(),
         }
         if self._writer is not None:
             self._writer.write(row)
@@ -261,6 +268,8 @@ class DistillModule(L.LightningModule):
         )
 
     def on_train_batch_end(self, *args: Any) -> None:
+        if self.cfg.snapshot_every and self.global_step % self.cfg.snapshot_every == 0:
+            self.save_snapshot()
         every = self.cfg.checkpoint_every
         if self.stop_requested or (every and self.global_step % every == 0):
             self.save_checkpoint()
@@ -311,7 +320,21 @@ class DistillModule(L.LightningModule):
 
         return student_step_flops(step)
 
-    # ----- checkpoints ----------------------------------------------------------------
+    # ----- checkpoints and snapshots ---------------------------------------------------
+    def save_snapshot(self) -> None:
+        """Rank 0 writes the student now, with the step, training FLOPs and wall seconds so far."""
+        if not self.trainer.is_global_zero:
+            return
+        assert self.ledger is not None
+        self.run.snapshots.mkdir(exist_ok=True)
+        save_student_file(
+            self.student,
+            self.run.snapshot(self.global_step),
+            step=self.global_step,
+            flops=self.ledger.teacher_flops + self.ledger.student_flops,
+            wall_seconds=self._wall_now(),
+        )
+
     def save_checkpoint(self) -> None:
         self.trainer.save_checkpoint(self.run.last_checkpoint)
 

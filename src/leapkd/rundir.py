@@ -38,6 +38,8 @@ METRIC_COLUMNS = [
     "loss_kd",
     "lr",
     "level_up",
+    "flops",
+    "wall_seconds",
 ]
 
 
@@ -54,6 +56,11 @@ class RunDirectory:
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.ckpt")
     plots = property(lambda self: self.path / "plots")
     student = property(lambda self: self.path / "student.safetensors")
+    snapshots = property(lambda self: self.path / "snapshots")
+
+    def snapshot(self, step: int) -> Path:
+        """The student snapshot written after `step` optimizer steps (see `snapshot_every`)."""
+        return self.snapshots / f"step-{step:06d}.safetensors"
 
     def prepare(self, config_yaml: str, resume: bool, overwrite: bool) -> None:
         """Create (or reopen for resume) the directory; refuse to clobber a run by accident."""

@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import leapkd.distill as distill_module
 from leapkd import LeapkdError
 from leapkd.distill import distill
 from leapkd.engine import DistillModule
-from leapkd.models import load_backbone
+from leapkd.models import load_backbone, load_student_file
 from leapkd.rundir import METRIC_COLUMNS, read_metrics
 
 
@@ -133,12 +134,36 @@ def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tiny, monkeypatch,
         assert abs(ra["metric"] - rb["metric"]) < 1e-6
         assert abs(ra["loss"] - rb["loss"]) < 1e-6
         assert abs(ra["lr"] - rb["lr"]) < 1e-12
+        assert ra["flops"] == rb["flops"]
     assert resumed.summary["completed"] is True
     assert full.summary["level_ups"] == resumed.summary["level_ups"]
     assert full.summary["teacher_flops"] == resumed.summary["teacher_flops"]
     wa = load_file(full.run_dir / "student.safetensors")
     wb = load_file(resumed.run_dir / "student.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6, rtol=0) for k in wa)
+
+
+def test_snapshots_record_the_student_along_the_way(tiny):
+    result = distill(name="snap", method="leap", threshold=0.6, snapshot_every=5, **tiny)
+    files = sorted((result.run_dir / "snapshots").iterdir())
+    assert [f.name for f in files] == [f"step-{n:06d}.safetensors" for n in (0, 5, 10, 15)]
+    rows = rows_of(result.run_dir)
+    flops = [r["flops"] for r in rows]
+    walls = [r["wall_seconds"] for r in rows]
+    assert flops == sorted(flops) and flops[-1] == result.summary["teacher_flops"] + result.summary["student_flops"]
+    assert walls == sorted(walls) and 0 < walls[-1] <= result.summary["wall_seconds"]
+    metas = []
+    for f in files:
+        with safe_open(str(f), "pt") as h:
+            metas.append({k: json.loads(v) for k, v in h.metadata().items()})
+    assert [m["step"] for m in metas] == [0, 5, 10, 15]
+    assert metas[0]["flops"] == 0
+    assert [m["flops"] for m in metas[1:]] == [rows[n - 1]["flops"] for n in (5, 10, 15)]
+    first, last = load_file(files[0]), load_file(files[-1])
+    final = load_file(result.run_dir / "student.safetensors")
+    assert all(torch.equal(last[k], final[k]) for k in final)  # the last snapshot is the final student
+    assert not all(torch.equal(first[k], final[k]) for k in final)  # step 0 is the untrained student
+    assert load_student_file(files[1]).num_blocks == 6
 
 
 def test_student_file_loads_back(tiny):
