@@ -1,15 +1,19 @@
 """Engine overhead, metric cost and the early-exit curve, measured side by side in one process.
 
-Usage: python bench/overhead.py [--steps 20] [--batch-size 32] [--image-size 112]
-Prints the figures and writes docs/results/overhead.json.
+Usage: python bench/overhead.py [--steps 10] [--rounds 3] [--batch-size 32] [--image-size 112] [--out FILE]
+Prints the figures and writes them as JSON (default docs/benchmarks/overhead.json).
+`bench/compare.py` runs the same measurement as part of the full benchmark.
 
-- bare loop: a plain PyTorch loop doing the engine's compute for one step (teacher forward
-  to depth L without gradients, student forward, projector + MSE, backward, clipping,
-  AdamW step) on the same data; seconds per step after 3 warm-up steps;
-- engine: `leapkd.distill(method="fixed")` run for N1 and N2 steps inside one epoch;
-  seconds per step = (wall(N2) - wall(N1)) / (N2 - N1), which removes start-up costs;
-- metric share: the engine's measured metric seconds over its wall seconds (the bare loop
-  computes no metric, so the overhead is also given without the metric's seconds);
+- bare loop: a plain PyTorch loop doing the engine's compute for one step on the same data
+  pipeline (same dataset, augmentation, sampler and worker count): teacher forward to
+  depth b without gradients, student forward, projector + MSE, backward, clipping, AdamW
+  step, then the linear CKA of the projected tokens against the target (the engine's
+  progress metric); seconds per step after warm-up;
+- engine: `leapkd.distill(method="fixed")` inside one epoch; seconds per step from the
+  per-step wall_seconds in its metrics.csv after the same warm-up (start-up excluded);
+- metric share: the engine's measured metric seconds per step over its step time;
+- every figure is the median over rounds, each round timing all depths (shuffled) and
+  the engine, so a shared machine's drifts hit them alike;
 - early-exit curve: the bare loop's step time with the teacher stopped at block b, for
   b = 1..L, relative to b = L.
 """
@@ -17,95 +21,157 @@ Prints the figures and writes docs/results/overhead.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import os
-import platform
+import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
+from leapkd.config import DistillConfig
 from leapkd.data import build_dataset
+from leapkd.data.sampling import EpochSeededSampler, SeededItems
 from leapkd.distill import distill
+from leapkd.metrics import linear_cka
 from leapkd.models import freeze, load_backbone
+from leapkd.rundir import read_metrics
 
-TEACHER, STUDENT = "dinov2-vits14-imgfocus", "vit-nano"
+TEACHER, STUDENT, DATA = "dinov2-vits14-imgfocus", "vit-nano", "fashion-mnist"
+WARMUP = 3
 
 
-def bare_step_seconds(depth: int, batches: list[torch.Tensor], teacher, student, projector, opt) -> float:
-    """Mean seconds of one plain training step with the teacher run to `depth`."""
+class BareLoop:
+    """The engine's per-step compute written as a plain PyTorch loop."""
 
-    def step(images: torch.Tensor) -> None:
+    def __init__(self, image_size: int, batch_size: int, subset_per_class: int, num_workers: int) -> None:
+        torch.manual_seed(0)
+        self.teacher = freeze(load_backbone(TEACHER, image_size))
+        self.student = load_backbone(STUDENT, image_size, patch_size=self.teacher.patch_size)
+        self.projector = torch.nn.Linear(self.student.embed_dim, self.teacher.embed_dim)
+        self.params = [*self.student.parameters(), *self.projector.parameters()]
+        self.opt = torch.optim.AdamW(self.params, lr=5e-4)
+        data = build_dataset(DATA, "train", image_size, augment=True, subset_per_class=subset_per_class, seed=0)
+        sampler = EpochSeededSampler(len(data), seed=0, batch_size=batch_size)
+        loader = DataLoader(
+            SeededItems(data, 0),
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
+        self.batches = itertools.chain.from_iterable(itertools.repeat(loader))
+
+    def step(self, depth: int) -> None:
+        images = next(self.batches)[0]
         with torch.no_grad():
-            target = teacher.patch_tokens(teacher.forward_to(images, depth))
-        tokens = student(images)
-        loss = F.mse_loss(projector(student.patch_tokens(tokens)), target)
-        opt.zero_grad(set_to_none=True)
+            target = self.teacher.patch_tokens(self.teacher.forward_to(images, depth))
+        projected = self.projector(self.student.patch_tokens(self.student(images)))
+        loss = F.mse_loss(projected, target)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([*student.parameters(), *projector.parameters()], 1.0)
-        opt.step()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        float(linear_cka(projected.detach(), target))
 
-    for images in batches[:3]:
-        step(images)
-    start = time.perf_counter()
-    for images in batches[3:]:
-        step(images)
-    return (time.perf_counter() - start) / (len(batches) - 3)
+    def seconds_per_step(self, depth: int, steps: int) -> float:
+        for _ in range(WARMUP):
+            self.step(depth)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step(depth)
+        return (time.perf_counter() - start) / steps
+
+
+def engine_seconds_per_step(
+    steps: int, image_size: int, batch_size: int, subset_per_class: int, num_workers: int, out: str, name: str
+) -> tuple[float, float]:
+    """(seconds per step, metric seconds per step) of `leapkd distill --method fixed`.
+
+    The per-step time comes from metrics.csv's wall_seconds between the end of the warm-up
+    and the last step, so start-up costs are excluded.
+    """
+    r = distill(
+        method="fixed",
+        max_steps=WARMUP + steps,
+        epochs=1,
+        subset_per_class=subset_per_class,
+        batch_size=batch_size,
+        image_size=image_size,
+        num_workers=num_workers,
+        output_dir=out,
+        name=name,
+        progress=False,
+    )
+    walls = [row["wall_seconds"] for row in read_metrics(r.run_dir / "metrics.csv")]
+    return (walls[-1] - walls[WARMUP - 1]) / steps, r.summary["metric_seconds"] / r.summary["steps"]
+
+
+def measure_overhead(
+    steps: int = 10, rounds: int = 3, image_size: int = 112, batch_size: int = 32, num_workers: int | None = None
+) -> dict[str, Any]:
+    """All overhead figures for one configuration (see the module docstring).
+
+    Each round times the bare loop at every depth (in a shuffled order) and the engine;
+    figures are medians over rounds, so slow drifts of a shared machine hit all alike.
+    """
+    workers = DistillConfig().num_workers if num_workers is None else num_workers
+    subset = max(100, (WARMUP + steps) * batch_size // 10 + 1)
+    bare = BareLoop(image_size, batch_size, subset, workers)
+    L = bare.teacher.num_blocks
+    depths = list(range(1, L + 1))
+    per_depth: dict[int, list[float]] = {b: [] for b in depths}
+    engine, metric = [], []
+    order = random.Random(0)
+    with tempfile.TemporaryDirectory() as out:
+        for r in range(rounds):
+            for b in order.sample(depths, len(depths)):
+                per_depth[b].append(bare.seconds_per_step(b, steps))
+            e, m = engine_seconds_per_step(steps, image_size, batch_size, subset, workers, out, f"round{r}")
+            engine.append(e)
+            metric.append(m)
+    curve = {b: statistics.median(ts) for b, ts in per_depth.items()}
+    last, eng, met = curve[L], statistics.median(engine), statistics.median(metric)
+    return {
+        "config": {
+            "teacher": TEACHER,
+            "student": STUDENT,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "timed_steps": steps,
+            "rounds": rounds,
+            "num_workers": workers,
+        },
+        "bare_loop_seconds_per_step": round(last, 4),
+        "engine_seconds_per_step": round(eng, 4),
+        "engine_overhead": round(eng / last - 1, 4),
+        "engine_overhead_by_round": [round(e / b - 1, 4) for e, b in zip(engine, per_depth[L])],
+        "metric_seconds_per_step": round(met, 4),
+        "metric_share_of_step": round(met / eng, 4),
+        "early_exit_step_time_relative_to_last_block": {b: round(curve[b] / last, 3) for b in depths},
+        "early_exit_seconds_per_step": {b: round(curve[b], 4) for b in depths},
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--rounds", type=int, default=3, help="repetitions; figures are medians over rounds")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: the config's)")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs/benchmarks/overhead.json")
     args = p.parse_args()
-    bs, size = args.batch_size, args.image_size
-
-    torch.manual_seed(0)
-    teacher = freeze(load_backbone(TEACHER, size))
-    student = load_backbone(STUDENT, size, patch_size=teacher.patch_size)
-    projector = torch.nn.Linear(student.embed_dim, teacher.embed_dim)
-    opt = torch.optim.AdamW([*student.parameters(), *projector.parameters()], lr=5e-4)
-    ds = build_dataset("fashion-mnist", "train", size, augment=True, subset_per_class=100, seed=0)
-    n = args.steps + 3
-    batches = [torch.stack([ds[(i * bs + j) % len(ds)][0] for j in range(bs)]) for i in range(n)]
-
-    L = teacher.num_blocks
-    curve = {b: bare_step_seconds(b, batches, teacher, student, projector, opt) for b in range(1, L + 1)}
-    bare = curve[L]
-
-    walls = {}
-    with tempfile.TemporaryDirectory() as out:
-        for steps in (10, 10 + args.steps):
-            r = distill(method="fixed", max_steps=steps, epochs=1, subset_per_class=100, batch_size=bs,
-                        image_size=size, output_dir=out, name=f"s{steps}", progress=False)  # fmt: skip
-            walls[steps] = r.summary
-    long, short = walls[10 + args.steps], walls[10]
-    engine = (long["wall_seconds"] - short["wall_seconds"]) / args.steps
-    metric = (long["metric_seconds"] - short["metric_seconds"]) / args.steps
-    result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "config": {
-            "teacher": TEACHER,
-            "student": STUDENT,
-            "image_size": size,
-            "batch_size": bs,
-            "timed_steps": args.steps,
-        },  # fmt: skip
-        "bare_loop_seconds_per_step": round(bare, 4),
-        "engine_seconds_per_step": round(engine, 4),
-        "engine_overhead": round(engine / bare - 1, 4),
-        "engine_overhead_without_metric": round((engine - metric) / bare - 1, 4),
-        "metric_share_of_step": round(long["metric_seconds"] / long["wall_seconds"], 4),
-        "early_exit_step_time_relative_to_last_block": {b: round(t / bare, 3) for b, t in curve.items()},
-        "early_exit_seconds_per_step": {b: round(t, 4) for b, t in curve.items()},
-    }
+    result = measure_overhead(args.steps, args.rounds, args.image_size, args.batch_size, args.num_workers)
     print(json.dumps(result, indent=2))
-    path = Path(__file__).resolve().parent.parent / "docs" / "results" / "overhead.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {path}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":
