@@ -88,3 +88,6 @@ def test_quick_benchmark_writes_the_table(tmp_path):
         assert [p["step"] for p in run["curve"]] == [0, 5, 10]  # snapshots along the way
     for png in ("time_to_accuracy.png", "early_exit.png"):
         assert (out / "benchmarks" / png).stat().st_size > 10_000
+    (out / "benchmarks.md").unlink()
+    subprocess.run([sys.executable, str(BENCH / "compare.py"), "--render-only", "--out", str(out)], check=True)
+    assert (out / "benchmarks.md").read_text() == page  # the page is a function of results.json
