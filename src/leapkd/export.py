@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import save_file
 
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.models import PRESETS, Backbone, load_student_file, save_student_file
@@ -102,11 +101,6 @@ def _require_onnx() -> None:
         ) from err
 
 
-def _state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
-    """The timm state dict of the backbone (contiguous copies, ready for safetensors)."""
-    return {k: v.detach().contiguous().clone() for k, v in backbone.vit.state_dict().items()}
-
-
 # ----- formats ----------------------------------------------------------------------------
 def _export_safetensors(backbone: Backbone, summary: dict[str, Any], out: Path) -> dict[str, Any]:
     path = save_student_file(
@@ -158,8 +152,7 @@ def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
     import timm
 
     name, kwargs = timm_spec(backbone)
-    path = out / "timm_model.safetensors"
-    save_file(_state_dict(backbone), str(path), metadata={"leapkd": json.dumps(backbone.describe())})
+    path = save_student_file(backbone, out / "timm_model.safetensors")
     overlay = {"file": path.name, "mean": list(backbone.mean), "std": list(backbone.std)}
     config = {"model_name": name, "kwargs": {"num_classes": 0, **kwargs}, "pretrained_cfg_overlay": overlay}
     config_path = out / "timm_config.json"
