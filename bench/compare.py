@@ -11,7 +11,8 @@ final student also with the linear probe (`leapkd eval`'s protocols), giving kNN
 against measured training FLOPs and wall seconds. Runs are executed one after another,
 methods interleaved within each seed, so machine load drifts over all methods alike.
 
-Writes <out>/benchmarks.md and <out>/benchmarks/ (results.json, overhead.json, plots).
+Writes <out>/benchmarks.md and <out>/benchmarks/ (results.json, overhead.json, plots); the page
+and plots are drawn by bench/page.py.
 Finished runs under --runs-dir are reused when their configuration matches, so an
 interrupted benchmark continues where it stopped (--fresh starts over).
 """
@@ -22,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -30,15 +30,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from safetensors import safe_open  # noqa: E402
+import torch
+from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import measure_overhead  # noqa: E402
+from page import mean_spread, plot_early_exit, plot_time_to_accuracy, render  # noqa: E402
 
 from leapkd.config import load_config  # noqa: E402
 from leapkd.distill import distill, resolve_config  # noqa: E402
@@ -181,11 +178,6 @@ def evaluate_teacher(setting: Setting, out: Path) -> dict[str, float]:
 
 
 # ----- aggregating --------------------------------------------------------------------------
-def mean_spread(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def verdict(diff: float, spread: float | None) -> str:
     """A difference counts only when it is larger than the seeds' spread."""
     if spread is None:
@@ -218,51 +210,6 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
-# ----- plots and the page ---------------------------------------------------------------------
-COLORS = {"fixed": "tab:gray", "leap": "tab:blue", "spectralkd": "tab:orange", "leap+spectral": "tab:green"}
-
-
-def plot_time_to_accuracy(runs: list[dict[str, Any]], teacher_knn: float, path: Path) -> None:
-    """kNN top-1 against training FLOPs and against wall seconds; mean over seeds, bars = spread."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for label in METHODS:
-        curves = [r["curve"] for r in runs if r["method"] == label]
-        points = min(len(c) for c in curves)
-        xs_f = [statistics.fmean(c[i]["flops"] for c in curves) / 1e12 for i in range(points)]
-        xs_w = [statistics.fmean(c[i]["wall_seconds"] for c in curves) for i in range(points)]
-        ys = [mean_spread([100 * c[i]["knn_top1"] for c in curves]) for i in range(points)]
-        err = [s or 0.0 for _, s in ys]
-        for ax, xs in zip(axes, (xs_f, xs_w)):
-            ax.errorbar(xs, [m for m, _ in ys], yerr=err, marker="o", ms=4, capsize=3, label=label, color=COLORS[label])
-    for ax, xlabel in zip(axes, ("training FLOPs (TFLOP, teacher + student)", "wall seconds of training")):
-        ax.axhline(100 * teacher_knn, ls="--", color="black", lw=1, label="teacher")
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("kNN top-1 (%)")
-    axes[0].legend(loc="upper left", ncol=2)
-    fig.suptitle("Time to accuracy: student kNN top-1 along training (mean over seeds, bars: std)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_early_exit(overhead: dict[str, Any], flops_rel: list[float], path: Path) -> None:
-    curve = overhead["early_exit_step_time_relative_to_last_block"]
-    blocks = [int(b) for b in curve]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(blocks, [curve[b] for b in curve], marker="o", label="measured step time")
-    ax.plot(blocks, flops_rel, ls="--", color="gray", label="step FLOPs")
-    ax.set_xlabel("teacher depth b (blocks run)")
-    ax.set_ylabel("relative to b = L")
-    ax.set_ylim(0, 1.1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("Early exit: one training step at teacher depth b")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def machine() -> dict[str, Any]:
     cpu = ""
     if Path("/proc/cpuinfo").is_file():
@@ -276,232 +223,6 @@ def machine() -> dict[str, Any]:
         "system": f"{platform.system()} {platform.machine()}",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def pct(x: float | None, spread: float | None = None, digits: int = 1) -> str:
-    if x is None:
-        return "–"
-    text = f"{100 * x:.{digits}f}"
-    return f"{text} ± {100 * spread:.{digits}f}" if spread is not None else text
-
-
-def _diff(entry: dict[str, Any]) -> str:
-    return f"{100 * entry['diff']:+.1f} ({entry['verdict']})"
-
-
-def render(results: dict[str, Any]) -> str:
-    """docs/benchmarks.md from the results."""
-    t, st, ov = results["table"], results["setting"], results["overhead"]
-    lines = [
-        "# Benchmarks",
-        "",
-        "Every figure on this page was measured by one command, on the machine below:",
-        "",
-        f"    {results['command']}",
-        "",
-        f"- Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
-        f"torch {results['machine']['torch']} ({results['machine']['torch_threads']} threads), "
-        f"Python {results['machine']['python']}; load average at start "
-        f"{results['machine']['load_average_at_start']}. Finished {results['finished']} "
-        f"after {results['total_minutes']:.0f} minutes, code at commit {results.get('commit') or 'unknown'}.",
-        f"- Teacher: the embedded DINOv2 ViT-S/14 (`{EMBEDDED_TEACHER}`); student `vit-nano` "
-        f"(6 blocks, width 128, patch 14); Fashion-MNIST, {st['subset_per_class']} training images per class, "
-        f"{st['image_size']} px, batch {st['batch_size']}, {results['steps']} steps ({st['epochs']} epochs); "
-        f"seeds {', '.join(map(str, st['seeds']))}. Everything else is the `leapkd distill` default.",
-        "- Methods: `fixed` (teacher's last block), `leap` (the curriculum), `spectralkd` "
-        "(spectral loss on the default block pairs), `leap+spectral` (`leap` with `spectral_weight 0.2`).",
-        f"- Evaluation: kNN (k = 20, cosine, CLS) and linear probe on a seeded "
-        f"{st['eval_train_per_class']}/{st['eval_val_per_class']} per-class train/val split, "
-        f"{st['image_size']} px. Teacher at the same size: kNN {pct(results['teacher']['knn_top1'])}, "
-        f"linear {pct(results['teacher']['linear_top1'])}.",
-        "- Mean ± sample standard deviation over seeds. A difference to `fixed` is called a "
-        "difference only when it is larger than the larger of the two spreads; otherwise the "
-        "table says *no difference*.",
-        "",
-        "## Results",
-        "",
-        "| method | kNN top-1 | vs fixed | linear top-1 | vs fixed | training TFLOP | FLOPs saving "
-        "| wall s | wall saving | wall / FLOPs saving | final block |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label, r in t.items():
-        knn_vs = "–" if label == "fixed" else _diff(r["knn_top1_vs_fixed"])
-        lin_vs = "–" if label == "fixed" else _diff(r["linear_top1_vs_fixed"])
-        tf, tf_s = r["training_flops"]
-        wall, wall_s = r["wall_seconds"]
-        ratio = r["wall_per_flops_saving"]
-        lines.append(
-            f"| `{label}` | {pct(*r['knn_top1'])} | {knn_vs} | {pct(*r['linear_top1'])} | {lin_vs} "
-            f"| {tf / 1e12:.2f} | {pct(*r['flops_saving'])} "
-            f"| {wall:.0f}{f' ± {wall_s:.0f}' if wall_s is not None else ''} "
-            f"| {pct(*r['wall_saving']) if label != 'fixed' else '–'} "
-            f"| {f'{ratio:.2f}' if ratio is not None else '–'} | {r['final_block'][0]:.1f} |"
-        )
-    lines += [
-        "",
-        "Wall seconds are the training loop only (no model loading or evaluation); the wall "
-        "saving is against the `fixed` run of the same seed, measured in the same benchmark. "
-        "FLOPs are counted by torch's FlopCounterMode (matrix products, attention, convolutions); "
-        "the spectral loss's FFTs and channel pooling are a negligible number of FLOPs (none are "
-        "counted for the FFT) but many small memory-bound operations, so they show in wall time "
-        "(the student seconds of the spectral runs) and not in FLOPs.",
-        "",
-        "![kNN top-1 against training FLOPs and wall time](benchmarks/time_to_accuracy.png)",
-        "",
-        *time_to_reach(results["runs"], t["fixed"]["knn_top1"][0]),
-        "",
-        "Per run (the curve points are in `benchmarks/results.json`):",
-        "",
-        "| run | kNN | linear | TFLOP | FLOPs saving | wall s | teacher / student / metric s | level-ups at steps |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results["runs"]:
-        lines.append(
-            f"| {r['method']} s{r['seed']} | {pct(r['knn_top1'])} | {pct(r['linear_top1'])} "
-            f"| {r['training_flops'] / 1e12:.2f} | {pct(r['flops_saving'])} | {r['wall_seconds']:.0f} "
-            f"| {r['teacher_seconds']:.0f} / {r['student_seconds']:.0f} / {r['metric_seconds']:.1f} "
-            f"| {', '.join(map(str, r['level_ups'])) or '–'} |"
-        )
-    curve = ov["early_exit_step_time_relative_to_last_block"]
-    lines += [
-        "",
-        "## Overhead",
-        "",
-        f"One configuration ({ov['config']['image_size']} px, batch {ov['config']['batch_size']}, "
-        f"{ov['config']['timed_steps']} timed steps, {ov['config']['num_workers']} data worker(s)), "
-        f"measured side by side in one process (`bench/overhead.py`, also run by this command); medians "
-        f"over {ov['config']['rounds']} rounds, each timing every teacher depth in a shuffled order and the engine. "
-        f"Engine overhead per round: {', '.join(pct(x) + '%' for x in ov['engine_overhead_by_round'])}.",
-        "",
-        "| figure | measured | target |",
-        "|---|---|---|",
-        f"| bare PyTorch loop, same compute and data pipeline | {ov['bare_loop_seconds_per_step']:.3f} s/step | |",
-        f"| leapkd engine (`distill --method fixed`) | {ov['engine_seconds_per_step']:.3f} s/step | |",
-        f"| engine overhead over the bare loop | {pct(ov['engine_overhead'])}% | ≤ 5% |",
-        f"| metric (online CKA) share of the engine's step | {pct(ov['metric_share_of_step'])}% | ≤ 2% |",
-        f"| LEAP wall saving / FLOPs saving (table above) | {_ratio_text(t['leap'])} | ≥ 0.90 |",
-        "",
-        *ratio_breakdown(results["runs"]),
-        "Early exit: the step time with the teacher stopped at block b, relative to b = L "
-        "(dashed: the step's FLOPs, relative):",
-        "",
-        "| b | " + " | ".join(str(b) for b in curve) + " |",
-        "|---|" + "---|" * len(curve),
-        "| time | " + " | ".join(f"{v:.2f}" for v in curve.values()) + " |",
-        "| FLOPs | " + " | ".join(f"{v:.2f}" for v in results["early_exit_flops_relative"]) + " |",
-        "",
-        "![early-exit curve](benchmarks/early_exit.png)",
-        "",
-        *paper_section(results),
-    ]
-    return "\n".join(lines)
-
-
-def paper_section(results: dict[str, Any]) -> list[str]:
-    """Where these figures stand against the paper's, and why the scales differ."""
-    t, runs, paper = results["table"], results["runs"], results["paper"]
-    leap = t["leap"]
-    fixed_runs = [r for r in runs if r["method"] == "fixed"]
-    leap_runs = [r for r in runs if r["method"] == "leap"]
-    teacher_flops_share = statistics.fmean(r["teacher_flops"] / r["training_flops"] for r in fixed_runs)
-    teacher_wall_share = statistics.fmean(r["teacher_seconds"] / r["wall_seconds"] for r in fixed_runs)
-    reached = [r["last_block_from_step"] / r["steps"] for r in leap_runs if r["last_block_from_step"] is not None]
-    reach_text = (
-        f"the target reached the last block after {pct(statistics.fmean(reached), digits=0)}% of the steps "
-        f"on average ({len(reached)} of {len(leap_runs)} runs reached it)"
-        if reached
-        else "the target never reached the last block"
-    )
-    knn, lin = leap["knn_top1_vs_fixed"], leap["linear_top1_vs_fixed"]
-    spreads = [row["knn_top1"][1] for row in t.values() if row["knn_top1"][1] is not None]
-    spread_text = (
-        f"kNN top-1 varies by up to {pct(max(spreads))} points (std) across seeds within one method"
-        if spreads
-        else "one seed: the spread across seeds is not measured"
-    )
-    return [
-        "## Against the paper",
-        "",
-        "| | paper (DINOv2 ViT-G/14 -> ViT-S/14, ImageNet-100, 100 epochs) | leapkd here |",
-        "|---|---|---|",
-        f"| training FLOPs saved by LEAP | {pct(paper['flops_saving'])}% | {pct(*leap['flops_saving'])}% |",
-        f"| training time saved by LEAP | {pct(paper['time_saving'], digits=0)}% | {pct(*leap['wall_saving'])}% |",
-        f"| accuracy over the fixed target | +{paper['points']} points (top-1) "
-        f"| kNN {_diff(knn)}, linear {_diff(lin)} |",
-        "",
-        "Why the scales differ:",
-        "",
-        "- **The teacher's share of the work.** LEAP saves only teacher forward passes. The "
-        "paper's ViT-G/14 teacher (40 blocks, width 1536) is about 50 times a ViT-S/14 in "
-        "FLOPs, so the teacher is nearly all of a training step. Here the teacher is a ViT-S/14 "
-        f"and the student a 6-block width-128 ViT: the teacher is {pct(teacher_flops_share, digits=0)}% "
-        f"of the fixed runs' training FLOPs and {pct(teacher_wall_share, digits=0)}% of their wall "
-        "time, which caps any saving below those shares.",
-        f"- **How long the target stays shallow.** With the `leapkd distill` defaults (threshold "
-        f"0.85, at most 1 epoch per block, {results['setting']['epochs']} epochs) {reach_text}; "
-        "savings accrue only before that point. The paper allows 5 epochs per block in 100.",
-        "- **Wall time against FLOPs.** On 2 CPU cores the student's small matrix products, the "
-        "data pipeline and the optimizer cost more time per FLOP than the teacher's large "
-        "matrix products, so a FLOP removed from the teacher removes less than its share of "
-        "wall time. The early-exit curve above shows the same from the other side: at b = 1 "
-        "a step still costs the student's part.",
-        f"- **Data and length.** {results['setting']['subset_per_class'] * 10} Fashion-MNIST "
-        f"images (28 px, grey, upscaled to {results['setting']['image_size']} px) for "
-        f"{results['steps']} steps, against ImageNet-100 for 100 epochs: the students here are "
-        f"far from converged, and the accuracy columns measure early training ({spread_text}).",
-        "",
-    ]
-
-
-def time_to_reach(runs: list[dict[str, Any]], goal: float) -> list[str]:
-    """Per method: the first snapshot whose mean kNN over seeds reaches `goal` (fixed's final kNN)."""
-    lines = [
-        f"First snapshot (every {runs[0]['curve'][1]['step']} steps) whose mean kNN top-1 reaches the "
-        f"`fixed` target's final {pct(goal)}%:",
-        "",
-        "| method | step | training TFLOP | wall s |",
-        "|---|---|---|---|",
-    ]
-    for label in METHODS:
-        curves = [r["curve"] for r in runs if r["method"] == label]
-        cells = ["not reached", "–", "–"]
-        for i in range(min(len(c) for c in curves)):
-            if statistics.fmean(c[i]["knn_top1"] for c in curves) >= goal:
-                tflop = statistics.fmean(c[i]["flops"] for c in curves) / 1e12
-                wall = statistics.fmean(c[i]["wall_seconds"] for c in curves)
-                cells = [str(curves[0][i]["step"]), f"{tflop:.1f}", f"{wall:.0f}"]
-                break
-        lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
-    return lines
-
-
-def ratio_breakdown(runs: list[dict[str, Any]]) -> list[str]:
-    """Where LEAP's wall saving parts from its FLOPs saving, from the per-run seconds and FLOPs."""
-
-    def mean(label: str, key: str) -> float:
-        return statistics.fmean(r[key] for r in runs if r["method"] == label)
-
-    share_wall = mean("fixed", "teacher_seconds") / mean("fixed", "wall_seconds")
-    share_flops = mean("fixed", "teacher_flops") / mean("fixed", "training_flops")
-    teacher_s = 1 - mean("leap", "teacher_seconds") / mean("fixed", "teacher_seconds")
-    teacher_f = 1 - mean("leap", "teacher_flops") / mean("fixed", "teacher_flops")
-    return [
-        f"Why the wall saving is a fraction of the FLOPs saving: LEAP saves teacher work only. In the "
-        f"`fixed` runs the teacher is {pct(share_wall)}% of the wall time but {pct(share_flops)}% of the "
-        f"FLOPs (the student's small matrix products, the optimizer and the data pipeline cost more "
-        f"time per FLOP), so even a teacher saving exactly proportional to its FLOPs gives a ratio of "
-        f"{share_wall / share_flops:.2f}. The teacher part itself "
-        f"{'is close to' if teacher_s >= 0.9 * teacher_f else 'falls short of'} proportional: LEAP saved "
-        f"{pct(teacher_s)}% of the teacher seconds for {pct(teacher_f)}% of the teacher FLOPs. The "
-        f"student seconds were {mean('leap', 'student_seconds'):.1f} s in the `leap` runs against "
-        f"{mean('fixed', 'student_seconds'):.1f} s in the `fixed` runs, for the same student FLOPs.",
-        "",
-    ]
-
-
-def _ratio_text(row: dict[str, Any]) -> str:
-    ratio = row["wall_per_flops_saving"]
-    return "–" if ratio is None else f"{ratio:.2f}"
 
 
 def early_exit_flops_relative(setting: Setting) -> list[float]:
@@ -547,6 +268,7 @@ def measure_all(setting: Setting, runs_dir: Path, assets: Path, fresh: bool, pro
         "overhead": overhead,
         "early_exit_flops_relative": early_exit_flops_relative(setting),
         "paper": PAPER,
+        "teacher_name": EMBEDDED_TEACHER,
     }
 
 
