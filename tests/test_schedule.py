@@ -56,3 +56,19 @@ def test_state_round_trip_continues_exactly():
     sched2.load_state_dict(state)
     opt2.param_groups[0]["lr"] = sched2.get_lr()[0]
     assert lrs(opt2, sched2, 20) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("mode", ["peak", "envelope"])
+def test_a_level_up_during_warmup_restarts_nothing(mode):
+    opt, sched = make(total=300, warmup=20)
+    seq, taken = [], []
+    for _ in range(25):  # a level-up after every step, warm-up included
+        seq.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        if sched.restart(mode, sched.last_epoch):
+            taken.append(sched.last_epoch)
+    warmup = seq[:20]
+    assert warmup == pytest.approx([2.0 * (t + 1) / 20 for t in range(20)])  # the straight ramp
+    assert all(a < b for a, b in zip(warmup, warmup[1:]))
+    assert taken == [20, 21, 22, 23, 24, 25]  # restarts take effect once the warm-up is over

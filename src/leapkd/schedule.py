@@ -6,8 +6,10 @@ The multiplier at step t (applied to each group's peak LR) is
   ``m + (p - m) * (1 + cos(pi * progress)) / 2``.
 
 `restart(mode)` begins a new segment at the current step: its peak is 1 (`"peak"`: the
-full peak LR again) or the global schedule's value at this step (`"envelope"`). The
-segment's start and peak live in `state_dict()`, so a resumed run continues exactly.
+full peak LR again) or the global schedule's value at this step (`"envelope"`). During
+warm-up a restart does nothing: warm-up always completes as a straight ramp (the LEAP
+reference's `reset-after-warmup`). The segment's start and peak live in `state_dict()`,
+so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -56,12 +58,16 @@ class WarmupCosine(LRScheduler):
             return self.envelope(step)
         return self._cosine(step, self.segment_start, self.segment_peak)
 
-    def restart(self, mode: Literal["peak", "envelope"], step: int) -> None:
-        """Start a new cosine segment at `step` (the next step to be taken)."""
+    def restart(self, mode: Literal["peak", "envelope"], step: int) -> bool:
+        """Start a new cosine segment at `step` (the next step to be taken); False (and
+        nothing changes) while `step` is still inside the warm-up."""
+        if step < self.warmup_steps:
+            return False
         self.segment_peak = 1.0 if mode == "peak" else self.envelope(step)
         self.segment_start = step
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
+        return True
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         f = self.factor(self.last_epoch)
