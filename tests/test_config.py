@@ -68,3 +68,25 @@ def test_text_keys_stay_text():
         "teacher_weights": None,
     }
     assert parse_overrides(["--student-layers", "[1, 2]"]) == {"student_layers": [1, 2]}
+
+
+def _choice_keys():
+    from leapkd.config import choices
+
+    keys = [k for k in DistillConfig.model_fields if choices(k)]
+    assert {"method", "precision", "metric", "lr_reset", "nan_policy", "logger"} <= set(keys)
+    return [(k, c) for k in keys for c in choices(k)]
+
+
+@pytest.mark.parametrize("key,choice", _choice_keys())
+def test_every_choice_is_accepted_from_cli_yaml_and_python(key, choice, tmp_path: Path):
+    import yaml
+
+    from_cli = load_config(None, parse_overrides([f"--{key}", choice]))
+    from_cli_eq = load_config(None, parse_overrides([f"--{key.replace('_', '-')}={choice}"]))
+    f = tmp_path / "run.yaml"
+    f.write_text(f"{key}: {choice}\n")  # unquoted: `precision: 32` reads as a number
+    from_yaml = load_config(f)
+    from_python = load_config(None, {key: yaml.safe_load(choice)})
+    for cfg in (from_cli, from_cli_eq, from_yaml, from_python):
+        assert getattr(cfg, key) == choice

@@ -9,10 +9,10 @@ is saved as `config.yaml` in the run directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from leapkd.errors import LeapkdError, closest_names
 
@@ -32,12 +32,21 @@ class DistillConfig(BaseModel):
     )
     teacher: str = Field("dinov2-vits14-imgfocus", description="teacher name, timm name or HF directory")
     teacher_weights: str | None = Field(None, description="local weight file for the teacher")
+    teacher_pretrained: bool = Field(
+        False, description="load timm's pretrained weights for a timm-name teacher (downloads: needs a network)"
+    )
+    allow_random_teacher: bool = Field(
+        False, description="accept a randomly initialised teacher (tests and speed benchmarks only)"
+    )
     student: str = Field("vit-nano", description="student preset or timm ViT name")
     student_weights: str | None = Field(None, description="local weight file to start the student from")
     # ----- data -----
     data: str = Field("fashion-mnist", description="built-in dataset name or image folder (train/, val/)")
     data_root: str | None = Field(None, description="directory of a built-in dataset's files")
-    subset_per_class: int | None = Field(80, ge=1, description="training images per class (None: all)")
+    subset_per_class: int | Literal["all", "auto"] = Field(
+        "auto",
+        description="training images per class, or all; auto: 80 for a built-in dataset (the demo), all for a folder",
+    )
     image_size: int = Field(112, ge=14, description="input resolution in pixels")
     augment: bool = Field(True, description="random resized crop + flip during training")
     num_workers: int = Field(0, ge=0, description="data loader worker processes")
@@ -94,6 +103,15 @@ class DistillConfig(BaseModel):
         "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _choice_as_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """A choice written as a number (`precision: 32` in YAML, `--precision 32`) is its text."""
+        if info.field_name and choices(info.field_name) and isinstance(value, int | float):
+            if not isinstance(value, bool):
+                return str(value)
+        return value
+
     @model_validator(mode="after")
     def _check_pairs(self) -> DistillConfig:
         s, t = self.student_layers, self.teacher_layers
@@ -109,6 +127,13 @@ class DistillConfig(BaseModel):
             return self.spectral_weight
         return 0.2 if self.method == "spectralkd" else 0.0
 
+    @field_validator("subset_per_class")
+    @classmethod
+    def _positive_subset(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or all, or auto")
+        return value
+
     def run_name(self) -> str:
         if self.name:
             return self.name
@@ -121,6 +146,14 @@ class DistillConfig(BaseModel):
 
 def config_keys() -> list[str]:
     return list(DistillConfig.model_fields)
+
+
+def choices(key: str) -> tuple[str, ...]:
+    """The allowed values of a choice-valued key (a Literal of texts), else ()."""
+    field = DistillConfig.model_fields.get(key)
+    if field is None or get_origin(field.annotation) is not Literal:
+        return ()
+    return tuple(str(c) for c in get_args(field.annotation))
 
 
 def _explain(err: ValidationError) -> LeapkdError:
@@ -142,13 +175,14 @@ def _explain(err: ValidationError) -> LeapkdError:
 
 def _is_text_field(key: str | None) -> bool:
     field = DistillConfig.model_fields.get(key or "")
-    return field is not None and field.annotation in (str, str | None)
+    return field is not None and (field.annotation in (str, str | None) or bool(choices(key or "")))
 
 
 def parse_value(text: str, key: str | None = None) -> Any:
     """A command-line value as YAML would read it (numbers, true/false, null, lists).
 
-    Values of text keys (names, paths) stay text: `--name nan` is the run "nan", not NaN.
+    Values of text keys (names, paths, choices) stay text: `--name nan` is the run "nan",
+    not NaN, and `--precision 32` is the choice "32".
     """
     if _is_text_field(key):
         return None if text in ("null", "None", "~") else text
