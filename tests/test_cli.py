@@ -89,3 +89,17 @@ def test_spectrum_command_writes_plots_pairs_and_correlation(tmp_path, capsys, m
     assert len(report["proposed_pairs"]) == 3
     assert (out / "spectrum_bands.png").stat().st_size > 0 and (out / "spectrum_intensity.png").stat().st_size > 0
     assert "proposed (student <- teacher) pairs" in capsys.readouterr().out
+
+
+def test_data_lists_a_missing_dataset_with_its_install_command(capsys, monkeypatch, tmp_path):
+    import dataclasses
+
+    from leapkd.data import builtin
+
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    missing = dataclasses.replace(builtin.BUILTINS["fashion-mnist"], locate=lambda: empty)
+    monkeypatch.setitem(builtin.BUILTINS, "fashion-mnist", missing)
+    assert main(["data"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("fashion-mnist"))
+    assert " no " in line and "apt-get install dataset-fashion-mnist" in line

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from leapkd.data.builtin import BUILTINS, get_builtin, load_builtin
@@ -67,6 +68,38 @@ def subset_indices(targets: Sequence[int] | np.ndarray, per_class: int, seed: in
     rng = np.random.default_rng(seed)
     picks = [rng.permutation(np.flatnonzero(t == c))[:per_class] for c in np.unique(t)]
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+
+
+def skipped_mask(dataset: object) -> torch.Tensor | None:
+    """The shared mask of unreadable images of a folder dataset (through any subset
+    wrapper), or None for datasets that cannot have any."""
+    while dataset is not None:
+        if isinstance(dataset, ImageFolderDataset):
+            return dataset.skipped_mask
+        dataset = getattr(dataset, "base", None)
+    return None
+
+
+def num_skipped(dataset: object) -> int:
+    """How many distinct unreadable images the dataset met, in any worker process."""
+    mask = skipped_mask(dataset)
+    return int(mask.sum()) if mask is not None else 0
+
+
+DEMO_IMAGES_PER_CLASS = 80  # a built-in dataset's default subset: the ~5-minute demo
+
+
+def images_per_class(data: str, subset_per_class: int | str | None) -> int | None:
+    """The training subset size a run asks for: None means every image.
+
+    "auto" is 80 for a built-in dataset (the demo) and every image of a folder; "all" (or
+    None) is every image; a number is that many per class.
+    """
+    if subset_per_class == "auto":
+        return DEMO_IMAGES_PER_CLASS if data in BUILTINS else None
+    if subset_per_class in ("all", None):
+        return None
+    return int(subset_per_class)
 
 
 def _looks_like_path(s: str) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
@@ -136,19 +137,25 @@ class ImageFolderDataset(Dataset):
         self.classes, self.samples = scan_folder(self.root, split)
         self.targets = [label for _, label in self.samples]
         self.transform = transform
-        self.skipped: set[Path] = set()
+        # shared with worker processes (fork or spawn), so their findings reach this process
+        self.skipped_mask = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
         self._warned = False
 
     @property
     def num_skipped(self) -> int:
-        """How many unreadable images were met (and replaced) so far."""
-        return len(self.skipped)
+        """How many distinct unreadable images were met (and replaced) so far, in any worker."""
+        return int(self.skipped_mask.sum())
+
+    @property
+    def skipped(self) -> list[Path]:
+        """The unreadable images met so far."""
+        return [self.samples[i][0] for i in self.skipped_mask.nonzero().flatten().tolist()]
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _skip(self, path: Path, err: Exception) -> None:
-        self.skipped.add(path)
+    def _skip(self, index: int, path: Path, err: Exception) -> None:
+        self.skipped_mask[index] = True
         if not self._warned:
             self._warned = True
             warnings.warn(
@@ -162,16 +169,17 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         n = len(self.samples)
         for step in range(n):
-            path, label = self.samples[(index + step) % n]
-            if path in self.skipped:
+            i = (index + step) % n
+            path, label = self.samples[i]
+            if self.skipped_mask[i]:
                 continue
             try:
                 img = load_image(path)
             except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable"
-                self._skip(path, err)
+                self._skip(i, path, err)
                 continue
             return (self.transform(img) if self.transform is not None else img), label
         raise LeapkdError(
-            f"no readable image in {self.root / self.split} ({len(self.skipped)} unreadable)",
+            f"no readable image in {self.root / self.split} ({self.num_skipped} unreadable)",
             "check the files: they may be corrupt or not images at all",
         )
