@@ -9,8 +9,10 @@ Loss terms, each optional by its weight:
   patch tokens (final norm, then a linear projector D_s -> D_target) and the target
   patch tokens;
 - CLS (`cls_weight`): projected student CLS vs the teacher's normed CLS of the target block;
-- patch embedding (`patch_embed_weight`): layer-normed projected student patch embeddings
-  vs the teacher's patch embeddings, with a projector of its own;
+- patch embedding (`patch_embed_weight`, the reference's `--embed-loss`): the raw
+  patch-projection conv outputs of both models (before position embedding, no prefix
+  tokens); MSE(LN_s(P_e(E_s)), LN_t(E_t)) with P_e a Linear D_s -> D_t of its own and
+  LN_s, LN_t LayerNorms with learnable affine; all three are trained;
 - spectral (SPEC section 2, `spectral_weight`): `leapkd.losses.spectral_loss` over the
   (student block, teacher block) pairs whose teacher block has run this step (for LEAP:
   teacher block <= the current target block);
@@ -40,7 +42,7 @@ class StudentOutput:
     """The student's tokens for one batch (prefix tokens included)."""
 
     tokens: Tensor  # final-norm output, (B, prefix + P, D_s)
-    embed: Tensor | None  # embedding output, (B, prefix + P, D_s), when a loss needs it
+    embed: Tensor | None  # raw patch projection (B, P, D_s), when the patch-embedding loss is on
     prefix: int
     blocks: dict[int, Tensor] = field(default_factory=dict)  # un-normed outputs for spectral pairs
 
@@ -52,7 +54,7 @@ class Targets:
     depth: int  # number of teacher blocks that were run
     patch: Tensor  # (B, P, D_target)
     cls: Tensor | None  # (B, D_target) when the CLS loss is on
-    embed: Tensor | None  # teacher patch embeddings (B, P, D_t) when that loss is on
+    embed: Tensor | None  # teacher raw patch projection (B, P, D_t) when that loss is on
     spectral: dict[int, Tensor] = field(default_factory=dict)  # un-normed tokens per teacher block
     logits: Tensor | None = None  # teacher logits (B, classes) when logit KD is on
 
@@ -61,7 +63,7 @@ class Targets:
 class LossOutput:
     loss: Tensor
     parts: dict[str, Tensor]  # each term before weighting, detached
-    projected: Tensor  # projected student patch tokens (B, P, D_target), for the metric
+    projected: Tensor | None  # projected student patch tokens (B, P, D_target), for the metric
 
 
 def identity_reduce(x: Tensor) -> Tensor:
@@ -111,10 +113,17 @@ class FeatureDistillation(nn.Module):
         if needs_head and not num_classes:
             raise LeapkdError("ce_weight / kd_weight need labelled data", "use a dataset with classes")
         self.student_head = nn.Linear(student.embed_dim, num_classes) if needs_head and num_classes else None
-        self.teacher_head: nn.Linear | None = None  # frozen; set by fit_teacher_head
-        self.projector = nn.Linear(student.embed_dim, target_width)
+        # frozen; its weights come from set_teacher_head (fitted before training) or a checkpoint
+        self.teacher_head = (
+            nn.Linear(teacher.embed_dim, num_classes).requires_grad_(False) if kd_weight > 0 and num_classes else None
+        )
+        # only modules that receive gradients exist (DDP refuses parameters without one)
+        uses_projector = feature_weight > 0 or cls_weight > 0
+        self.projector = nn.Linear(student.embed_dim, target_width) if uses_projector else None
         self.embed_projector = nn.Linear(student.embed_dim, teacher.embed_dim) if patch_embed_weight > 0 else None
-        self._initial_projector = copy.deepcopy(self.projector.state_dict())
+        self.embed_norm_student = nn.LayerNorm(teacher.embed_dim) if patch_embed_weight > 0 else None
+        self.embed_norm_teacher = nn.LayerNorm(teacher.embed_dim) if patch_embed_weight > 0 else None
+        self._initial_projector = copy.deepcopy(self.projector.state_dict()) if self.projector else None
         self.cls_weight = cls_weight
         self.patch_embed_weight = patch_embed_weight
         self.metric_fn = get_metric(metric)
@@ -132,6 +141,11 @@ class FeatureDistillation(nn.Module):
     def needs_student_embed(self) -> bool:
         return self.patch_embed_weight > 0
 
+    @property
+    def needs_teacher_head(self) -> bool:
+        """Logit KD needs teacher logits: a head fitted on the teacher's features."""
+        return self.teacher_head is not None
+
     def active_pairs(self) -> list[tuple[int, int]]:
         """Spectral pairs whose teacher block runs this step."""
         depth = self.target_block
@@ -146,13 +160,13 @@ class FeatureDistillation(nn.Module):
         """Run the teacher up to the deepest target block only, and build the targets."""
         blocks = self.target_blocks()
         spectral = sorted({t for _, t in self.active_pairs()})
-        wanted = blocks + spectral + ([0] if self.patch_embed_weight > 0 else [])
+        wanted = blocks + spectral
         raw = teacher.forward_blocks(images, wanted, norm=False)
         normed = {b: teacher.norm(raw[b]) for b in blocks}
         p = self.teacher_prefix
         patch = torch.cat([normed[b][:, p:] for b in blocks], dim=-1)
         cls = torch.cat([normed[b][:, 0] for b in blocks], dim=-1) if self.cls_weight > 0 else None
-        embed = raw[0][:, p:] if self.patch_embed_weight > 0 else None
+        embed = teacher.patch_projection(images) if self.patch_embed_weight > 0 else None
         logits = None
         if self.teacher_head is not None and self.kd_weight > 0:
             last = self.num_teacher_blocks
@@ -168,22 +182,23 @@ class FeatureDistillation(nn.Module):
 
     # ----- loss ----------------------------------------------------------------------
     def loss(self, student: StudentOutput, targets: Targets, labels: Tensor | None = None) -> LossOutput:
-        projected = self.projector(student.tokens[:, student.prefix :])
-        if projected.shape[1] != targets.patch.shape[1]:
+        projected = self.projector(student.tokens[:, student.prefix :]) if self.projector is not None else None
+        if projected is not None and projected.shape[1] != targets.patch.shape[1]:
             raise ValueError(f"student has {projected.shape[1]} patch tokens, teacher {targets.patch.shape[1]}")
         parts: dict[str, Tensor] = {}
-        total = projected.new_zeros((), dtype=torch.float32)
-        if self.feature_weight > 0:
+        total = student.tokens.new_zeros((), dtype=torch.float32)
+        if projected is not None and self.feature_weight > 0:
             parts["loss_feature"] = F.mse_loss(projected.float(), targets.patch.float())
             total = total + self.feature_weight * parts["loss_feature"]
-        if targets.cls is not None:
+        if targets.cls is not None and self.projector is not None:
             cls = F.mse_loss(self.projector(student.tokens[:, 0]).float(), targets.cls.float())
             parts["loss_cls"] = cls
             total = total + self.cls_weight * cls
-        if targets.embed is not None and self.embed_projector is not None and student.embed is not None:
-            s_embed = self.embed_projector(student.embed[:, student.prefix :])
-            s_embed = F.layer_norm(s_embed, s_embed.shape[-1:])
-            pe = F.mse_loss(s_embed.float(), targets.embed.float())
+        if targets.embed is not None and student.embed is not None:
+            assert self.embed_projector and self.embed_norm_student and self.embed_norm_teacher
+            s_embed = self.embed_norm_student(self.embed_projector(student.embed))
+            t_embed = self.embed_norm_teacher(targets.embed)
+            pe = F.mse_loss(s_embed.float(), t_embed.float())
             parts["loss_patch_embed"] = pe
             total = total + self.patch_embed_weight * pe
         pairs = self.active_pairs()
@@ -210,17 +225,14 @@ class FeatureDistillation(nn.Module):
         return LossOutput(total, {k: v.detach() for k, v in parts.items()}, projected)
 
     @torch.no_grad()
-    def fit_teacher_head(self, teacher_feats: Tensor, labels: Tensor, num_classes: int, seed: int = 0) -> None:
-        """Give a headless teacher logits: a frozen linear head fitted on its CLS features."""
-        from leapkd.eval.linear import fit_linear_head
-
-        head = fit_linear_head(teacher_feats, labels, num_classes, seed=seed)
-        head.requires_grad_(False)
-        self.teacher_head = head
+    def set_teacher_head(self, state: dict[str, Tensor]) -> None:
+        """Install the weights of the frozen teacher head (a state dict of an nn.Linear)."""
+        assert self.teacher_head is not None, "set_teacher_head without logit KD"
+        self.teacher_head.load_state_dict(state)
 
     # ----- progress metric -------------------------------------------------------------
     @torch.no_grad()
-    def progress(self, projected: Tensor, target: Tensor) -> float | None:
+    def progress(self, projected: Tensor | None, target: Tensor) -> float | None:
         """The metric between projected student tokens and the target, averaged over ranks.
 
         float32, no autocast, no gradients; on `metric_images` random images of the batch
@@ -228,7 +240,7 @@ class FeatureDistillation(nn.Module):
         run draw the same ones).
         None when the projector is not trained (no feature loss).
         """
-        if self.feature_weight == 0:
+        if self.feature_weight == 0 or projected is None:
             return None
         if self.metric_images is not None and self.metric_images < projected.shape[0]:
             idx = torch.randperm(projected.shape[0], generator=self._metric_gen)[: self.metric_images]
@@ -238,7 +250,8 @@ class FeatureDistillation(nn.Module):
         return float(self.reduce(value))
 
     def reset_projector(self) -> None:
-        self.projector.load_state_dict(self._initial_projector)
+        if self.projector is not None and self._initial_projector is not None:
+            self.projector.load_state_dict(self._initial_projector)
 
     # ----- curriculum hooks (no-ops for fixed targets) ----------------------------------
     def start(self, teacher: Backbone, student: StudentOutput, images: Tensor) -> None:

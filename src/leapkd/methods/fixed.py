@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from leapkd.errors import LeapkdError
 from leapkd.methods.base import FeatureDistillation
 from leapkd.models import Backbone
 
@@ -17,7 +18,10 @@ class FixedTarget(FeatureDistillation):
 
     def __init__(self, teacher: Backbone, student: Backbone, last_n: int = 1, **kwargs: object) -> None:
         if not 1 <= last_n <= teacher.num_blocks:
-            raise ValueError(f"last_n must be in 1..{teacher.num_blocks}, got {last_n}")
+            raise LeapkdError(
+                f"fixed_last_n is {last_n}, but the teacher {teacher.name} has {teacher.num_blocks} blocks",
+                f"set --fixed_last_n between 1 and {teacher.num_blocks}",
+            )
         super().__init__(teacher, student, target_width=last_n * teacher.embed_dim, **kwargs)  # type: ignore[arg-type]
         self.last_n = last_n
 

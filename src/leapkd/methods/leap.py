@@ -44,6 +44,7 @@ class Leap(FeatureDistillation):
             return
         L = teacher.num_blocks
         outs = teacher.forward_blocks(images, range(1, L + 1))
+        assert self.projector is not None, "leap always trains the projector"
         projected = self.projector(student.tokens[:, student.prefix :])
         p = teacher.num_prefix_tokens
         scores = [float(self.reduce(self.metric_fn(projected, outs[b][:, p:]))) for b in range(1, L + 1)]

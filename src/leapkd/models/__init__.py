@@ -4,6 +4,7 @@ from leapkd.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Backbone, flatten
 from leapkd.models.registry import (
     EMBEDDED_TEACHER,
     PRESETS,
+    check_teacher_has_weights,
     check_token_grids,
     describe_models,
     load_backbone,
@@ -17,6 +18,7 @@ __all__ = [
     "IMAGENET_STD",
     "PRESETS",
     "Backbone",
+    "check_teacher_has_weights",
     "check_token_grids",
     "describe_models",
     "flatten_blocks",

@@ -108,6 +108,11 @@ class Backbone(nn.Module):
         x = vit.patch_drop(x)
         return vit.norm_pre(x)
 
+    def patch_projection(self, images: Tensor) -> Tensor:
+        """The raw patch-projection conv output, flattened to (B, P, D): before the position
+        embedding and any norm, no prefix tokens (what the patch-embedding loss compares)."""
+        return self.vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
+
     def run_blocks(self, tokens: Tensor, start: int, stop: int) -> Tensor:
         """Run blocks start+1..stop (1-based, inclusive) on tokens that left block `start`."""
         for block in self._blocks[start:stop]:

