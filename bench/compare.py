@@ -38,10 +38,10 @@ from overhead import measure_overhead  # noqa: E402
 from page import mean_spread, plot_early_exit, plot_time_to_accuracy, render  # noqa: E402
 
 from leapkd.config import load_config  # noqa: E402
-from leapkd.distill import distill, resolve_config  # noqa: E402
 from leapkd.eval.runner import evaluate  # noqa: E402
 from leapkd.models import EMBEDDED_TEACHER  # noqa: E402
 from leapkd.rundir import read_metrics  # noqa: E402
+from leapkd.training import distill, resolve_config  # noqa: E402
 
 METHODS: dict[str, dict[str, Any]] = {
     "fixed": {"method": "fixed"},
@@ -100,7 +100,7 @@ def _finished_run(run_dir: Path, cfg: dict[str, Any]) -> bool:
     summary, config = run_dir / "summary.json", run_dir / "config.yaml"
     if not (summary.is_file() and config.is_file() and (run_dir / "student.safetensors").is_file()):
         return False
-    if not json.loads(summary.read_text()).get("completed"):
+    if json.loads(summary.read_text()).get("status") != "completed":
         return False
     wanted = resolve_config(None, {**cfg, "name": run_dir.name, "output_dir": str(run_dir.parent)})
     return load_config(config).model_dump() == wanted.model_dump()

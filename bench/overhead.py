@@ -37,10 +37,10 @@ from torch.utils.data import DataLoader
 from leapkd.config import DistillConfig
 from leapkd.data import build_dataset
 from leapkd.data.sampling import EpochSeededSampler, SeededItems
-from leapkd.distill import distill
 from leapkd.metrics import linear_cka
 from leapkd.models import freeze, load_backbone
 from leapkd.rundir import read_metrics
+from leapkd.training import distill
 
 TEACHER, STUDENT, DATA = "dinov2-vits14-imgfocus", "vit-nano", "fashion-mnist"
 WARMUP = 3

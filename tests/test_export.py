@@ -12,22 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from leapkd.deploy import export
 from leapkd.errors import LeapkdError
-from leapkd.export import export
 from leapkd.models import load_backbone
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from leapkd.distill import distill
+    from leapkd.training import distill
 
     root = tmp_path_factory.mktemp("export")
     old = os.environ.get("LEAPKD_CACHE")
     os.environ["LEAPKD_CACHE"] = str(root / "cache")
     try:
         distill(
-            name="r", teacher="vit-nano", student="vit-nano", image_size=32, subset_per_class=4,
-            batch_size=8, epochs=1, output_dir=str(root / "runs"), progress=False,
+            name="r", teacher="vit-nano", allow_random_teacher=True, student="vit-nano", image_size=32,
+            subset_per_class=4, batch_size=8, epochs=1, output_dir=str(root / "runs"), progress=False,
         )  # fmt: skip
     finally:
         if old is None:

@@ -6,16 +6,18 @@ import re
 import pytest
 
 from leapkd import LeapkdError
-from leapkd.distill import distill
 from leapkd.eval.runner import evaluate
 from leapkd.report import write_report
+from leapkd.training import distill
 
 
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
-    r = distill(name="rep", teacher="vit-nano", student="vit-nano", image_size=32, subset_per_class=4, batch_size=8,
-                epochs=2, threshold=0.6, output_dir=str(tmp_path / "runs"), progress=False)  # fmt: skip
+    r = distill(
+        name="rep", teacher="vit-nano", allow_random_teacher=True, student="vit-nano", image_size=32,
+        subset_per_class=4, batch_size=8, epochs=2, threshold=0.6, output_dir=str(tmp_path / "runs"), progress=False,
+    )  # fmt: skip
     return r.run_dir
 
 

@@ -1,6 +1,8 @@
 """leapkd: knowledge distillation of Vision Transformers.
 
 The public API is imported lazily, so `import leapkd` (and `leapkd --help`) stays fast.
+No submodule shares a name with a public function, so `leapkd.distill` stays the function
+after any submodule has been imported.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from leapkd.errors import LeapkdError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "distill": "leapkd.distill",
-    "DistillResult": "leapkd.distill",
+    "distill": "leapkd.training",
+    "DistillResult": "leapkd.training",
+    "evaluate": "leapkd.eval.runner",
+    "export": "leapkd.deploy",
+    "spectral_loss": "leapkd.losses",
+    "revisited_map": "leapkd.eval.retrieval",
     "DistillConfig": "leapkd.config",
     "load_config": "leapkd.config",
     "load_backbone": "leapkd.models",
@@ -36,19 +42,27 @@ __all__ = [
     "__version__",
     "build_dataset",
     "distill",
+    "evaluate",
+    "export",
     "linear_cka",
     "load_backbone",
     "load_config",
     "mean_cosine",
+    "revisited_map",
+    "spectral_loss",
 ]
 
 if TYPE_CHECKING:
     from leapkd.config import DistillConfig, load_config
     from leapkd.curriculum import Curriculum, CurriculumConfig
     from leapkd.data import build_dataset
-    from leapkd.distill import DistillResult, distill
+    from leapkd.deploy import export
+    from leapkd.eval.retrieval import revisited_map
+    from leapkd.eval.runner import evaluate
+    from leapkd.losses import spectral_loss
     from leapkd.metrics import linear_cka, mean_cosine
     from leapkd.models import Backbone, load_backbone
+    from leapkd.training import DistillResult, distill
 
 
 def __getattr__(name: str) -> Any:

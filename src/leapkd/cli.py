@@ -7,8 +7,10 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from leapkd.errors import LeapkdError
 
@@ -36,7 +38,7 @@ def _cmd_data(args: argparse.Namespace) -> None:
             "present": "yes" if d.available else "no",
             "classes": d.num_classes,
             "description": d.description,
-            "install": "" if d.available else d.install_hint,
+            "install": "" if d.available else d.install,
         }
         for d in builtin_datasets()
     ]
@@ -78,7 +80,7 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, object]:
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
-    from leapkd.distill import distill
+    from leapkd.training import distill
 
     overrides = parse_overrides(args.overrides)
     result = distill(
@@ -107,9 +109,27 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         {"figure": "training FLOPs (teacher + student)", "value": f"{total_flops / 1e12:.2f} TFLOP"},
         {"figure": "wall time", "value": f"{s['wall_seconds']:.1f} s ({split})"},
     ]
-    if not s.get("completed", True):
-        rows.append({"figure": "status", "value": "stopped early; continue with --resume"})
+    if s["pending_block"] != s["final_block"]:
+        rows.insert(3, {"figure": "next block (pending level-up)", "value": str(s["pending_block"])})
+    if s["status"] != "completed":
+        rows.append({"figure": "status", "value": f"{s['status']} after step {s['steps']}"})
     print(format_table(rows, ["figure", "value"]))
+    if s["status"] == "interrupted":
+        print(f"\ncontinue with --resume:\n  {resume_command(result.run_dir, args)}")
+
+
+def resume_command(run_dir: Path, args: argparse.Namespace) -> str:
+    """The command that continues a stopped run on the same hardware."""
+    parts = ["leapkd", "distill", "--resume", "--name", run_dir.name, "--output-dir", str(run_dir.parent)]
+    for flag, value, default in (
+        ("--devices", args.devices, 1),
+        ("--num-nodes", args.num_nodes, 1),
+        ("--strategy", args.strategy, "auto"),
+        ("--accelerator", args.accelerator, "auto"),
+    ):
+        if value != default:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _per_class(text: str) -> int | None:
@@ -131,6 +151,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         block=args.block,
         k=args.k,
         reference=args.reference,
+        reference_weights=args.reference_weights,
+        weights=args.weights,
         data_root=args.data_root,
         patch_size=args.patch_size,
         out_dir=args.out,
@@ -171,6 +193,8 @@ def _cmd_spectrum(args: argparse.Namespace) -> None:
         pairs=args.pairs,
         out_dir=args.out,
         seed=args.seed,
+        weights=args.weights,
+        student_weights=args.student_weights,
     )
     for m in r["models"]:
         top = sorted(range(len(m["change_score"])), key=lambda i: -m["change_score"][i])[:4]
@@ -193,7 +217,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from leapkd.export import export
+    from leapkd.deploy import export
 
     for fmt in args.format.split(","):
         r = export(args.run, fmt.strip(), out_dir=args.out, image_size=args.image_size)
@@ -256,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--train-per-class", type=_per_class, default=100, help="train images per class, or 'all'")
     e.add_argument("--val-per-class", type=_per_class, default=50, help="validation images per class, or 'all'")
     e.add_argument("--k", type=int, default=20, help="kNN neighbours")
+    e.add_argument("--weights", help="weight file for a model-name TARGET (safetensors, .pth or .bin)")
     e.add_argument("--reference", help="model the CKA map compares with (default: the run's teacher)")
+    e.add_argument("--reference-weights", help="weight file for --reference")
     e.add_argument("--out", help="output directory (default: the run directory, else evals/<name>)")
     e.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe")
     e.add_argument("--no-progress", action="store_true")
@@ -271,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     sp.add_argument("model")
+    sp.add_argument("--weights", help="weight file for a model-name MODEL (safetensors, .pth or .bin)")
     sp.add_argument("--student", help="a second model drawn beside the first (e.g. a run directory)")
+    sp.add_argument("--student-weights", help="weight file for a model-name --student")
     sp.add_argument("--data", help="built-in dataset or image folder (default: the run's, else fashion-mnist)")
     sp.add_argument("--image-size", type=int, help="default: the run's, else 112")
     sp.add_argument("--images", type=int, default=64, help="validation images to average over")

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,11 +23,12 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from leapkd.accounting import FlopsLedger, student_step_flops, teacher_flops_by_depth
 from leapkd.config import DistillConfig
+from leapkd.data import skipped_mask
 from leapkd.data.sampling import EpochSeededSampler, SeededItems
 from leapkd.errors import LeapkdError
 from leapkd.methods import FeatureDistillation, Leap, StudentOutput
@@ -48,8 +50,10 @@ class DistillModule(L.LightningModule):
         method: FeatureDistillation,
         train_set: Dataset,
         run: RunDirectory,
+        fit_head: Callable[[Backbone, torch.dtype | None], nn.Linear] | None = None,
     ) -> None:
         super().__init__()
+        self.fit_head = fit_head  # builds the teacher head logit KD needs (see _fit_teacher_head)
         self.automatic_optimization = False
         self.cfg = cfg
         self.student = student
@@ -68,8 +72,12 @@ class DistillModule(L.LightningModule):
         self._wall_before = 0.0
         self._rank_trace: TextIO | None = None
         self._tensorboard: Any = None
-        self.stop_requested = False
+        self.signals = StopOnSignal(self)
+        self.stop_requested = False  # this process received a signal
+        self.stopped = False  # every rank agreed to stop early
         self.skipped_batches = 0
+        self.last_trained_block: int | None = None  # the target block of the last step taken
+        self.teacher_head_seconds = 0.0
 
     teacher: Backbone
 
@@ -109,6 +117,26 @@ class DistillModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.teacher.to(self.device)
         self.method.reduce = self._mean_over_ranks
+        if self.method.needs_teacher_head and self._restored is None:  # a resume restores the head
+            start = time.perf_counter()
+            self._fit_teacher_head()
+            self.teacher_head_seconds = time.perf_counter() - start
+
+    def _fit_teacher_head(self) -> None:
+        """Logit KD with a headless teacher: rank 0 fits a linear head on the teacher's features
+        (training device, the run's precision); the other ranks wait and receive it."""
+        state = None
+        if self.trainer.is_global_zero:
+            state = {k: v.cpu() for k, v in self.fit_head(self.teacher, self.precision_dtype()).state_dict().items()}
+            self._trace_note("teacher head fitted on this rank")
+        state = self.trainer.strategy.broadcast(state, src=0)
+        if not self.trainer.is_global_zero:
+            self._trace_note("teacher head received from rank 0")
+        self.method.set_teacher_head(state)
+
+    def precision_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of the run's precision (None: full precision)."""
+        return torch.bfloat16 if self.cfg.precision == "bf16-mixed" else None
 
     def on_train_start(self) -> None:
         """After Lightning restored the loops and optimizer: schedule, FLOP table, run state."""
@@ -140,6 +168,7 @@ class DistillModule(L.LightningModule):
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tensorboard = SummaryWriter(str(self.run.path / "tensorboard"), purge_step=resume_step)
+        self.signals.install()  # after Lightning's own SIGTERM handler, which it replaces
         self._fit_start = time.perf_counter()
         self._wall_before = self.seconds["wall"]
         if self.cfg.snapshot_every and resume_step is None:
@@ -147,6 +176,10 @@ class DistillModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         self._update_wall()
+        mask = skipped_mask(self.train_set)
+        if mask is not None and self.trainer.world_size > 1:  # each rank read its own shard
+            total = self.trainer.strategy.reduce(mask.to(self.device, torch.float32), reduce_op="sum")
+            mask.copy_(total.cpu() > 0)
         if self._writer is not None:
             self._writer.close()
         if self._tensorboard is not None:
@@ -157,6 +190,9 @@ class DistillModule(L.LightningModule):
                 digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
             self._rank_trace.write(f"# student sha1 {digest.hexdigest()}\n")
             self._rank_trace.close()
+
+    def teardown(self, stage: str) -> None:
+        self.signals.restore()
 
     # ----- debug: every rank must take the same decisions --------------------------------
     def setup(self, stage: str) -> None:
@@ -175,6 +211,10 @@ class DistillModule(L.LightningModule):
             raise RuntimeError(f"ranks diverged at step {step}: (block, next block, metric) = {every.tolist()}")
         self._rank_trace.write(f"{step},{block},{self.method.target_block},{metric}\n")
 
+    def _trace_note(self, text: str) -> None:
+        if self._rank_trace is not None:
+            self._rank_trace.write(f"# {text}\n")
+
     def _wall_now(self) -> float:
         return self._wall_before + time.perf_counter() - self._fit_start
 
@@ -183,7 +223,7 @@ class DistillModule(L.LightningModule):
 
     # ----- one step -------------------------------------------------------------------
     def student_forward(self, images: Tensor) -> StudentOutput:
-        """The student's final normed tokens, plus the embedding and blocks the losses need."""
+        """The student's final normed tokens, plus the patch projection and blocks the losses need."""
         s = self.student
         embed = s.embed(images)
         x, done, taps = embed, 0, {}
@@ -191,7 +231,8 @@ class DistillModule(L.LightningModule):
             x, done = s.run_blocks(x, done, b), b
             taps[b] = x
         tokens = s.norm(s.run_blocks(x, done, s.num_blocks))
-        return StudentOutput(tokens, embed if self.method.needs_student_embed else None, s.num_prefix_tokens, taps)
+        projection = s.patch_projection(images) if self.method.needs_student_embed else None
+        return StudentOutput(tokens, projection, s.num_prefix_tokens, taps)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images = batch[0]
@@ -208,11 +249,15 @@ class DistillModule(L.LightningModule):
         targets = method.targets(teacher, images)
         t1 = _now(self.device)
         out = method.loss(self.student_forward(images), targets, batch[1])
-        if not torch.isfinite(out.loss):
+        # every rank takes the same decision, or a rank that skipped the collective would hang the others
+        if self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(out.loss)), all=False):
             if cfg.nan_policy == "stop":
                 raise _non_finite(out.loss, out.parts, step)
             self.skipped_batches += 1
-            rank_zero_warn(f"non-finite loss at step {step}: batch skipped ({self.skipped_batches} so far)")
+            rank_zero_warn(
+                f"non-finite loss at step {step} (on at least one rank): batch skipped on every rank "
+                f"({self.skipped_batches} so far)"
+            )
             return
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
@@ -237,6 +282,7 @@ class DistillModule(L.LightningModule):
         self.seconds["metric"] += t3 - t2
         self.ledger.add_step(targets.depth, extra_teacher_flops)
         self.batches_done_in_epoch = batch_idx + 1
+        self.last_trained_block = block
         row = {
             "step": step,
             "epoch": self.current_epoch,
@@ -271,10 +317,12 @@ class DistillModule(L.LightningModule):
     def on_train_batch_end(self, *args: Any) -> None:
         if self.cfg.snapshot_every and self.global_step % self.cfg.snapshot_every == 0:
             self.save_snapshot()
+        # a signal may reach one rank only (SLURM preemption, a user's kill): all stop together
+        self.stopped = self.trainer.strategy.reduce_boolean_decision(self.stop_requested, all=False)
         every = self.cfg.checkpoint_every
-        if self.stop_requested or (every and self.global_step % every == 0):
+        if self.stopped or (every and self.global_step % every == 0):
             self.save_checkpoint()
-        if self.stop_requested:
+        if self.stopped:
             self.trainer.should_stop = True
 
     def on_train_epoch_start(self) -> None:
@@ -283,7 +331,7 @@ class DistillModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self.method.after_epoch():
             self._level_up()
-        if not self.stop_requested:
+        if not self.stopped:
             self.save_checkpoint()
 
     def _start(self, images: Tensor) -> int:
@@ -357,6 +405,15 @@ class DistillModule(L.LightningModule):
 # ----- helpers ------------------------------------------------------------------------
 
 
+def untrained_parameters(module: DistillModule, images: Tensor, labels: Tensor) -> list[str]:
+    """Names of trainable parameters that one loss evaluation leaves without a gradient."""
+    targets = module.method.targets(module.teacher, images)
+    loss = module.method.loss(module.student_forward(images), targets, labels).loss
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    return [n for (n, _), g in zip(named, grads) if g is None]
+
+
 def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -426,7 +483,9 @@ class CurriculumProgressBar(TQDMProgressBar):
 class StopOnSignal:
     """SIGINT/SIGTERM ask the module to checkpoint and stop at the next step boundary.
 
-    A second Ctrl-C interrupts at once.
+    Installed when training starts, over Lightning's own SIGTERM handler (which would
+    broadcast from inside the handler and hang when the signal reaches one rank only); the
+    step boundary combines the request of every rank. A second Ctrl-C interrupts at once.
     """
 
     def __init__(self, module: DistillModule) -> None:
@@ -443,17 +502,18 @@ class StopOnSignal:
             flush=True,
         )
 
-    def __enter__(self) -> StopOnSignal:
+    def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                self._old[sig] = signal.signal(sig, self._handle)
+                old = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread
-                pass
-        return self
+                continue
+            self._old.setdefault(sig, old)
 
-    def __exit__(self, *exc: object) -> None:
+    def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        self._old.clear()
 
 
 def build_trainer(

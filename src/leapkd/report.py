@@ -49,7 +49,7 @@ def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
         ("target block", f"{s.get('start_block')} → {s['final_block']} of {s['teacher']['blocks']}"),
         ("FLOPs saving vs fixed target", _pct(s["flops_saving"])),
         ("wall time", f"{s['wall_seconds']:.1f} s"),
-        ("status", "completed" if s.get("completed", True) else "stopped early (continue with --resume)"),
+        ("status", "completed" if s.get("status") == "completed" else f"{s.get('status')} (continue with --resume)"),
     ]
     for data, ev in s.get("eval", {}).items():
         if "knn" in ev:

@@ -3,6 +3,7 @@
 ```
 runs/<name>/
   config.yaml          resolved configuration
+  launch.json          how many processes train it (a resume must use as many)
   metrics.csv          one row per optimizer step
   summary.json         final figures
   checkpoints/         last.ckpt (student, projector, optimizer, schedule, curriculum, RNG)
@@ -50,6 +51,7 @@ class RunDirectory:
         self.path = Path(path)
 
     config = property(lambda self: self.path / "config.yaml")
+    launch = property(lambda self: self.path / "launch.json")
     metrics = property(lambda self: self.path / "metrics.csv")
     summary = property(lambda self: self.path / "summary.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
@@ -62,7 +64,7 @@ class RunDirectory:
         """The student snapshot written after `step` optimizer steps (see `snapshot_every`)."""
         return self.snapshots / f"step-{step:06d}.safetensors"
 
-    def prepare(self, config_yaml: str, resume: bool, overwrite: bool) -> None:
+    def prepare(self, config_yaml: str, resume: bool, overwrite: bool, world_size: int = 1) -> None:
         """Create (or reopen for resume) the directory; refuse to clobber a run by accident."""
         if resume:
             previous = self.last_checkpoint.with_name(self.last_checkpoint.name + ".prev")
@@ -91,6 +93,11 @@ class RunDirectory:
             ) from err
         if not resume:
             write_text_atomic(self.config, config_yaml)
+            write_text_atomic(self.launch, json.dumps({"world_size": world_size}) + "\n")
+
+    def read_launch(self) -> dict[str, Any]:
+        """How the run was launched ({"world_size": n}); {} for runs written before it was recorded."""
+        return json.loads(self.launch.read_text()) if self.launch.is_file() else {}
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_text_atomic(self.summary, json.dumps(summary, indent=2, sort_keys=False) + "\n")
@@ -145,8 +152,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file, fsync, then rename over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write to a temporary file (unique to this process), fsync, then rename over `path`."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with tmp.open("w") as f:
         f.write(text)
         f.flush()

@@ -7,19 +7,33 @@ import logging
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import _get_rank
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from leapkd.config import DistillConfig, load_config
-from leapkd.engine import DistillModule, StopOnSignal, build_trainer
+from leapkd.data import build_dataset, images_per_class, num_skipped
+from leapkd.engine import DistillModule, build_trainer, untrained_parameters
 from leapkd.errors import LeapkdError
-from leapkd.methods import FeatureDistillation, Leap, build_method
-from leapkd.models import Backbone, check_token_grids, freeze, load_backbone, save_student_file
+from leapkd.eval.features import extract_features
+from leapkd.eval.linear import fit_linear_head
+from leapkd.methods import Leap, build_method
+from leapkd.models import (
+    Backbone,
+    check_teacher_has_weights,
+    check_token_grids,
+    freeze,
+    load_backbone,
+    save_student_file,
+)
 from leapkd.plots import plot_curriculum, plot_loss
 from leapkd.report import write_report
 from leapkd.rundir import RunDirectory, read_metrics
@@ -89,7 +103,8 @@ def distill(
     if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise LeapkdError("--logger tensorboard needs the tensorboard package", "pip install tensorboard")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    teacher = freeze(load_backbone(cfg.teacher, cfg.image_size, cfg.teacher_weights))
+    check_teacher_has_weights(cfg.teacher, cfg.teacher_weights, cfg.teacher_pretrained, cfg.allow_random_teacher)
+    teacher = freeze(load_backbone(cfg.teacher, cfg.image_size, cfg.teacher_weights, pretrained=cfg.teacher_pretrained))
     student = load_backbone(cfg.student, cfg.image_size, cfg.student_weights, patch_size=teacher.patch_size)
     if cfg.image_size % teacher.patch_size:
         lower = cfg.image_size // teacher.patch_size * teacher.patch_size
@@ -100,35 +115,86 @@ def distill(
         )
     check_token_grids(teacher, student)
     train_set = training_images(cfg, teacher, augment=cfg.augment)
-    world = (devices if isinstance(devices, int) else 1) * num_nodes
+    method = build_method(cfg, teacher, student, num_classes=len(train_set.classes))
+    fit_head = _teacher_head_fitter(cfg, progress) if method.needs_teacher_head else None
+    module = DistillModule(cfg, teacher, student, method, train_set, run, fit_head=fit_head)
+    if devices != 1 or num_nodes > 1:
+        strategy = _ddp_strategy(module, strategy)
+    trainer = _trainer(cfg, teacher.num_blocks, devices, strategy, num_nodes, accelerator, progress)
+    world = trainer.world_size
     if len(train_set) < cfg.batch_size * world:
         raise LeapkdError(
             f"{len(train_set)} training images do not fill one global batch of {cfg.batch_size * world}",
             "lower --batch_size or use more data (--subset_per_class)",
         )
-    method = build_method(cfg, teacher, student, num_classes=len(train_set.classes))
-    if cfg.kd_weight > 0:
-        _fit_teacher_head(cfg, teacher, method, progress)
+    if resume:
+        _check_same_world(run, world)
     if _get_rank() in (None, 0):  # DDP children re-run this function; only the first rank writes
-        run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite)
+        run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite, world_size=world)
 
-    module = DistillModule(cfg, teacher, student, method, train_set, run)
-    trainer = build_trainer(
-        cfg,
-        teacher.num_blocks,
-        devices=devices,
-        strategy=strategy,
-        num_nodes=num_nodes,
-        accelerator=accelerator,
-        progress=progress,
-    )
-    with StopOnSignal(module):
-        trainer.fit(module, ckpt_path=str(usable_checkpoint(run)) if resume else None)
+    trainer.fit(module, ckpt_path=str(usable_checkpoint(run)) if resume else None)
 
     summary: dict[str, Any] = {}
     if trainer.is_global_zero:
-        summary = _finish(run, cfg, module, teacher, student, len(train_set), trainer.world_size)  # type: ignore[arg-type]
+        summary = _finish(run, cfg, module, teacher, student, len(train_set), world)
     return DistillResult(run.path, summary)
+
+
+def _ddp_strategy(module: DistillModule, strategy: str) -> str:
+    """DDP refuses trainable parameters that get no gradient unless told to look for them:
+    probe one small step and ask for that only when the loss leaves some untouched."""
+    if strategy not in ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        return strategy
+    images, labels = _probe_batch(module.train_set)
+    if not untrained_parameters(module, images, labels):
+        return strategy
+    return f"{'ddp' if strategy == 'auto' else strategy}_find_unused_parameters_true"
+
+
+def _probe_batch(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    items = [dataset[i] for i in range(min(2, len(dataset)))]  # type: ignore[arg-type]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
+def _trainer(
+    cfg: DistillConfig,
+    num_blocks: int,
+    devices: int | str,
+    strategy: str,
+    num_nodes: int,
+    accelerator: str,
+    progress: bool,
+) -> L.Trainer:
+    """The Lightning trainer, or a LeapkdError when the hardware asked for is not here."""
+    try:
+        return build_trainer(
+            cfg,
+            num_blocks,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            accelerator=accelerator,
+            progress=progress,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        found = f"{torch.cuda.device_count()} CUDA device(s)"
+        raise LeapkdError(
+            f"cannot train with --accelerator {accelerator} --devices {devices} --strategy {strategy}: {err} "
+            f"(this machine has {found})",
+            "choose what this machine has: --accelerator cpu, or auto to use a GPU when there is one",
+        ) from None
+
+
+def _check_same_world(run: RunDirectory, world: int) -> None:
+    """A resumed run must use as many processes as before: the data order, the batches and
+    the curriculum's averaged metric depend on it, so another count would not continue exactly."""
+    saved = run.read_launch().get("world_size")
+    if saved is not None and saved != world:
+        raise LeapkdError(
+            f"{run.path} was trained by {saved} process(es) (devices x nodes) and is being resumed with {world}; "
+            "the data order and batches depend on that number, so the run would not continue exactly",
+            f"resume with {saved} process(es) in all, e.g. --devices {saved} (or start a new run)",
+        )
 
 
 def usable_checkpoint(run: RunDirectory) -> Path:
@@ -158,15 +224,6 @@ def usable_checkpoint(run: RunDirectory) -> Path:
     )
 
 
-def _skipped_images(dataset: object) -> int:
-    """Unreadable images skipped by a folder dataset (through any subset wrapper)."""
-    while dataset is not None:
-        if hasattr(dataset, "num_skipped"):
-            return int(dataset.num_skipped)
-        dataset = getattr(dataset, "base", None)
-    return 0
-
-
 def _damage(path: Path) -> str | None:
     """Why `path` is not an intact checkpoint archive, or None if it is."""
     if not path.is_file():
@@ -181,8 +238,6 @@ def _damage(path: Path) -> str | None:
 
 def training_images(cfg: DistillConfig, teacher: Backbone, augment: bool) -> Dataset:
     """The run's training split, normalised with the teacher's mean and std."""
-    from leapkd.data import build_dataset
-
     return build_dataset(
         cfg.data,
         split="train",
@@ -190,33 +245,40 @@ def training_images(cfg: DistillConfig, teacher: Backbone, augment: bool) -> Dat
         augment=augment,
         mean=teacher.mean,
         std=teacher.std,
-        subset_per_class=cfg.subset_per_class,
+        subset_per_class=images_per_class(cfg.data, cfg.subset_per_class),
         seed=cfg.seed,
         root=cfg.data_root,
     )
 
 
-def _fit_teacher_head(cfg: DistillConfig, teacher: Backbone, method: FeatureDistillation, progress: bool) -> None:
-    """Logit KD with a headless teacher: fit a linear head on its frozen CLS features.
+def _teacher_head_fitter(cfg: DistillConfig, progress: bool) -> Callable[[Backbone, torch.dtype | None], nn.Linear]:
+    """Logit KD with a headless teacher: a function fitting a linear head on its frozen CLS
+    features of the un-augmented training images, on the teacher's device and in the given
+    autocast dtype. The features are cached (atomic writes), keyed by the precision too."""
 
-    The features (un-augmented training images) are cached, so a resumed run refits the
-    same head in seconds.
-    """
-    from leapkd.eval.features import extract_features
+    def fit(teacher: Backbone, dtype: torch.dtype | None) -> nn.Linear:
+        plain = training_images(cfg, teacher, augment=False)
+        feats, labels = extract_features(
+            teacher,
+            plain,
+            "cls",
+            cache_key={**key, "mean": teacher.mean, "std": teacher.std},
+            progress=progress,
+            desc="teacher head",
+            autocast_dtype=dtype,
+        )
+        device = next(teacher.parameters()).device
+        return fit_linear_head(feats.to(device), labels.to(device), len(plain.classes), seed=cfg.seed)
 
-    plain = training_images(cfg, teacher, augment=False)
     key = {
         "data": cfg.data,
         "split": "train",
-        "per_class": cfg.subset_per_class,
+        "per_class": images_per_class(cfg.data, cfg.subset_per_class),
         "seed": cfg.seed,
         "size": cfg.image_size,
-        "mean": teacher.mean,
-        "std": teacher.std,
         "root": cfg.data_root,
     }
-    feats, labels = extract_features(teacher, plain, "cls", cache_key=key, progress=progress, desc="teacher head")
-    method.fit_teacher_head(feats, labels, len(plain.classes), seed=cfg.seed)  # type: ignore[attr-defined]
+    return fit
 
 
 def _quiet_lightning() -> None:
@@ -244,7 +306,7 @@ def _finish(
     summary.update(
         {
             "method": cfg.method,
-            "completed": not module.stop_requested,
+            "status": "interrupted" if module.stopped else "completed",
             "teacher": teacher.describe(),
             "student": student.describe(),
             "data": cfg.data,
@@ -258,9 +320,10 @@ def _finish(
             "student_seconds": module.seconds["student"],
             "metric_seconds": module.seconds["metric"],
             **module.ledger.summary(),
-            "final_block": method.target_block,
+            "final_block": module.last_trained_block or method.target_block,  # the last block trained on
+            "pending_block": method.target_block,  # the next step's target (after a last level-up)
             "skipped_batches": module.skipped_batches,
-            "skipped_images": _skipped_images(module.train_set),
+            "skipped_images": num_skipped(module.train_set),
         }
     )
     if isinstance(method, Leap):

@@ -4,6 +4,7 @@ import pytest
 
 TINY = dict(
     teacher="vit-nano",
+    allow_random_teacher=True,
     student="vit-nano",
     image_size=64,
     data="fashion-mnist",

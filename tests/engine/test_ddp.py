@@ -1,31 +1,130 @@
-"""Two CPU processes (gloo DDP): every rank takes the same curriculum decisions."""
+"""Two CPU processes (gloo DDP): every rank takes the same decisions, for every method,
+and a fault or a signal on one rank stops or skips on all of them."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from leapkd.rundir import read_metrics
 
+ENTRY = Path(__file__).with_name("ddp_entry.py")
+TINY = [
+    "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
+    "--teacher", "vit-nano", "--allow-random-teacher", "--student", "vit-nano", "--image-size", "32",
+    "--batch-size", "4", "--no-progress",
+]  # fmt: skip
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict:
+    return {**os.environ, "LEAPKD_DEBUG_RANKS": "1", "LEAPKD_CACHE": str(tmp_path / "cache"), **extra}
+
+
+def launch(tmp_path: Path, name: str, *args: str, env: dict | None = None, timeout: int = 300):
+    cmd = [sys.executable, str(ENTRY), "distill", *TINY, "--output-dir", str(tmp_path), "--name", name, *args]
+    return subprocess.run(cmd, env=env or env_for(tmp_path), capture_output=True, text=True, timeout=timeout)
+
+
+def traces(run: Path) -> list[list[str]]:
+    return [(run / "ranks" / f"rank{r}.csv").read_text().splitlines() for r in (0, 1)]
+
+
+def decisions(trace: list[str]) -> list[str]:
+    return [line for line in trace if not line.startswith("# teacher head")]
+
 
 def test_two_ranks_stay_in_lockstep(tmp_path):
-    env = {**os.environ, "LEAPKD_DEBUG_RANKS": "1", "LEAPKD_CACHE": str(tmp_path / "cache")}
-    cmd = [
-        sys.executable, "-m", "leapkd", "distill", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
-        "--teacher", "vit-nano", "--student", "vit-nano", "--image-size", "32", "--subset-per-class", "8",
-        "--batch-size", "4", "--epochs", "2", "--threshold", "0.5", "--calibrate", "false",
-        "--output-dir", str(tmp_path), "--name", "ddp", "--no-progress",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    args = ["--subset-per-class", "8", "--epochs", "2", "--threshold", "0.5", "--calibrate", "false"]
+    done = launch(tmp_path, "ddp", *args)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "ddp"
-    traces = [(run / "ranks" / f"rank{r}.csv").read_text().splitlines() for r in (0, 1)]
+    ranks = traces(run)
     # identical decisions (block trained on, block after the step, reduced metric) and identical weights
-    assert traces[0] == traces[1]
-    assert traces[0][-1].startswith("# student sha1 ")
-    blocks = [int(line.split(",")[1]) for line in traces[0][1:-1]]
+    assert ranks[0] == ranks[1]
+    assert ranks[0][-1].startswith("# student sha1 ")
+    blocks = [int(line.split(",")[1]) for line in ranks[0][1:-1]]
     assert blocks[:6] == [1, 2, 3, 4, 5, 6]  # threshold 0.5 forces a level-up at every step
     # metrics.csv written once (rank 0), one row per global step: 80 images / global batch 8 x 2 epochs
     rows = read_metrics(run / "metrics.csv")
     assert [int(r["step"]) for r in rows] == list(range(20))
     assert [int(r["target_block"]) for r in rows] == blocks
     assert (run / "metrics.csv").read_text().count("step,epoch") == 1
+
+
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("fixed", ["--cls-weight", "0.05", "--patch-embed-weight", "0.1"]),
+        # no feature loss, so no projector; the student's final norm gets no gradient; logit KD
+        # needs the teacher head, fitted on rank 0 only and received by rank 1
+        ("spectralkd", ["--kd-weight", "0.5"]),
+    ],
+)
+def test_every_method_trains_under_ddp(tmp_path, method, extra):
+    done = launch(tmp_path, method, "--method", method, "--subset-per-class", "4", "--epochs", "1", *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / method
+    ranks = traces(run)
+    assert decisions(ranks[0]) == decisions(ranks[1])  # same decisions and the same final weights
+    assert len(read_metrics(run / "metrics.csv")) == 5
+    if method == "spectralkd":
+        assert "# teacher head fitted on this rank" in ranks[0]
+        assert "# teacher head received from rank 0" in ranks[1]
+        assert "# teacher head fitted on this rank" not in ranks[1]
+
+
+def test_nan_on_one_rank_skips_on_every_rank(tmp_path):
+    env = env_for(tmp_path, LEAPKD_TEST_NAN_AT="1:2")  # rank 1 alone sees a NaN loss at step 2
+    args = ["--method", "fixed", "--subset-per-class", "4", "--epochs", "2", "--nan-policy", "skip"]
+    done = launch(tmp_path, "nan", *args, env=env, timeout=180)  # hung before: rank 0 waited in all-reduce
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "nan"
+    assert json.loads((run / "summary.json").read_text())["skipped_batches"] == 1
+    ranks = traces(run)
+    assert ranks[0] == ranks[1]  # both skipped the same batch: identical weights at the end
+    assert [int(r["step"]) for r in read_metrics(run / "metrics.csv")] == list(range(9))
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(c) for c in text.split()]
+
+
+def test_sigterm_to_one_rank_stops_every_rank_and_resumes(tmp_path):
+    args = ["--method", "fixed", "--subset-per-class", "40", "--epochs", "2"]
+    cmd = [sys.executable, str(ENTRY), "distill", *TINY, "--output-dir", str(tmp_path), "--name", "term", *args]
+    proc = subprocess.Popen(cmd, env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "term" / "metrics.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) > 4):
+        time.sleep(0.05)
+    rank1 = [c for c in _children(proc.pid) if Path(f"/proc/{c}/cmdline").read_bytes().count(b"distill")]
+    assert len(rank1) == 1, "expected one child process: rank 1"
+    os.kill(rank1[0], signal.SIGTERM)  # as SLURM or a user may: one rank only
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        for child in rank1:
+            os.kill(child, signal.SIGKILL)
+        pytest.fail("the ranks hung after SIGTERM reached rank 1 only")
+    assert proc.returncode == 0, stderr[-3000:]
+    run = tmp_path / "term"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 4 <= summary["steps"] < 100
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "student.safetensors").is_file()
+    assert "leapkd distill --resume --name term" in stdout and "--devices 2" in stdout
+    ranks = traces(run)
+    assert ranks[0] == ranks[1]  # stopped at the same step with the same weights
+
+    resumed = launch(tmp_path, "term", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert [int(r["step"]) for r in read_metrics(run / "metrics.csv")] == list(
+        range(100)
+    )  # 400 images / global batch 8, 2 epochs

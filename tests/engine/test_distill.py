@@ -8,12 +8,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-import leapkd.distill as distill_module
+import leapkd.training as distill_module
 from leapkd import LeapkdError
-from leapkd.distill import distill
 from leapkd.engine import DistillModule
 from leapkd.models import load_backbone, load_student_file
 from leapkd.rundir import METRIC_COLUMNS, read_metrics
+from leapkd.training import distill
 
 
 def rows_of(run_dir):
@@ -124,7 +124,7 @@ def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tiny, monkeypatch,
     with monkeypatch.context() as m:
         _interrupt_at(m, stop_step)
         part = distill(name="part", method="leap", threshold=0.6, **tiny)
-    assert part.summary["completed"] is False and part.summary["steps"] == stop_step + 1
+    assert part.summary["status"] == "interrupted" and part.summary["steps"] == stop_step + 1
     resumed = distill(name="part", method="leap", threshold=0.6, resume=True, **tiny)
     a, b = rows_of(full.run_dir), rows_of(resumed.run_dir)
     assert len(b) == len(a) == 15
@@ -135,7 +135,7 @@ def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tiny, monkeypatch,
         assert abs(ra["loss"] - rb["loss"]) < 1e-6
         assert abs(ra["lr"] - rb["lr"]) < 1e-12
         assert ra["flops"] == rb["flops"]
-    assert resumed.summary["completed"] is True
+    assert resumed.summary["status"] == "completed"
     assert full.summary["level_ups"] == resumed.summary["level_ups"]
     assert full.summary["teacher_flops"] == resumed.summary["teacher_flops"]
     wa = load_file(full.run_dir / "student.safetensors")
@@ -191,3 +191,60 @@ def test_resume_refuses_a_changed_method(tiny):
     distill(name="x", method="fixed", **{**tiny, "epochs": 1})
     with pytest.raises(LeapkdError, match="cannot change method"):
         distill(name="x", method="leap", resume=True, **tiny)
+
+
+def test_a_folder_is_used_whole_unless_asked(tiny, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for split, n in (("train", 85), ("val", 2)):
+        for cls in ("a", "b"):
+            d = tmp_path / "data" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8), i, np.uint8)).save(d / f"{i}.png")
+    folder = {**tiny, "data": str(tmp_path / "data"), "max_steps": 1}
+    del folder["subset_per_class"]  # the default: auto
+    assert distill(name="whole", **folder).summary["train_images"] == 170  # not 80 per class
+    assert distill(name="some", subset_per_class=10, **folder).summary["train_images"] == 20
+    builtin = {**tiny, "max_steps": 1}
+    del builtin["subset_per_class"]
+    assert distill(name="demo", **builtin).summary["train_images"] == 800  # the demo's 80 per class
+
+
+def test_final_block_is_the_last_block_trained_on(tiny):
+    result = distill(name="final", method="leap", threshold=0.99, calibrate=False, **tiny)
+    rows = rows_of(result.run_dir)
+    assert result.summary["level_ups"] == [5, 10, 15]  # the last one at the final epoch end
+    assert rows[-1]["target_block"] == 3
+    assert result.summary["final_block"] == 3 and result.summary["pending_block"] == 4
+
+
+def test_teacher_head_is_fitted_under_the_run_precision(tiny, monkeypatch, tmp_path):
+    """Logit KD's teacher head: features on the training device, in the run's autocast dtype."""
+    from leapkd.models import Backbone
+
+    monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))  # extract, not read a cache
+    seen, inside = [], []
+    real_forward, real_extract = Backbone.forward_to, distill_module.extract_features
+
+    def forward_to(self, images, block):
+        if inside:
+            seen.append((images.device.type, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real_forward(self, images, block)
+
+    def extract_features(*args, **kwargs):
+        inside.append(1)
+        try:
+            return real_extract(*args, **kwargs)
+        finally:
+            inside.clear()
+
+    monkeypatch.setattr(Backbone, "forward_to", forward_to)
+    monkeypatch.setattr(distill_module, "extract_features", extract_features)
+    result = distill(name="kd", method="fixed", kd_weight=0.5, precision="bf16-mixed", **{**tiny, "epochs": 1})
+    assert seen and all(s == ("cpu", True, torch.bfloat16) for s in seen)  # 40 images: one batch
+    assert result.summary["steps"] == 5
+    ckpt = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    head = ckpt["state_dict"]["method.teacher_head.weight"]
+    assert head.shape == (10, 128) and head.abs().sum() > 0  # fitted, and saved with the run

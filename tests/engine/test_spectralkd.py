@@ -3,9 +3,9 @@
 import pytest
 
 from leapkd import LeapkdError
-from leapkd.distill import distill
 from leapkd.methods import default_spectral_pairs
 from leapkd.rundir import read_metrics
+from leapkd.training import distill
 
 
 def test_default_pairs_follow_the_papers_pattern():

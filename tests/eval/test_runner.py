@@ -51,11 +51,12 @@ def test_same_inputs_same_numbers_and_cache_reused(tmp_path, monkeypatch):
 
 
 def _tiny_run(tmp_path):
-    from leapkd.distill import distill
+    from leapkd.training import distill
 
     return distill(
         name="r",
         teacher="vit-nano",
+        allow_random_teacher=True,
         student="vit-nano",
         image_size=32,
         subset_per_class=4,
@@ -117,3 +118,55 @@ def test_revisited_oxford_layout_end_to_end(tmp_path):
     assert set(r["retrieval"]) == {"easy", "medium", "hard"}
     assert all(0 <= v <= 1 for s in r["retrieval"].values() for v in s.values())
     assert "roxford5k" in json.loads((tmp_path / "o" / "eval.json").read_text())
+
+
+def test_model_name_with_weights_is_evaluated_with_those_weights(tmp_path, monkeypatch):
+    """`leapkd eval NAME --weights FILE` and `leapkd spectrum NAME --weights FILE` load the file."""
+    import json
+
+    from leapkd.cli import main
+    from leapkd.eval.runner import load_target
+    from leapkd.models import load_backbone, save_student_file
+
+    monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(123)
+    trained = load_backbone("vit-nano", 32)
+    weights = save_student_file(trained, tmp_path / "w.safetensors")
+    loaded, _, _ = load_target("vit-nano", 32, weights=weights)
+    random, _, _ = load_target("vit-nano", 32)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+    assert not torch.equal(random.vit.pos_embed, trained.vit.pos_embed)
+
+    args = ["--image-size", "32", "--train-per-class", "4", "--val-per-class", "2", "--no-progress"]
+    assert (
+        main(["eval", "vit-nano", "--weights", str(weights), "--protocol", "knn", "--out", str(tmp_path / "a"), *args])
+        == 0
+    )
+    assert main(["eval", str(weights), "--protocol", "knn", "--out", str(tmp_path / "b"), *args]) == 0
+    a = json.loads((tmp_path / "a" / "eval.json").read_text())["fashion-mnist"]
+    b = json.loads((tmp_path / "b" / "eval.json").read_text())["fashion-mnist"]
+    assert a["weights"] == str(weights) and a["knn"] == b["knn"]
+
+    spec = ["--image-size", "32", "--images", "4", "--pairs", "2"]
+    assert main(["spectrum", "vit-nano", "--weights", str(weights), "--out", str(tmp_path / "s1"), *spec]) == 0
+    assert main(["spectrum", str(weights), "--out", str(tmp_path / "s2"), *spec]) == 0
+    s1 = json.loads((tmp_path / "s1" / "spectrum.json").read_text())["models"][0]["layer_intensity"]
+    s2 = json.loads((tmp_path / "s2" / "spectrum.json").read_text())["models"][0]["layer_intensity"]
+    assert s1 == s2
+
+
+def test_cka_map_reference_weights_are_used(tmp_path, monkeypatch):
+    from leapkd.eval.runner import evaluate
+    from leapkd.models import load_backbone, save_student_file
+
+    monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(5)
+    weights = save_student_file(load_backbone("vit-nano", 32), tmp_path / "ref.safetensors")
+    common = dict(image_size=32, protocols=("cka-map",), cka_images=8, progress=False)
+    same = evaluate(
+        str(weights), reference="vit-nano", reference_weights=str(weights), out_dir=tmp_path / "x", **common
+    )
+    other = evaluate(str(weights), reference="vit-nano", out_dir=tmp_path / "y", **common)
+    diagonal = [same["cka_map"]["matrix"][i][i] for i in range(6)]
+    assert min(diagonal) > 0.999  # the reference is the target itself: identical features block by block
+    assert [other["cka_map"]["matrix"][i][i] for i in range(6)] != diagonal

@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from leapkd.cli import main
 from leapkd.models import load_backbone
 
-BASE = ["--teacher", "vit-nano", "--student", "vit-nano", "--image-size", "32", "--batch-size", "4",
-        "--epochs", "1", "--no-progress"]  # fmt: skip
+BASE = ["--teacher", "vit-nano", "--allow-random-teacher", "--student", "vit-nano", "--image-size", "32",
+        "--batch-size", "4", "--epochs", "1", "--no-progress"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +84,23 @@ def test_folder_without_images(world, capsys, tmp_path):
     expect_error(world, capsys, "--data", str(tmp_path / "noimg"), says=["no images"])
 
 
-def test_corrupt_jpeg_and_truncated_png_are_skipped_and_counted(world, capsys, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_jpeg_and_truncated_png_are_skipped_and_counted(world, capsys, tmp_path, workers):
     good = grey()
     truncated = tmp_path / "t.png"
     good.save(truncated)
     data = folder(tmp_path / "d", {"a": [good, good, b"\xff\xd8\xff not a jpeg"], "b": [good, good]})
     (data / "train" / "b" / "9.png").write_bytes(truncated.read_bytes()[:40])
-    with pytest.warns(RuntimeWarning, match="unreadable image skipped"):
-        code, out, _ = run_cli(world, capsys, "--data", str(data), "--batch-size", "2", name="corrupt")
-    assert code == 0
-    summary = json.loads((world["root"] / "runs" / "corrupt" / "summary.json").read_text())
-    assert summary["skipped_images"] >= 1
+    name = f"corrupt{workers}"
+    args = ["--data", str(data), "--batch-size", "2", "--epochs", "2", "--num-workers", str(workers)]
+    if workers == 0:  # with workers the warning is raised inside the worker processes
+        with pytest.warns(RuntimeWarning, match="unreadable image skipped"):
+            code, _, err = run_cli(world, capsys, *args, name=name)
+    else:
+        code, _, err = run_cli(world, capsys, *args, name=name)
+    assert code == 0, err
+    summary = json.loads((world["root"] / "runs" / name / "summary.json").read_text())
+    assert summary["skipped_images"] == 2  # each bad file once, whichever worker met it, whatever the epoch
 
 
 def test_rgba_sixteen_bit_and_palette_images_train(world, capsys, tmp_path):
@@ -219,7 +225,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(world, capsys):
     assert (last.parent / "last.ckpt.corrupt").is_file()
 
 
-def test_sigint_mid_epoch_saves_and_stops_cleanly(world, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_epoch_saves_and_stops_cleanly(world, tmp_path, sig):
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "leapkd", "distill", *BASE, "--subset-per-class", "20", "--epochs", "3",
            "--output-dir", str(out), "--name", "sigint"]  # fmt: skip
@@ -229,10 +236,63 @@ def test_sigint_mid_epoch_saves_and_stops_cleanly(world, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) > 8):
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-2000:]
-    assert "SIGINT: saving a checkpoint" in stdout and "continue with --resume" in stdout
+    assert f"{sig.name}: saving a checkpoint" in stdout and "continue with --resume" in stdout
+    assert f"leapkd distill --resume --name sigint --output-dir {out}" in stdout
     summary = json.loads((out / "sigint" / "summary.json").read_text())
-    assert summary["completed"] is False and 8 <= summary["steps"] < 150
+    assert summary["status"] == "interrupted" and 8 <= summary["steps"] < 150
     assert (out / "sigint" / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "sigint" / "student.safetensors").is_file()
+
+
+def test_timm_teacher_without_weights_is_refused(world, capsys):
+    args = [a for a in BASE if a != "--allow-random-teacher"]
+    args[args.index("--teacher") + 1] = "vit_small_patch14_reg4_dinov2"
+    args[args.index("--image-size") + 1] = "28"  # a multiple of its patch size: only the weights are missing
+    code = main(["distill", *args, "--output-dir", str(world["root"] / "runs"), "--name", "random-teacher"])
+    err = capsys.readouterr().err
+    assert code == 2 and "randomly initialised" in err
+    assert "--teacher_weights" in err and "--allow_random_teacher" in err and "Traceback" not in err
+    assert not (world["root"] / "runs" / "random-teacher").exists()
+
+
+def test_fixed_last_n_beyond_the_teacher(world, capsys):
+    expect_error(world, capsys, "--method", "fixed", "--fixed-last-n", "99",
+                 says=["fixed_last_n is 99", "6 blocks", "between 1 and 6"])  # fmt: skip
+    assert not (world["root"] / "runs" / "case").exists()
+
+
+def test_eval_block_beyond_the_model(capsys):
+    code = main(["eval", "vit-nano", "--block", "99", "--image-size", "32", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--block 99 is outside the 6 blocks" in err and "fix:" in err and "Traceback" not in err
+
+
+def test_gpu_asked_for_on_a_machine_without_one(world, capsys, monkeypatch):
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
+
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: False))
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: False))
+    for _ in range(2):  # the same command again says the same: no run directory was left behind
+        expect_error(world, capsys, "--accelerator", "gpu", "--subset-per-class", "2", name="gpu",
+                     says=["cannot train with --accelerator gpu", "--accelerator cpu"])  # fmt: skip
+        assert not (world["root"] / "runs" / "gpu").exists()
+
+
+def test_resume_with_another_number_of_processes(world, capsys):
+    runs = world["root"] / "runs"
+    assert main(["distill", *BASE, "--subset-per-class", "2", "--output-dir", str(runs), "--name", "one-process"]) == 0
+    ckpt = runs / "one-process" / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+    # in a subprocess: were the check to fail, DDP would relaunch this command, not pytest
+    cmd = [sys.executable, "-m", "leapkd", "distill", *BASE, "--subset-per-class", "2", "--output-dir", str(runs),
+           "--name", "one-process", "--resume", "--devices", "2", "--strategy", "ddp",
+           "--accelerator", "cpu"]  # fmt: skip
+    env = {**os.environ, "LEAPKD_CACHE": str(world["root"] / "cache")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    for words in ("trained by 1 process(es)", "resumed with 2", "--devices 1"):
+        assert words in done.stderr, done.stderr
+    assert ckpt.read_bytes() == before

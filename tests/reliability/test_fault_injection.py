@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 from leapkd.rundir import read_metrics
 
 ARGS = [
-    "--teacher", "vit-nano", "--student", "vit-nano", "--image-size", "32", "--subset-per-class", "8",
-    "--batch-size", "8", "--epochs", "3", "--threshold", "0.6", "--checkpoint-every", "2", "--no-progress",
+    "--teacher", "vit-nano", "--allow-random-teacher", "--student", "vit-nano", "--image-size", "32",
+    "--subset-per-class", "8", "--batch-size", "8", "--epochs", "3", "--threshold", "0.6", "--checkpoint-every", "2",
+    "--no-progress",
 ]  # fmt: skip
 
 

@@ -29,8 +29,12 @@ def spectrum(
     pairs: int = 8,
     out_dir: str | Path | None = None,
     seed: int = 0,
+    weights: str | Path | None = None,
+    student_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """Analyse `model` (any target `leapkd eval` accepts) and optionally a student beside it.
+
+    `weights` / `student_weights` load weight files into model-name targets.
 
     Results go to `out_dir`, else to `<run>/spectrum` when either model is a run directory
     (so `leapkd report` shows them), else to `spectra/<name>`.
@@ -39,7 +43,7 @@ def spectrum(
     (per-layer intensities, change scores, proposed (student, teacher) pairs and, with a
     student, the mirror correlation of the two per-layer curves).
     """
-    teacher, run, defaults = load_target(model, image_size, seed)
+    teacher, run, defaults = load_target(model, image_size, seed, weights=weights)
     size = defaults["image_size"]
     data = data or defaults.get("data", "fashion-mnist")
     ds = build_dataset(data, split="val", image_size=size, augment=False, mean=teacher.mean, std=teacher.std)
@@ -50,7 +54,9 @@ def spectrum(
     home = run  # the run directory the results belong to, if any
     if student is not None:
         # a model name is built with the first model's patch size, so both see the same token grid
-        s_model, s_run, s_defaults = load_target(student, size, seed, patch_size=teacher.patch_size)
+        s_model, s_run, s_defaults = load_target(
+            student, size, seed, patch_size=teacher.patch_size, weights=student_weights
+        )
         home = home or s_run
         results.append(layer_spectra(s_model, batch))
         results[1].model_name = s_defaults["name"]

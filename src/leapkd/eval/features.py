@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Literal
 
 import torch
@@ -49,17 +50,21 @@ def extract_features(
     cache_key: dict | None = None,
     progress: bool = True,
     desc: str = "features",
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(features (N, D) float32, labels (N,)) of `dataset` through `backbone`.
 
     `block` selects an intermediate block's normed tokens (default: the last block).
     With `cache_key` (a JSON-able description of the data and transform), results are
-    cached under the leapkd cache directory.
+    cached under the leapkd cache directory (written atomically, safe with concurrent
+    writers). The model runs on its own device, under autocast when `autocast_dtype` is set.
     """
     block = block or backbone.num_blocks
     path = None
     if cache_key is not None:
         key = {"model": model_fingerprint(backbone), "kind": kind, "block": block, **cache_key}
+        if autocast_dtype is not None:
+            key["autocast"] = str(autocast_dtype)
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
         path = cache_dir() / "features" / f"{digest}.safetensors"
         if path.is_file():
@@ -70,13 +75,14 @@ def extract_features(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     feats, labels = [], []
     for images, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        tokens = backbone.forward_to(images.to(device), block)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            tokens = backbone.forward_to(images.to(device), block)
         feats.append(pool(tokens, backbone.num_prefix_tokens, kind).float().cpu())
         labels.append(torch.as_tensor(y))
     out = torch.cat(feats), torch.cat(labels).long()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         save_file({"features": out[0].contiguous(), "labels": out[1].contiguous()}, str(tmp))
         tmp.replace(path)
     return out

@@ -26,18 +26,20 @@ def _train(
     step by a cosine to 0 (as torch's SGD + CosineAnnealingLR); gradients are computed in
     closed form, which is much faster than autograd for a single layer.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
+    device = x.device
+    lrs = lrs.to(device)
     mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False).clamp(min=1e-6)
     x = (x - mean) / std
     n, dim = x.shape
-    weight = (torch.randn(dim, classes, generator=gen) * 0.01).expand(len(lrs), dim, classes).clone()
-    bias = torch.zeros(len(lrs), classes)
+    weight = (torch.randn(dim, classes, generator=gen) * 0.01).to(device).expand(len(lrs), dim, classes).clone()
+    bias = torch.zeros(len(lrs), classes, device=device)
     mom_w, mom_b = torch.zeros_like(weight), torch.zeros_like(bias)
     onehot = F.one_hot(y, classes).float()
     batch_size = min(batch_size, n)
     total, step = epochs * math.ceil(n / batch_size), 0
     for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen).to(device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             xb = x[idx]
@@ -117,13 +119,14 @@ def fit_linear_head(
 ) -> torch.nn.Linear:
     """A linear classifier on frozen features, as one `nn.Linear` on the raw features.
 
-    Trained like the probe (standardised features, SGD with momentum, cosine schedule);
-    the standardisation is folded into the layer's weights, so it applies to raw features.
+    Trained like the probe (standardised features, SGD with momentum, cosine schedule) on
+    the features' device; the standardisation is folded into the layer's weights, so it
+    applies to raw features.
     """
-    x, y = feats.detach().float().cpu(), labels.detach().long().cpu()
+    x, y = feats.detach().float(), labels.detach().long().to(feats.device)
     weight, bias, mean, std = _train(x, y, num_classes, torch.tensor([lr]), epochs, 256, seed)
     w = weight[0] / std[:, None]  # (D, C)
-    layer = torch.nn.Linear(x.shape[1], num_classes)
+    layer = torch.nn.Linear(x.shape[1], num_classes, device=x.device)
     with torch.no_grad():
         layer.weight.copy_(w.T)
         layer.bias.copy_(bias[0] - mean @ w)

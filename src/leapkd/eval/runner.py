@@ -42,14 +42,24 @@ def _is_run(path: Path) -> bool:
 
 
 def load_target(
-    target: str, image_size: int | None, seed: int = 0, patch_size: int | None = None
+    target: str,
+    image_size: int | None,
+    seed: int = 0,
+    patch_size: int | None = None,
+    weights: str | Path | None = None,
 ) -> tuple[Backbone, RunDirectory | None, dict[str, Any]]:
     """The backbone to evaluate, its run directory (if any), and defaults taken from the run.
 
-    A model name without weights is built with random weights drawn after seeding with
-    `seed`, so it is the same model every time.
+    `weights` is a weight file for a model name (safetensors, .pth, .bin; timm, hub or HF
+    layout). A model name without weights is built with random weights drawn after seeding
+    with `seed`, so it is the same model every time.
     """
     path = Path(target)
+    if weights is not None and (_is_run(path) or path.suffix == ".safetensors"):
+        raise LeapkdError(
+            f"--weights applies to a model name, but {target} already carries its weights",
+            "drop --weights, or give a model name (e.g. vit_small_patch14_dinov2) with --weights FILE",
+        )
     if _is_run(path):
         cfg = load_config(path / "config.yaml")
         run = RunDirectory(path)
@@ -70,7 +80,8 @@ def load_target(
         raise LeapkdError(f"{path} is neither a run directory nor a leapkd student file", "pass a run directory")
     size = image_size or 112
     torch.manual_seed(seed)
-    return load_backbone(target, size, patch_size=patch_size), None, {"image_size": size, "name": Path(target).name}
+    model = load_backbone(target, size, weights=weights, patch_size=patch_size)
+    return model, None, {"image_size": size, "name": Path(target).name}
 
 
 def evaluate(
@@ -84,6 +95,8 @@ def evaluate(
     block: int | None = None,
     k: int = 20,
     reference: str | None = None,
+    reference_weights: str | Path | None = None,
+    weights: str | Path | None = None,
     cka_images: int = 64,
     data_root: str | Path | None = None,
     patch_size: int | None = None,
@@ -94,12 +107,19 @@ def evaluate(
     """Evaluate `target` with the chosen protocols; returns (and writes) the results.
 
     Results go to `eval.json` in the run directory (and are merged into its summary.json
-    under "eval"), or into `out_dir` for other targets.
+    under "eval"), or into `out_dir` for other targets. `weights` loads a weight file into
+    a model-name target; `reference_weights` into the CKA map's reference (default: the
+    run's teacher with its weights).
     """
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise LeapkdError(f"unknown protocol(s) {', '.join(unknown)}", f"choose from {', '.join(PROTOCOLS)}")
-    model, run, defaults = load_target(target, image_size, seed, patch_size)
+    model, run, defaults = load_target(target, image_size, seed, patch_size, weights)
+    if block is not None and not 1 <= block <= model.num_blocks:
+        raise LeapkdError(
+            f"--block {block} is outside the {model.num_blocks} blocks of {model.name}",
+            f"choose a block between 1 and {model.num_blocks} (default: the last)",
+        )
     data = data or defaults.get("data", "fashion-mnist")
     size = defaults["image_size"]
     if data in REVISITED:
@@ -138,6 +158,7 @@ def evaluate(
         "image_size": size,
         "features": features,
         "block": block or model.num_blocks,
+        "weights": str(weights) if weights is not None else None,
         "train_per_class": train_per_class,
         "val_per_class": val_per_class,
         "seed": seed,
@@ -158,7 +179,8 @@ def evaluate(
         ref_name = reference or defaults.get("reference")
         if ref_name is None:
             raise LeapkdError("cka-map needs a reference model", "pass --reference (e.g. the teacher)")
-        ref = load_backbone(ref_name, size, weights=None if reference else defaults.get("reference_weights"))
+        ref_weights = reference_weights if reference else defaults.get("reference_weights")
+        ref = load_backbone(ref_name, size, weights=ref_weights)
         ds = split("val", None)
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:cka_images]
         images = torch.stack([ds[int(i)][0] for i in idx])
