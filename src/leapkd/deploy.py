@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from leapkd.errors import LeapkdError, closest_names
+from leapkd.eval.protocol import evaluated
 from leapkd.models import PRESETS, Backbone, load_student_file, save_student_file
 from leapkd.rundir import RunDirectory, write_text_atomic
 
@@ -297,18 +298,15 @@ def model_card(
         *(f"| {k} | {v} |" for k, v in rows),
         "",
     ]
-    evals = summary.get("eval", {})
-    if evals:
-        lines += [
-            "## Evaluation",
-            "",
-            "| dataset | kNN top-1 | kNN top-5 | linear top-1 | class-retrieval mAP |",
-            "|---|---|---|---|---|",
-        ]
-        for name, ev in evals.items():
-            knn, lin, ret = ev.get("knn", {}), ev.get("linear", {}), ev.get("retrieval", {})
-            cells = [_pct(knn.get("top1")), _pct(knn.get("top5")), _pct(lin.get("top1")), _pct(ret.get("class_map"))]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    evals = {
+        name: dict(row for protocol, result in evaluated(ev) for row in protocol.rows(result))
+        for name, ev in summary.get("eval", {}).items()
+    }
+    columns = list(dict.fromkeys(label for figures in evals.values() for label in figures))
+    if columns:
+        lines += ["## Evaluation", "", f"| dataset | {' | '.join(columns)} |", "|---|" + "---|" * len(columns)]
+        for name, figures in evals.items():
+            lines.append(f"| {name} | " + " | ".join(figures.get(c, "n/a") for c in columns) + " |")
         lines.append("")
     lines += [
         "## Input and output",

@@ -17,7 +17,7 @@ from leapkd.errors import LeapkdError, closest_names
 
 Metric = Callable[[Tensor, Tensor], Tensor]
 
-__all__ = ["METRICS", "Metric", "get_metric", "linear_cka", "mean_cosine"]
+__all__ = ["METRICS", "Metric", "get_metric", "linear_cka", "mean_cosine", "top_accuracy"]
 
 
 def _rows(t: Tensor, name: str) -> Tensor:
@@ -73,6 +73,17 @@ def mean_cosine(x: Tensor, y: Tensor) -> Tensor:
     with torch.autocast(device_type=x.device.type, enabled=False):
         xr, yr = _rows(x, "x"), _rows(y, "y")
         return torch.nn.functional.cosine_similarity(xr, yr, dim=-1, eps=1e-8).mean()
+
+
+def top_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
+    """Top-1 accuracy of class `scores` (N, C) against `labels` (N,), and top-5 when C >= 5."""
+    classes = scores.shape[1]
+    target = labels.long().to(scores.device)
+    ranked = scores.topk(min(5, classes), dim=1).indices
+    result = {"top1": (ranked[:, 0] == target).float().mean().item()}
+    if classes >= 5:
+        result["top5"] = (ranked == target[:, None]).any(dim=1).float().mean().item()
+    return result
 
 
 METRICS: dict[str, Metric] = {"cka": linear_cka, "cosine": mean_cosine}

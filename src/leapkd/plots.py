@@ -58,15 +58,19 @@ def plot_curriculum(
     return path
 
 
-PART_COLUMNS = ("loss_feature", "loss_cls", "loss_patch_embed", "loss_spectral", "loss_ce", "loss_kd")
+def plot_loss(rows: Sequence[dict[str, Any]], path: Path, parts: Sequence[str]) -> Path:
+    """Loss and the method's declared parts (metrics.csv columns) over steps, log scale."""
+    fig = draw_loss(rows, parts)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
-def plot_loss(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Loss and its parts over steps (log scale)."""
+def draw_loss(rows: Sequence[dict[str, Any]], parts: Sequence[str]) -> plt.Figure:
+    """The loss figure; a single part is the loss itself and is not drawn twice."""
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(9, 3.8), dpi=110)
-    parts = [k for k in PART_COLUMNS if any(r.get(k) is not None for r in rows)]
-    for key in ["loss", *(parts if len(parts) > 1 else [])]:  # one part alone is the loss itself
+    for key in ["loss", *(parts if len(parts) > 1 else [])]:
         values = [r.get(key) for r in rows]
         if any(v is not None for v in values):
             ax.plot(
@@ -78,9 +82,7 @@ def plot_loss(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.set_title("Training loss")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_accounting(summary: dict[str, Any], path: Path) -> Path:

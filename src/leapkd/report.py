@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from leapkd.errors import LeapkdError
+from leapkd.eval.protocol import evaluated
 from leapkd.plots import plot_accounting
 from leapkd.rundir import RunDirectory, write_text_atomic
 
@@ -52,10 +53,9 @@ def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
         ("status", "completed" if s.get("status") == "completed" else f"{s.get('status')} (continue with --resume)"),
     ]
     for data, ev in s.get("eval", {}).items():
-        if "knn" in ev:
-            rows.append((f"kNN top-1 ({data})", _pct(ev["knn"]["top1"])))
-        if "linear" in ev:
-            rows.append((f"linear probe top-1 ({data})", _pct(ev["linear"]["top1"])))
+        for protocol, result in evaluated(ev):
+            if protocol.headline:
+                rows += [(f"{label} on {data}", value) for label, value in protocol.rows(result)[:1]]
     return Section("At a glance", table=rows)
 
 
@@ -98,18 +98,7 @@ def build_sections(run: RunDirectory) -> list[Section]:
         )
     )
     for data, ev in s.get("eval", {}).items():
-        rows = []
-        if "knn" in ev:
-            rows.append(
-                ("kNN top-1 / top-5", f"{_pct(ev['knn']['top1'])} / {_pct(ev['knn'].get('top5', float('nan')))}")
-            )
-        if "linear" in ev:
-            rows.append(("linear probe top-1", _pct(ev["linear"]["top1"])))
-        if "retrieval" in ev and "class_map" in ev["retrieval"]:
-            rows.append(("class-retrieval mAP", _pct(ev["retrieval"]["class_map"])))
-        elif "retrieval" in ev:
-            for setting, figures in ev["retrieval"].items():
-                rows.append((f"{setting} mAP", _pct(figures["map"])))
+        rows = [row for protocol, result in evaluated(ev) for row in protocol.rows(result)]
         if rows:
             sections.append(Section(f"Evaluation on {data}", table=rows))
     if (run.path / "cka_map.png").is_file():

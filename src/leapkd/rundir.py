@@ -18,30 +18,12 @@ import csv
 import json
 import os
 import shutil
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from leapkd.errors import LeapkdError
-
-METRIC_COLUMNS = [
-    "step",
-    "epoch",
-    "target_block",
-    "teacher_blocks_run",
-    "metric",
-    "ema",
-    "loss",
-    "loss_feature",
-    "loss_cls",
-    "loss_patch_embed",
-    "loss_spectral",
-    "loss_ce",
-    "loss_kd",
-    "lr",
-    "level_up",
-    "flops",
-    "wall_seconds",
-]
 
 
 class RunDirectory:
@@ -113,21 +95,22 @@ class MetricsWriter:
     holds each step exactly once.
     """
 
-    def __init__(self, path: Path, resume_step: int | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path, columns: list[str], resume_step: int | None = None) -> None:
+        self.path, self.columns = path, columns
         kept: list[dict[str, str]] = []
         if resume_step is not None and path.is_file():
             with path.open(newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) < resume_step]
         with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()
             w.writerows(kept)
         self._file = path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=METRIC_COLUMNS, extrasaction="raise")
+        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="raise")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+        """One row; a key outside the columns is an error (nothing is dropped silently)."""
+        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
         self._file.flush()
 
     def close(self) -> None:
@@ -159,3 +142,42 @@ def write_text_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def usable_checkpoint(run: RunDirectory) -> Path:
+    """The latest intact checkpoint: last.ckpt, or last.ckpt.prev if the latest is damaged.
+
+    A checkpoint is a zip archive (torch.save); a truncated or corrupted one fails the
+    archive's CRC check. A damaged latest checkpoint is renamed to `last.ckpt.corrupt`
+    (kept for inspection) and the previous one is used, with a warning.
+    """
+    latest = run.last_checkpoint
+    previous = latest.with_name(latest.name + ".prev")
+    problem = _damage(latest)
+    if problem is None:
+        return latest
+    if previous.is_file() and _damage(previous) is None:
+        os.replace(latest, latest.with_name(latest.name + ".corrupt"))
+        os.replace(previous, latest)
+        warnings.warn(
+            f"the latest checkpoint was damaged ({problem}); resuming from the previous one "
+            f"(the damaged file is kept as {latest.name}.corrupt)",
+            stacklevel=2,
+        )
+        return latest
+    raise LeapkdError(
+        f"cannot resume {run.path}: the latest checkpoint is damaged ({problem}) and there is no intact previous one",
+        "start the run again with --overwrite",
+    )
+
+
+def _damage(path: Path) -> str | None:
+    """Why `path` is not an intact checkpoint archive, or None if it is."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"{type(err).__name__}: {err}"
+    return f"bad CRC in {bad}" if bad else None

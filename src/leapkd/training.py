@@ -1,12 +1,15 @@
-"""`distill()`: one call from a configuration to a finished run directory."""
+"""`distill()`: one call from a configuration to a finished run directory.
+
+It checks everything that can be checked before training (configuration, models, data,
+hardware, the run directory), builds the method, the module and the trainer, trains, and
+writes the summary, plots, student and report.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +22,13 @@ from lightning.fabric.utilities.rank_zero import _get_rank
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from leapkd.config import DistillConfig, load_config
+from leapkd.config import DistillConfig
 from leapkd.data import build_dataset, images_per_class, num_skipped
-from leapkd.engine import DistillModule, build_trainer, untrained_parameters
+from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.errors import LeapkdError
-from leapkd.eval.features import extract_features
-from leapkd.eval.linear import fit_linear_head
-from leapkd.methods import Leap, build_method
+from leapkd.features import extract_features
+from leapkd.linear_classifier import fit_linear_head
+from leapkd.methods import Method, build_method, load_config
 from leapkd.models import (
     Backbone,
     check_teacher_has_weights,
@@ -36,7 +39,7 @@ from leapkd.models import (
 )
 from leapkd.plots import plot_curriculum, plot_loss
 from leapkd.report import write_report
-from leapkd.rundir import RunDirectory, read_metrics
+from leapkd.rundir import RunDirectory, read_metrics, usable_checkpoint
 
 # Keys that may change when a run is resumed (everything else must match the saved run).
 RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers"}
@@ -99,28 +102,18 @@ def distill(
                 "drop --resume to start a new run, or give the --name/--output-dir of the run to resume",
             )
         cfg = _resume_config(run, cfg, overrides)
-
     if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise LeapkdError("--logger tensorboard needs the tensorboard package", "pip install tensorboard")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    check_teacher_has_weights(cfg.teacher, cfg.teacher_weights, cfg.teacher_pretrained, cfg.allow_random_teacher)
-    teacher = freeze(load_backbone(cfg.teacher, cfg.image_size, cfg.teacher_weights, pretrained=cfg.teacher_pretrained))
-    student = load_backbone(cfg.student, cfg.image_size, cfg.student_weights, patch_size=teacher.patch_size)
-    if cfg.image_size % teacher.patch_size:
-        lower = cfg.image_size // teacher.patch_size * teacher.patch_size
-        raise LeapkdError(
-            f"image size {cfg.image_size} is not a multiple of the teacher's patch size {teacher.patch_size} "
-            "(the last pixels would be dropped silently)",
-            f"use --image_size {lower or teacher.patch_size} or {lower + teacher.patch_size}",
-        )
-    check_token_grids(teacher, student)
+    teacher, student = _models(cfg)
     train_set = training_images(cfg, teacher, augment=cfg.augment)
     method = build_method(cfg, teacher, student, num_classes=len(train_set.classes))
     fit_head = _teacher_head_fitter(cfg, progress) if method.needs_teacher_head else None
-    module = DistillModule(cfg, teacher, student, method, train_set, run, fit_head=fit_head)
+    module = DistillModule(cfg, teacher, student, method, train_set)
     if devices != 1 or num_nodes > 1:
         strategy = _ddp_strategy(module, strategy)
-    trainer = _trainer(cfg, teacher.num_blocks, devices, strategy, num_nodes, accelerator, progress)
+    callbacks = run_callbacks(cfg, method, run, teacher.num_blocks, progress, fit_head)
+    trainer = _trainer(cfg, callbacks, devices, strategy, num_nodes, accelerator, progress)
     world = trainer.world_size
     if len(train_set) < cfg.batch_size * world:
         raise LeapkdError(
@@ -136,8 +129,24 @@ def distill(
 
     summary: dict[str, Any] = {}
     if trainer.is_global_zero:
-        summary = _finish(run, cfg, module, teacher, student, len(train_set), world)
+        summary = _finish(run, cfg, module, callbacks, len(train_set), world)
     return DistillResult(run.path, summary)
+
+
+def _models(cfg: DistillConfig) -> tuple[Backbone, Backbone]:
+    """The frozen teacher and the student, checked to see the same token grid."""
+    check_teacher_has_weights(cfg.teacher, cfg.teacher_weights, cfg.teacher_pretrained, cfg.allow_random_teacher)
+    teacher = freeze(load_backbone(cfg.teacher, cfg.image_size, cfg.teacher_weights, pretrained=cfg.teacher_pretrained))
+    student = load_backbone(cfg.student, cfg.image_size, cfg.student_weights, patch_size=teacher.patch_size)
+    if cfg.image_size % teacher.patch_size:
+        lower = cfg.image_size // teacher.patch_size * teacher.patch_size
+        raise LeapkdError(
+            f"image size {cfg.image_size} is not a multiple of the teacher's patch size {teacher.patch_size} "
+            "(the last pixels would be dropped silently)",
+            f"use --image_size {lower or teacher.patch_size} or {lower + teacher.patch_size}",
+        )
+    check_token_grids(teacher, student)
+    return teacher, student
 
 
 def _ddp_strategy(module: DistillModule, strategy: str) -> str:
@@ -158,7 +167,7 @@ def _probe_batch(dataset: Dataset) -> tuple[Tensor, Tensor]:
 
 def _trainer(
     cfg: DistillConfig,
-    num_blocks: int,
+    callbacks: RunCallbacks,
     devices: int | str,
     strategy: str,
     num_nodes: int,
@@ -169,7 +178,7 @@ def _trainer(
     try:
         return build_trainer(
             cfg,
-            num_blocks,
+            callbacks.every,
             devices=devices,
             strategy=strategy,
             num_nodes=num_nodes,
@@ -195,45 +204,6 @@ def _check_same_world(run: RunDirectory, world: int) -> None:
             "the data order and batches depend on that number, so the run would not continue exactly",
             f"resume with {saved} process(es) in all, e.g. --devices {saved} (or start a new run)",
         )
-
-
-def usable_checkpoint(run: RunDirectory) -> Path:
-    """The latest intact checkpoint: last.ckpt, or last.ckpt.prev if the latest is damaged.
-
-    A checkpoint is a zip archive (torch.save); a truncated or corrupted one fails the
-    archive's CRC check. A damaged latest checkpoint is renamed to `last.ckpt.corrupt`
-    (kept for inspection) and the previous one is used, with a warning.
-    """
-    latest = run.last_checkpoint
-    previous = latest.with_name(latest.name + ".prev")
-    problem = _damage(latest)
-    if problem is None:
-        return latest
-    if previous.is_file() and _damage(previous) is None:
-        os.replace(latest, latest.with_name(latest.name + ".corrupt"))
-        os.replace(previous, latest)
-        warnings.warn(
-            f"the latest checkpoint was damaged ({problem}); resuming from the previous one "
-            f"(the damaged file is kept as {latest.name}.corrupt)",
-            stacklevel=2,
-        )
-        return latest
-    raise LeapkdError(
-        f"cannot resume {run.path}: the latest checkpoint is damaged ({problem}) and there is no intact previous one",
-        "start the run again with --overwrite",
-    )
-
-
-def _damage(path: Path) -> str | None:
-    """Why `path` is not an intact checkpoint archive, or None if it is."""
-    if not path.is_file():
-        return "missing"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        return f"{type(err).__name__}: {err}"
-    return f"bad CRC in {bad}" if bad else None
 
 
 def training_images(cfg: DistillConfig, teacher: Backbone, augment: bool) -> Dataset:
@@ -294,61 +264,47 @@ def _finish(
     run: RunDirectory,
     cfg: DistillConfig,
     module: DistillModule,
-    teacher: Backbone,
-    student: Backbone,
+    callbacks: RunCallbacks,
     train_images: int,
     world_size: int,
 ) -> dict[str, Any]:
     """Write summary.json, plots and the student; return the summary."""
     method = module.method
-    assert module.ledger is not None
+    assert callbacks.flops.ledger is not None
     summary = run.read_summary()  # keep what other commands (eval) merged in
     summary.update(
         {
             "method": cfg.method,
-            "status": "interrupted" if module.stopped else "completed",
-            "teacher": teacher.describe(),
-            "student": student.describe(),
+            "status": "interrupted" if callbacks.stop.stopped else "completed",
+            "teacher": module.teacher.describe(),
+            "student": module.student.describe(),
             "data": cfg.data,
             "train_images": train_images,
             "steps": module.global_step,
             "epochs": module.current_epoch,  # completed epochs
             "batch_size": cfg.batch_size,
             "global_batch": cfg.batch_size * world_size,
-            "wall_seconds": module.seconds["wall"],
-            "teacher_seconds": module.seconds["teacher"],
-            "student_seconds": module.seconds["student"],
-            "metric_seconds": module.seconds["metric"],
-            **module.ledger.summary(),
+            **{f"{part}_seconds": seconds for part, seconds in module.seconds.items()},
+            "teacher_head_seconds": callbacks.teacher_head.seconds if callbacks.teacher_head else 0.0,
+            **callbacks.flops.ledger.summary(),
             "final_block": module.last_trained_block or method.target_block,  # the last block trained on
             "pending_block": method.target_block,  # the next step's target (after a last level-up)
             "skipped_batches": module.skipped_batches,
             "skipped_images": num_skipped(module.train_set),
+            "loss_terms": method.loss_terms(),
+            **method.summary(),
         }
     )
-    if isinstance(method, Leap):
-        cur = method.curriculum
-        summary.update(
-            {
-                "start_block": cur.start_block,
-                "calibration_scores": getattr(method, "calibration_scores", None),
-                "level_ups": cur.level_up_steps,
-                "level_up_events": [e.__dict__ for e in cur.events],
-            }
-        )
-    else:
-        summary.update({"start_block": method.target_block, "level_ups": [], "level_up_events": []})
     run.write_summary(summary)
-    rows = read_metrics(run.metrics)
-    if rows:
-        plot_curriculum(
-            rows,
-            teacher.num_blocks,
-            run.plots / "curriculum.png",
-            cfg.threshold if cfg.method == "leap" else None,
-            summary["level_ups"],
-        )
-        plot_loss(rows, run.plots / "loss.png")
-    save_student_file(student, run.student)
+    _plots(run, method, module.teacher.num_blocks, summary)
+    save_student_file(module.student, run.student)
     write_report(run.path)
     return summary
+
+
+def _plots(run: RunDirectory, method: Method, num_blocks: int, summary: dict[str, Any]) -> None:
+    rows = read_metrics(run.metrics)
+    if rows:
+        threshold = summary.get("threshold")
+        plot_curriculum(rows, num_blocks, run.plots / "curriculum.png", threshold, summary["level_ups"])
+        plot_loss(rows, run.plots / "loss.png", [f"loss_{t}" for t in method.loss_terms()])

@@ -10,7 +10,7 @@ import sys
 
 from leapkd.cli import main
 from leapkd.engine import DistillModule
-from leapkd.methods.base import FeatureDistillation
+from leapkd.methods import FeatureDistillation
 
 
 def poison(rank: int, step: int) -> None:

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 import leapkd.training as distill_module
 from leapkd import LeapkdError
 from leapkd.engine import DistillModule
+from leapkd.engine.callbacks.metrics_log import metric_columns
 from leapkd.models import load_backbone, load_student_file
-from leapkd.rundir import METRIC_COLUMNS, read_metrics
+from leapkd.rundir import read_metrics
 from leapkd.training import distill
 
 
@@ -35,7 +36,7 @@ def test_leap_run_directory_contract(tiny):
         assert (d / rel).is_file(), rel
     with (d / "metrics.csv").open() as f:
         header = next(csv.reader(f))
-    assert header == METRIC_COLUMNS
+    assert header == metric_columns(["feature"], ("ema",))  # core + what leap declares
     rows = rows_of(d)
     assert [r["step"] for r in rows] == list(range(15))  # one row per optimizer step
     s = json.loads((d / "summary.json").read_text())
@@ -108,11 +109,13 @@ def test_teacher_is_early_exited(tiny, monkeypatch):
 
 def _interrupt_at(monkeypatch, step: int) -> None:
     """Make the run behave as if Ctrl-C arrived during `step` (0-based)."""
+    from leapkd.engine.callbacks import StopOnSignal
+
     real = DistillModule.training_step
 
     def training_step(self, batch, batch_idx):
         if self.global_step == step:
-            self.stop_requested = True
+            next(c for c in self.trainer.callbacks if isinstance(c, StopOnSignal)).requested = True
         return real(self, batch, batch_idx)
 
     monkeypatch.setattr(DistillModule, "training_step", training_step)

@@ -125,8 +125,8 @@ def test_model_name_with_weights_is_evaluated_with_those_weights(tmp_path, monke
     import json
 
     from leapkd.cli import main
-    from leapkd.eval.runner import load_target
     from leapkd.models import load_backbone, save_student_file
+    from leapkd.targets import load_target
 
     monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(123)

@@ -183,7 +183,7 @@ def test_unwritable_output_directory(world, capsys, tmp_path):
 def poison_loss(monkeypatch, poisoned_call) -> None:
     """Make the loss NaN on the calls for which `poisoned_call(n)` is true (n counts from 1;
     the FLOP count runs the loss once before step 0)."""
-    from leapkd.methods.base import FeatureDistillation
+    from leapkd.methods import FeatureDistillation
 
     real = FeatureDistillation.loss
     calls = []
@@ -296,3 +296,11 @@ def test_resume_with_another_number_of_processes(world, capsys):
     for words in ("trained by 1 process(es)", "resumed with 2", "--devices 1"):
         assert words in done.stderr, done.stderr
     assert ckpt.read_bytes() == before
+
+
+def test_eval_of_revisited_data_without_its_root_leaves_nothing_behind(tmp_path, capsys):
+    out = tmp_path / "never"
+    code = main(["eval", "vit-nano", "--data", "roxford5k", "--image-size", "32", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs --data-root" in err and "fix:" in err
+    assert not out.exists()

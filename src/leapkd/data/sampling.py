@@ -8,9 +8,10 @@ see exactly the images and augmentations an uninterrupted single-process run wou
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class EpochSeededSampler(Sampler[tuple[int, int]]):
@@ -75,3 +76,26 @@ class SeededItems(Dataset):
             # with a captured stack trace, per item on CUDA builds without a GPU
             torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
             return self.dataset[index]
+
+
+def seeded_loader(
+    dataset: Dataset,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    rank: int,
+    world_size: int,
+    resume_at: dict[str, Any] | None = None,
+) -> DataLoader:
+    """The training loader of one rank: seeded order and augmentation, resumable mid-epoch
+    (`resume_at`: {"epoch", "batches_done"} of a checkpoint)."""
+    sampler = EpochSeededSampler(len(dataset), seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)  # type: ignore[arg-type]
+    if resume_at is not None:
+        sampler.resume_at(resume_at["epoch"], resume_at["batches_done"])
+    return DataLoader(
+        SeededItems(dataset, seed),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )

@@ -1,9 +1,15 @@
-"""Evaluations of frozen backbones (the protocols of SPEC section 3)."""
+"""Evaluations of frozen backbones (the protocols of SPEC section 3), as registered plug-ins.
 
-from leapkd.eval.knn import knn_accuracy, knn_classify
-from leapkd.eval.linear import fit_linear_head, linear_probe
+Importing this package registers the built-in protocols: knn, linear, retrieval, cka-map.
+"""
+
+from leapkd.eval.cka_map import CkaMapProtocol, cka_map
+from leapkd.eval.knn import KnnProtocol, knn_accuracy, knn_classify
+from leapkd.eval.linear import LinearProbeProtocol, linear_probe
+from leapkd.eval.protocol import PROTOCOLS, EvalContext, EvalOptions, Protocol, register_protocol
 from leapkd.eval.retrieval import (
     RetrievalImages,
+    RetrievalProtocol,
     class_retrieval_map,
     load_revisited,
     rank_database,
@@ -11,13 +17,22 @@ from leapkd.eval.retrieval import (
 )
 
 __all__ = [
+    "PROTOCOLS",
+    "CkaMapProtocol",
+    "EvalContext",
+    "EvalOptions",
+    "KnnProtocol",
+    "LinearProbeProtocol",
+    "Protocol",
     "RetrievalImages",
+    "RetrievalProtocol",
+    "cka_map",
     "class_retrieval_map",
-    "fit_linear_head",
     "knn_accuracy",
     "knn_classify",
     "linear_probe",
     "load_revisited",
     "rank_database",
+    "register_protocol",
     "revisited_map",
 ]

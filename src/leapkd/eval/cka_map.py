@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,8 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from leapkd.errors import LeapkdError  # noqa: E402
+from leapkd.eval.protocol import EvalContext, Protocol, register_protocol  # noqa: E402
 from leapkd.metrics import linear_cka  # noqa: E402
-from leapkd.models import Backbone  # noqa: E402
+from leapkd.models import Backbone, load_backbone  # noqa: E402
 
 
 @torch.no_grad()
@@ -59,3 +62,36 @@ def save_cka_map(matrix: Tensor, row_name: str, col_name: str, png: Path, csv_pa
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
+
+
+@register_protocol("cka-map")
+class CkaMapProtocol(Protocol):
+    """CKA map of the model against a reference (`--reference`, default: the run's teacher).
+
+    Computed on `--cka-images` seeded validation images; writes cka_map.png and cka_map.csv.
+    """
+
+    def run(self, ctx: EvalContext) -> dict[str, Any]:
+        opts = ctx.options
+        ref_name = opts.reference or ctx.defaults.get("reference")
+        if ref_name is None:
+            raise LeapkdError("cka-map needs a reference model", "pass --reference (e.g. the teacher)")
+        ref_weights = opts.reference_weights if opts.reference else ctx.defaults.get("reference_weights")
+        ref = load_backbone(ref_name, ctx.image_size, weights=ref_weights)
+        ds = ctx.dataset("val", None)
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(ctx.seed))[: opts.cka_images]
+        images = torch.stack([ds[int(i)][0] for i in idx])
+        matrix = cka_map(ctx.model, ref, images)
+        png, csv_path = ctx.output("cka_map.png"), ctx.output("cka_map.csv")
+        save_cka_map(matrix, ctx.defaults["name"], Path(ref_name).name, png, csv_path)
+        return {
+            "reference": ref_name,
+            "images": len(images),
+            "png": png.name,
+            "csv": csv_path.name,
+            "matrix": [[round(v, 4) for v in row] for row in matrix.tolist()],
+        }
+
+    def rows(self, result: dict[str, Any]) -> list[tuple[str, str]]:
+        matrix = result["matrix"]
+        return [(f"CKA map vs {result['reference']}", f"{len(matrix)} x {len(matrix[0])} blocks, {result['png']}")]

@@ -6,9 +6,14 @@ training samples votes for its label with weight exp(similarity / temperature).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from leapkd.eval.protocol import EvalContext, Protocol, accuracy_rows, register_protocol
+from leapkd.metrics import top_accuracy
 
 
 def knn_classify(
@@ -67,10 +72,19 @@ def knn_accuracy(
         num_classes = int(max(train_labels.max(), query_labels.max())) + 1
     if query_labels.shape != (query_feats.shape[0],) or query_labels.numel() == 0:
         raise ValueError(f"need one label per query and at least one query, got {tuple(query_labels.shape)}")
-    scores = knn_classify(train_feats, train_labels, query_feats, k, temperature, num_classes, chunk)
-    target = query_labels.long().to(scores.device)
-    ranked = scores.topk(min(5, num_classes), dim=1).indices
-    result = {"top1": (ranked[:, 0] == target).float().mean().item()}
-    if num_classes >= 5:
-        result["top5"] = (ranked[:, :5] == target[:, None]).any(dim=1).float().mean().item()
-    return result
+    return top_accuracy(
+        knn_classify(train_feats, train_labels, query_feats, k, temperature, num_classes, chunk), query_labels
+    )
+
+
+@register_protocol("knn")
+class KnnProtocol(Protocol):
+    """kNN accuracy of the validation split against the training split (k = `--k`)."""
+
+    headline = True
+
+    def run(self, ctx: EvalContext) -> dict[str, Any]:
+        return {**knn_accuracy(*ctx.train_and_val(), k=ctx.options.k), "k": ctx.options.k}
+
+    def rows(self, result: dict[str, Any]) -> list[tuple[str, str]]:
+        return accuracy_rows("kNN", result, f" (k={result['k']})" if "k" in result else "")

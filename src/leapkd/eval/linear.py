@@ -1,6 +1,6 @@
 """Linear probe on frozen features: one linear layer trained with SGD (SPEC section 3).
 
-Features are standardised with the mean and std of the samples the layer is trained on.
+The layer is trained by `leapkd.linear_classifier.train_linear` (standardised features).
 The learning rate is chosen on a seeded held-out part of the training split, then the
 layer is retrained on the whole training split and scored on the validation split.
 Everything runs on the CPU from seeded generators, so results are reproducible.
@@ -9,53 +9,17 @@ Everything runs on the CPU from seeded generators, so results are reproducible.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leapkd.eval.protocol import EvalContext, Protocol, accuracy_rows, register_protocol
+from leapkd.linear_classifier import linear_logits, train_linear
+from leapkd.metrics import top_accuracy
+
 DEFAULT_LRS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
-
-
-def _train(
-    x: Tensor, y: Tensor, classes: int, lrs: Tensor, epochs: int, batch_size: int, seed: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(weights (L, D, C), biases (L, C), mean, std), one linear layer per lr, trained at once.
-
-    Minibatch SGD on the softmax cross-entropy, momentum 0.9, no weight decay, lr decayed per
-    step by a cosine to 0 (as torch's SGD + CosineAnnealingLR); gradients are computed in
-    closed form, which is much faster than autograd for a single layer.
-    """
-    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
-    device = x.device
-    lrs = lrs.to(device)
-    mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False).clamp(min=1e-6)
-    x = (x - mean) / std
-    n, dim = x.shape
-    weight = (torch.randn(dim, classes, generator=gen) * 0.01).to(device).expand(len(lrs), dim, classes).clone()
-    bias = torch.zeros(len(lrs), classes, device=device)
-    mom_w, mom_b = torch.zeros_like(weight), torch.zeros_like(bias)
-    onehot = F.one_hot(y, classes).float()
-    batch_size = min(batch_size, n)
-    total, step = epochs * math.ceil(n / batch_size), 0
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen).to(device)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            xb = x[idx]
-            grad = ((xb @ weight + bias[:, None]).softmax(dim=-1) - onehot[idx]) / len(idx)  # (L, B, C)
-            mom_w.mul_(0.9).add_(xb.T @ grad)
-            mom_b.mul_(0.9).add_(grad.sum(dim=1))
-            lr = (lrs * (0.5 * (1 + math.cos(math.pi * step / total))))[:, None]
-            weight.sub_(lr[:, :, None] * mom_w)
-            bias.sub_(lr * mom_b)
-            step += 1
-    return weight, bias, mean, std
-
-
-def _logits(model: tuple[Tensor, Tensor, Tensor, Tensor], x: Tensor) -> Tensor:
-    weight, bias, mean, std = model
-    return ((x - mean) / std) @ weight + bias[:, None]  # (L, M, C)
 
 
 def linear_probe(
@@ -97,8 +61,8 @@ def linear_probe(
     hold, fit = perm[:n_hold], perm[n_hold:]
     by_lr: dict[float, float] = {}
     best_key, best_lr = None, lrs[0]
-    sweep = _train(x[fit], y[fit], classes, torch.tensor(lrs, dtype=torch.float32), epochs, batch_size, seed)
-    for lr, logits in zip(lrs, _logits(sweep, x[hold])):
+    sweep = train_linear(x[fit], y[fit], classes, torch.tensor(lrs, dtype=torch.float32), epochs, batch_size, seed)
+    for lr, logits in zip(lrs, linear_logits(sweep, x[hold])):
         acc = (logits.argmax(1) == y[hold]).float().mean().item()
         loss = F.cross_entropy(logits, y[hold]).item()
         by_lr[lr] = acc
@@ -106,28 +70,18 @@ def linear_probe(
         if best_key is None or key > best_key:
             best_key, best_lr = key, lr
 
-    logits = _logits(_train(x, y, classes, torch.tensor([best_lr]), epochs, batch_size, seed), vx)[0]
-    ranked = logits.topk(min(5, classes), dim=1).indices
-    result = {"top1": (ranked[:, 0] == vy).float().mean().item()}
-    if classes >= 5:
-        result["top5"] = (ranked == vy[:, None]).any(dim=1).float().mean().item()
-    return {**result, "best_lr": best_lr, "holdout_top1_by_lr": by_lr}
+    logits = linear_logits(train_linear(x, y, classes, torch.tensor([best_lr]), epochs, batch_size, seed), vx)[0]
+    return {**top_accuracy(logits, vy), "best_lr": best_lr, "holdout_top1_by_lr": by_lr}
 
 
-def fit_linear_head(
-    feats: Tensor, labels: Tensor, num_classes: int, lr: float = 0.1, epochs: int = 100, seed: int = 0
-) -> torch.nn.Linear:
-    """A linear classifier on frozen features, as one `nn.Linear` on the raw features.
+@register_protocol("linear")
+class LinearProbeProtocol(Protocol):
+    """Linear-probe accuracy on the validation split, trained on the training split."""
 
-    Trained like the probe (standardised features, SGD with momentum, cosine schedule) on
-    the features' device; the standardisation is folded into the layer's weights, so it
-    applies to raw features.
-    """
-    x, y = feats.detach().float(), labels.detach().long().to(feats.device)
-    weight, bias, mean, std = _train(x, y, num_classes, torch.tensor([lr]), epochs, 256, seed)
-    w = weight[0] / std[:, None]  # (D, C)
-    layer = torch.nn.Linear(x.shape[1], num_classes, device=x.device)
-    with torch.no_grad():
-        layer.weight.copy_(w.T)
-        layer.bias.copy_(bias[0] - mean @ w)
-    return layer
+    headline = True
+
+    def run(self, ctx: EvalContext) -> dict[str, Any]:
+        return linear_probe(*ctx.train_and_val(), seed=ctx.seed)
+
+    def rows(self, result: dict[str, Any]) -> list[tuple[str, str]]:
+        return accuracy_rows("linear probe", result)

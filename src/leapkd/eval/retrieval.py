@@ -2,7 +2,9 @@
 
 Rankings follow the revisitop convention: an integer array of shape (num_ranked,
 num_queries) whose column q lists database indices from best to worst match. All scores
-are fractions in [0, 1] (the paper tables print percentages).
+are fractions in [0, 1] (the paper tables print percentages). The `retrieval` protocol
+scores revisited Oxford/Paris when the data is `roxford5k` / `rparis6k`, else class
+retrieval on the labelled validation split.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from leapkd.data.transforms import build_transform
 from leapkd.errors import LeapkdError, closest_names
+from leapkd.eval.protocol import EvalContext, Protocol, percent, register_protocol
+from leapkd.features import extract_features
 
 REVISITED = ("roxford5k", "rparis6k")
 
@@ -219,3 +224,68 @@ class RetrievalImages(Dataset):
         if self.boxes is not None:
             image = image.crop(self.boxes[i])
         return image if self.transform is None else self.transform(image)
+
+
+class _Unlabelled(Dataset):
+    """(image, index) pairs, so unlabelled images go through `extract_features`."""
+
+    def __init__(self, images: Dataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.images[i], i
+
+
+def _revisited_map_of(ctx: EvalContext) -> dict[str, dict[str, float]]:
+    """Revisited Oxford/Paris: queries cropped to their boxes, ranking by dot product.
+
+    A fixed-grid ViT needs square inputs: images are resized (short side) and centre-cropped.
+    """
+    name, root, opts = ctx.data, ctx.options.data_root, ctx.options
+    if root is None:
+        raise LeapkdError(f"{name} needs --data-root", f"pass the directory that holds {name}/jpg and gnd_{name}.pkl")
+    db_paths, q_paths, boxes, gnd = load_revisited(root, name)
+    model, size = ctx.model, ctx.image_size
+    transform = build_transform(size, augment=False, mean=model.mean, std=model.std)
+    key = {"data": name, "root": str(Path(root).resolve()), "size": size, "mean": model.mean, "std": model.std}
+    feats = {}
+    for part, paths, crops in (("database", db_paths, None), ("queries", q_paths, boxes)):
+        feats[part], _ = extract_features(
+            model,
+            _Unlabelled(RetrievalImages(paths, crops, transform)),
+            opts.features,
+            opts.block,
+            cache_key={**key, "part": part},
+            progress=opts.progress,
+            desc=f"{name} {part}",
+        )
+    return revisited_map(rank_database(feats["queries"], feats["database"]), gnd)
+
+
+@register_protocol("retrieval")
+class RetrievalProtocol(Protocol):
+    """Revisited Oxford/Paris mAP and mP@k, or class-retrieval mAP on the validation split."""
+
+    labels = False
+
+    def run(self, ctx: EvalContext) -> dict[str, Any]:
+        if ctx.data in REVISITED:
+            return _revisited_map_of(ctx)
+        val_x, val_y = ctx.features("val", ctx.options.val_per_class)
+        return {"class_map": class_retrieval_map(val_x, val_y), "queries": len(val_y)}
+
+    def rows(self, result: dict[str, Any]) -> list[tuple[str, str]]:
+        if "class_map" in result:
+            return [("class-retrieval mAP", percent(result["class_map"]))]
+        return [
+            (f"revisited {setting} (%)", ", ".join(f"{_label(k)} {100 * v:.2f}" for k, v in figures.items()))
+            for setting, figures in result.items()
+        ]
+
+
+def _label(figure: str) -> str:
+    """'map' -> 'mAP', 'mp@5' -> 'mP@5'."""
+    return figure.replace("map", "mAP").replace("mp@", "mP@")

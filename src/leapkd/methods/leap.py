@@ -1,14 +1,41 @@
-"""LEAP: the target walks through the teacher's blocks as the student catches up."""
+"""LEAP: the target walks through the teacher's blocks as the student catches up (SPEC section 1)."""
 
 from __future__ import annotations
 
-import torch
+from typing import Any, ClassVar, Literal
 
+import torch
+from pydantic import Field, model_validator
+
+from leapkd.config import MethodArgs
 from leapkd.curriculum import Curriculum, CurriculumConfig
-from leapkd.methods.base import FeatureDistillation, StudentOutput
+from leapkd.methods.base import LrRestart, StudentOutput
+from leapkd.methods.feature import FeatureArgs, FeatureDistillation
+from leapkd.methods.registry import register_method
 from leapkd.models import Backbone
 
 
+class LeapArgs(FeatureArgs):
+    """The curriculum's keys."""
+
+    threshold: float = Field(0.85, gt=0, le=1, description="level up when the smoothed metric reaches this")
+    alpha: float = Field(1.0, gt=0, le=1, description="EMA weight of the newest metric (1: no smoothing)")
+    max_epochs_per_block: int = Field(1, ge=1, description="level up after this many epochs on one block")
+    snap_to_last: int | None = Field(None, ge=1, description="once the block is >= this, jump to the last")
+    calibrate: bool = Field(True, description="pick the starting block by scanning all blocks on the first batch")
+    reset_projector: bool = Field(False, description="reset the projector to its initial weights at each level-up")
+    lr_reset: Literal["none", "peak", "envelope"] = Field(
+        "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
+    )
+
+    @model_validator(mode="after")
+    def _no_logit_kd(self) -> LeapArgs:
+        if self.kd_weight > 0:
+            raise ValueError("kd_weight needs the teacher's last block every step; use method fixed or spectralkd")
+        return self
+
+
+@register_method("leap")
 class Leap(FeatureDistillation):
     """Feature distillation against the teacher's current curriculum block.
 
@@ -16,43 +43,47 @@ class Leap(FeatureDistillation):
     decides b from the progress metric; its state travels in this module's state_dict.
     """
 
-    name = "leap"
+    Args: ClassVar[type[MethodArgs]] = LeapArgs
+    log_values: ClassVar[tuple[str, ...]] = ("ema",)
 
     def __init__(
-        self,
-        teacher: Backbone,
-        student: Backbone,
-        curriculum: CurriculumConfig,
-        calibrate: bool = True,
-        reset_projector_on_level_up: bool = False,
-        **kwargs: object,
+        self, args: LeapArgs, teacher: Backbone, student: Backbone, *, num_classes: int | None, seed: int
     ) -> None:
-        super().__init__(teacher, student, target_width=teacher.embed_dim, **kwargs)  # type: ignore[arg-type]
-        if curriculum.num_blocks != teacher.num_blocks:
-            raise ValueError("the curriculum must have as many blocks as the teacher")
-        self.curriculum = Curriculum(curriculum)
-        self.calibrate = calibrate
-        self.reset_on_level_up = reset_projector_on_level_up
+        super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_width=teacher.embed_dim)
+        self.curriculum = Curriculum(
+            CurriculumConfig(
+                num_blocks=teacher.num_blocks,
+                threshold=args.threshold,
+                alpha=args.alpha,
+                max_epochs_per_block=args.max_epochs_per_block,
+                snap_to_last=args.snap_to_last,
+            )
+        )
+        self.calibrate = args.calibrate
+        self.reset_on_level_up = args.reset_projector
+        self.restart_mode: LrRestart | None = None if args.lr_reset == "none" else args.lr_reset
+        self.calibration_scores: list[float] | None = None
 
     def target_blocks(self) -> list[int]:
         return [self.curriculum.block]
 
     @torch.no_grad()
-    def start(self, teacher: Backbone, student: StudentOutput, images: torch.Tensor) -> None:
+    def on_first_batch(self, teacher: Backbone, student: StudentOutput, images: torch.Tensor) -> int:
         """Calibration: score the random student against every teacher block in one pass."""
         if not self.calibrate:
-            return
+            return 0
+        assert self.projector is not None, "leap always trains the projector"
         L = teacher.num_blocks
         outs = teacher.forward_blocks(images, range(1, L + 1))
-        assert self.projector is not None, "leap always trains the projector"
         projected = self.projector(student.tokens[:, student.prefix :])
         p = teacher.num_prefix_tokens
         scores = [float(self.reduce(self.metric_fn(projected, outs[b][:, p:]))) for b in range(1, L + 1)]
         self.calibration_scores = scores
         self.curriculum.calibrate(scores)
+        return L
 
-    def after_step(self, metric: float) -> bool:
-        return self._moved(self.curriculum.observe(metric))
+    def after_step(self, metric: float | None) -> bool:
+        return metric is not None and self._moved(self.curriculum.observe(metric))
 
     def after_epoch(self) -> bool:
         return self._moved(self.curriculum.end_epoch())
@@ -62,9 +93,25 @@ class Leap(FeatureDistillation):
             self.reset_projector()
         return moved
 
-    def get_extra_state(self) -> dict:
+    def lr_restart(self) -> LrRestart | None:
+        return self.restart_mode
+
+    def log_row(self) -> dict[str, float | None]:
+        return {"ema": self.curriculum.last_ema}
+
+    def summary(self) -> dict[str, Any]:
+        cur = self.curriculum
+        return {
+            "start_block": cur.start_block,
+            "calibration_scores": self.calibration_scores,
+            "level_ups": cur.level_up_steps,
+            "level_up_events": [e.__dict__ for e in cur.events],
+            "threshold": cur.config.threshold,
+        }
+
+    def get_extra_state(self) -> dict[str, Any]:
         return {**super().get_extra_state(), "curriculum": self.curriculum.state_dict()}
 
-    def set_extra_state(self, state: dict) -> None:
+    def set_extra_state(self, state: dict[str, Any]) -> None:
         super().set_extra_state(state)
         self.curriculum.load_state_dict(state["curriculum"])

@@ -129,8 +129,8 @@ def timm_kwargs_from_hf_config(config: dict[str, Any], image_size: int) -> dict[
     return kwargs
 
 
-def read_hf_directory(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(config, state dict) from a directory written by `Dinov2Model.save_pretrained`."""
+def read_hf_directory(path: Path) -> tuple[dict[str, Any], Path]:
+    """(config, weight file) of a directory written by `Dinov2Model.save_pretrained`."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise LeapkdError(
@@ -138,11 +138,9 @@ def read_hf_directory(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             "pass a directory saved with Dinov2Model.save_pretrained()",
         )
     config = json.loads(config_file.read_text())
-    from leapkd.models.weights import read_weight_file
-
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (path / name).is_file():
-            return config, read_weight_file(path / name)
+            return config, path / name
     raise LeapkdError(
         f"{path} has config.json but no model.safetensors or pytorch_model.bin",
         "save the model with save_pretrained() so its weights sit beside config.json",

@@ -22,6 +22,7 @@ from timm.models.vision_transformer import VisionTransformer
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from leapkd.models.hf_dinov2 import read_hf_directory, timm_kwargs_from_hf_config
+from leapkd.models.imgfocus import embedded_teacher_state_dict
 from leapkd.models.weights import load_into, read_weight_file
 
 EMBEDDED_TEACHER = "dinov2-vits14-imgfocus"
@@ -74,16 +75,14 @@ def load_backbone(
     if image_size <= 0:
         raise LeapkdError(f"image size must be positive, got {image_size}")
     if source == EMBEDDED_TEACHER:
-        from leapkd.models.imgfocus import embedded_teacher_state_dict
-
         vit = _create_timm(EMBEDDED_ARCH, image_size, patch_size)
         load_into(vit, embedded_teacher_state_dict(), EMBEDDED_TEACHER)
         return Backbone(vit, EMBEDDED_TEACHER, IMAGENET_MEAN, IMAGENET_STD)
     path = Path(source)
     if path.is_dir():
-        config, sd = read_hf_directory(path)
+        config, weight_file = read_hf_directory(path)
         vit = VisionTransformer(**timm_kwargs_from_hf_config(config, image_size))
-        load_into(vit, sd, str(path))
+        load_into(vit, read_weight_file(weight_file), str(path))
         return Backbone(vit, str(path), IMAGENET_MEAN, IMAGENET_STD)
     if source in PRESETS:
         p = PRESETS[source]

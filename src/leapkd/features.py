@@ -2,9 +2,9 @@
 
 The cache key hashes the model's weights and architecture facts, the dataset's identity
 (name or path, split, subset, seed), the image size and normalisation, the feature type
-and the block. A second evaluation with the same inputs reads the cache instead of
-running the model, so every protocol of one `leapkd eval` call, and later calls, share
-one extraction.
+and the block. A second extraction with the same inputs reads the cache instead of
+running the model, so every protocol of one `leapkd eval` call, later calls, and the
+teacher-head fit of `leapkd distill` share one extraction.
 """
 
 from __future__ import annotations

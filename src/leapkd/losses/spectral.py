@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from leapkd.errors import LeapkdError
 
@@ -112,3 +112,23 @@ def spectral_pairs_loss(
     students = [student_tokens_by_block[s][:, student_prefix:] for s, _ in pairs]
     teachers = [teacher_tokens_by_block[t][:, teacher_prefix:] for _, t in pairs]
     return spectral_loss(students, teachers, grid)
+
+
+class SpectralLoss(nn.Module):
+    """The spectral term of a method: `spectral_pairs_loss` over the pairs active this step."""
+
+    name = "spectral"
+
+    def __init__(self, student_prefix: int, teacher_prefix: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.student_prefix, self.teacher_prefix, self.grid = student_prefix, teacher_prefix, grid
+
+    def forward(
+        self,
+        student_tokens_by_block: Mapping[int, Tensor],
+        teacher_tokens_by_block: Mapping[int, Tensor],
+        pairs: Sequence[tuple[int, int]],
+    ) -> Tensor:
+        return spectral_pairs_loss(
+            student_tokens_by_block, teacher_tokens_by_block, pairs, self.student_prefix, self.teacher_prefix, self.grid
+        )

@@ -1,0 +1,71 @@
+"""FLOP accounting of every step against the fixed-last-block baseline (SPEC section 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from leapkd.accounting import FlopsLedger, student_step_flops, teacher_flops_by_depth
+from leapkd.engine.module import DistillModule
+
+
+class FlopAccounting(Callback):
+    """Measures the per-shape costs once when training starts, then charges every step.
+
+    Fills `StepRecord.flops` (training FLOPs so far) before the other callbacks read it.
+    The running totals travel in the checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.ledger: FlopsLedger | None = None
+        self._restored: dict[str, int] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, DistillModule)
+        sample = _sample_batch(pl_module)
+        self.ledger = FlopsLedger(
+            teacher_by_depth=teacher_flops_by_depth(pl_module.teacher, sample),
+            student_step=student_step_flops(_student_step(pl_module, sample)),
+        )
+        if self._restored is not None:
+            self.ledger.load_state_dict(self._restored)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        assert isinstance(pl_module, DistillModule) and self.ledger is not None
+        record = pl_module.record
+        if record is None:  # a skipped batch
+            return
+        once = record.first_batch_teacher_blocks
+        extra = self.ledger.teacher_by_depth[once - 1] if once else 0
+        self.ledger.add_step(record.teacher_blocks_run, extra)
+        record.flops = self.total
+
+    @property
+    def total(self) -> int:
+        return 0 if self.ledger is None else self.ledger.teacher_flops + self.ledger.student_flops
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.ledger.state_dict() if self.ledger is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)
+
+
+def _sample_batch(module: DistillModule) -> Tensor:
+    """One batch of training images (FLOPs depend on tensor shapes only)."""
+    n = min(module.cfg.batch_size, len(module.train_set))  # type: ignore[arg-type]
+    return torch.stack([module.train_set[i][0] for i in range(n)]).to(module.device)
+
+
+def _student_step(module: DistillModule, images: Tensor) -> Callable[[], Tensor]:
+    """The student's part of one step: a function returning its loss (the teacher's targets
+    are computed here, outside it, so a FLOP count of it is the student's)."""
+    with torch.no_grad():
+        targets = module.method.targets(module.teacher, images)
+    labels = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+    return lambda: module.method.loss(module.student_forward(images), targets, labels).loss

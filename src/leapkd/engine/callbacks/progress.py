@@ -1,0 +1,24 @@
+"""The progress bar: loss, metric and the target block as b/L."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+
+class CurriculumProgressBar(TQDMProgressBar):
+    def __init__(self, num_blocks: int) -> None:
+        super().__init__()
+        self.num_blocks = num_blocks
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        if "block" in items:
+            items["block"] = f"{int(float(items['block']))}/{self.num_blocks}"
+        for key in ("loss", "metric"):
+            if key in items:
+                items[key] = f"{float(items[key]):.4f}"
+        return items

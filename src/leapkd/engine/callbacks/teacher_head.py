@@ -1,0 +1,46 @@
+"""Logit KD with a headless teacher: a linear head fitted on its features before training."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from leapkd.engine.module import DistillModule
+from leapkd.models import Backbone
+
+TeacherHeadFitter = Callable[[Backbone, torch.dtype | None], nn.Linear]
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision (None: full precision)."""
+    return torch.bfloat16 if precision == "bf16-mixed" else None
+
+
+class TeacherHead(Callback):
+    """Rank 0 fits the head with `fit` (training device, the run's precision); the other ranks
+    wait and receive it. A resumed run has it from its checkpoint and fits nothing."""
+
+    def __init__(self, fit: TeacherHeadFitter) -> None:
+        self.fit = fit
+        self.seconds = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, DistillModule)
+        if trainer.ckpt_path:
+            return
+        start = time.perf_counter()
+        state = None
+        if trainer.is_global_zero:
+            head = self.fit(pl_module.teacher, autocast_dtype(pl_module.cfg.precision))
+            state = {k: v.cpu() for k, v in head.state_dict().items()}
+            pl_module.notes.append("teacher head fitted on this rank")
+        state = trainer.strategy.broadcast(state, src=0)
+        if not trainer.is_global_zero:
+            pl_module.notes.append("teacher head received from rank 0")
+        pl_module.method.set_teacher_head(state)
+        self.seconds = time.perf_counter() - start

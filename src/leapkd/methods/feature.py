@@ -1,0 +1,255 @@
+"""Feature distillation: the loss terms `leap`, `fixed` and `spectralkd` share (SPEC sections 1-2).
+
+A subclass chooses the target blocks; this class composes the terms, each optional by its
+weight (`leapkd.losses`):
+- feature (`feature_weight`): MSE between the projected student patch tokens (final
+  norm, then a linear projector D_s -> D_target) and the target patch tokens;
+- CLS (`cls_weight`): projected student CLS vs the teacher's normed CLS of the target block;
+- patch embedding (`patch_embed_weight`): the reference's `--embed-loss` on the raw
+  patch-projection outputs;
+- spectral (`spectral_weight`): the FFT alignment over the (student block, teacher block)
+  pairs whose teacher block has run this step (for LEAP: teacher block <= current target);
+- cross-entropy on labels (`ce_weight`) through a student linear head on its CLS token;
+- logit KD (`kd_weight`): `kd_weight * T^2 * KL(teacher/T || student/T)`, the teacher's
+  logits coming from a frozen linear head fitted on its features before training.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from leapkd.config import MethodArgs
+from leapkd.errors import LeapkdError
+from leapkd.losses import ClsMSE, CrossEntropy, FeatureMSE, LogitKD, PatchEmbedLoss, SpectralLoss
+from leapkd.methods.base import LossOutput, Method, StudentOutput, Targets
+from leapkd.metrics import get_metric
+from leapkd.models import Backbone
+
+
+class FeatureArgs(MethodArgs):
+    """Keys of the loss terms and of the progress metric, shared by the feature methods."""
+
+    cls_weight: float = Field(0.0, ge=0, description="weight of the CLS-token MSE (paper: 0.05)")
+    patch_embed_weight: float = Field(
+        0.0, ge=0, description="weight of the patch-embedding loss (the LEAP reference's --embed-loss)"
+    )
+    spectral_weight: float = Field(0.0, ge=0, description="weight of the spectral (FFT) loss")
+    student_layers: list[int] | None = Field(
+        None, description="student blocks of the spectral pairs (1-based; default: first 2 + last ones)"
+    )
+    teacher_layers: list[int] | None = Field(None, description="teacher blocks paired with student_layers (1-based)")
+    ce_weight: float = Field(0.0, ge=0, description="cross-entropy on labels through a student linear head")
+    kd_weight: float = Field(0.0, ge=0, description="logit KD weight: kd_weight * T^2 * KL(student/T || teacher/T)")
+    kd_temperature: float = Field(1.0, gt=0, description="logit KD temperature T")
+    metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
+    metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> FeatureArgs:
+        s, t = self.student_layers, self.teacher_layers
+        if (s is None) != (t is None) or (s is not None and t is not None and len(s) != len(t)):
+            raise ValueError("student_layers and teacher_layers must be given together, with the same length")
+        return self
+
+
+def default_spectral_pairs(student_blocks: int, teacher_blocks: int) -> list[tuple[int, int]]:
+    """The paper's pattern, "the first two and the last six", scaled to the two depths.
+
+    Student blocks 1, 2 pair with teacher blocks 1, 2; the student's last k blocks pair
+    with the teacher's last k, k = min(6, student_blocks - 2, teacher_blocks - 2). For the
+    paper's 12-block student and 24-block teacher this gives its (1, 2, 7..12) x (1, 2, 19..24)
+    (1-based), i.e. the (0, 1, 6..11) x (0, 1, 18..23) of the paper.
+    """
+    k = max(0, min(6, student_blocks - 2, teacher_blocks - 2))
+    first = [(b, b) for b in range(1, min(2, student_blocks, teacher_blocks) + 1)]
+    last = [(student_blocks - k + i, teacher_blocks - k + i) for i in range(1, k + 1)]
+    return first + last
+
+
+def spectral_pairs(args: FeatureArgs, student: Backbone, teacher: Backbone) -> list[tuple[int, int]]:
+    """The configured layer pairs (default: the paper's pattern), checked against both depths."""
+    if args.spectral_weight == 0:
+        return []
+    if args.student_layers is not None and args.teacher_layers is not None:
+        pairs = [(int(s), int(t)) for s, t in zip(args.student_layers, args.teacher_layers)]
+    else:
+        pairs = default_spectral_pairs(student.num_blocks, teacher.num_blocks)
+    for s, t in pairs:
+        if not (1 <= s <= student.num_blocks and 1 <= t <= teacher.num_blocks):
+            raise LeapkdError(
+                f"spectral pair (student {s}, teacher {t}) is out of range "
+                f"(student 1..{student.num_blocks}, teacher 1..{teacher.num_blocks})",
+                "choose student_layers and teacher_layers within the models' blocks",
+            )
+    return pairs
+
+
+class FeatureDistillation(Method):
+    """Projector + loss terms + progress metric; subclasses choose the target blocks."""
+
+    Args: ClassVar[type[MethodArgs]] = FeatureArgs
+    feature_weight: ClassVar[float] = 1.0
+
+    def __init__(
+        self,
+        args: FeatureArgs,
+        teacher: Backbone,
+        student: Backbone,
+        *,
+        num_classes: int | None,
+        seed: int,
+        target_width: int,
+    ) -> None:
+        super().__init__(args, teacher, student, num_classes=num_classes, seed=seed)
+        self.num_teacher_blocks = teacher.num_blocks
+        self.teacher_prefix = teacher.num_prefix_tokens
+        self.weights = {
+            "feature": self.feature_weight,
+            "cls": args.cls_weight,
+            "patch_embed": args.patch_embed_weight,
+            "spectral": args.spectral_weight,
+            "ce": args.ce_weight,
+            "kd": args.kd_weight,
+        }
+        self.spectral_pairs = spectral_pairs(args, student, teacher)
+        if (args.ce_weight > 0 or args.kd_weight > 0) and not num_classes:
+            raise LeapkdError("ce_weight / kd_weight need labelled data", "use a dataset with classes")
+        # creation order fixes the random initialisation: student head, teacher head, projector, the rest
+        heads = args.ce_weight > 0 or args.kd_weight > 0
+        self.student_head = nn.Linear(student.embed_dim, num_classes) if heads and num_classes else None
+        # frozen; its weights come from set_teacher_head (fitted before training) or a checkpoint
+        kd = args.kd_weight > 0 and num_classes
+        self.teacher_head = nn.Linear(teacher.embed_dim, num_classes).requires_grad_(False) if kd else None
+        # only modules that receive gradients exist (DDP refuses parameters without one)
+        uses_projector = self.feature_weight > 0 or args.cls_weight > 0
+        self.projector = nn.Linear(student.embed_dim, target_width) if uses_projector else None
+        self._initial_projector = copy.deepcopy(self.projector.state_dict()) if self.projector else None
+        self.feature_loss = FeatureMSE()
+        self.cls_loss = ClsMSE()
+        self.patch_embed_loss = (
+            PatchEmbedLoss(student.embed_dim, teacher.embed_dim) if args.patch_embed_weight else None
+        )
+        self.spectral_loss = SpectralLoss(student.num_prefix_tokens, teacher.num_prefix_tokens, teacher.grid_size)
+        self.ce_loss = CrossEntropy()
+        self.kd_loss = LogitKD(args.kd_temperature)
+        self.metric_fn = get_metric(args.metric)
+        self.metric_images = args.metric_images
+        self._metric_gen = torch.Generator().manual_seed(seed + 7919)
+
+    # ----- declarations ------------------------------------------------------------
+    def loss_terms(self) -> list[str]:
+        terms = [t for t, w in self.weights.items() if w > 0]
+        return [t for t in terms if t != "spectral" or self.spectral_pairs]
+
+    def target_blocks(self) -> list[int]:
+        """Teacher blocks (1..L) whose normed outputs form this step's target."""
+        raise NotImplementedError
+
+    @property
+    def target_block(self) -> int:
+        return max(self.target_blocks())
+
+    @property
+    def needs_patch_projection(self) -> bool:
+        return self.patch_embed_loss is not None
+
+    @property
+    def needs_teacher_head(self) -> bool:
+        return self.teacher_head is not None
+
+    @torch.no_grad()
+    def set_teacher_head(self, state: dict[str, Tensor]) -> None:
+        assert self.teacher_head is not None, "set_teacher_head without logit KD"
+        self.teacher_head.load_state_dict(state)
+
+    def active_pairs(self) -> list[tuple[int, int]]:
+        """Spectral pairs whose teacher block runs this step."""
+        depth = self.target_block
+        return [(s, t) for s, t in self.spectral_pairs if t <= depth]
+
+    def student_taps(self) -> list[int]:
+        return sorted({s for s, _ in self.active_pairs()})
+
+    # ----- targets and loss -----------------------------------------------------------
+    @torch.no_grad()
+    def targets(self, teacher: Backbone, images: Tensor) -> Targets:
+        """Run the teacher up to the deepest block needed only, and build the targets."""
+        blocks = self.target_blocks()
+        spectral = sorted({t for _, t in self.active_pairs()})
+        raw = teacher.forward_blocks(images, blocks + spectral, norm=False)
+        normed = {b: teacher.norm(raw[b]) for b in blocks}
+        p = self.teacher_prefix
+        logits = None
+        if self.teacher_head is not None:  # kd is refused for leap: the last block always ran
+            logits = self.teacher_head(normed[self.num_teacher_blocks][:, 0])
+        return Targets(
+            depth=max(blocks + spectral),
+            patch=torch.cat([normed[b][:, p:] for b in blocks], dim=-1),
+            cls=torch.cat([normed[b][:, 0] for b in blocks], dim=-1) if self.weights["cls"] > 0 else None,
+            embed=teacher.patch_projection(images) if self.patch_embed_loss is not None else None,
+            spectral={t: raw[t] for t in spectral},
+            logits=logits,
+        )
+
+    def loss(self, student: StudentOutput, targets: Targets, labels: Tensor | None = None) -> LossOutput:
+        projected = self.projector(student.tokens[:, student.prefix :]) if self.projector is not None else None
+        parts = self._parts(student, targets, labels, projected)
+        total = student.tokens.new_zeros((), dtype=torch.float32)
+        for term, value in parts.items():
+            total = total + self.weights[term] * value
+        return LossOutput(total, {f"loss_{k}": v.detach() for k, v in parts.items()}, projected)
+
+    def _parts(
+        self, student: StudentOutput, targets: Targets, labels: Tensor | None, projected: Tensor | None
+    ) -> dict[str, Tensor]:
+        parts: dict[str, Tensor] = {}
+        if projected is not None and self.weights["feature"] > 0:
+            parts["feature"] = self.feature_loss(projected, targets.patch)
+        if targets.cls is not None and self.projector is not None:
+            parts["cls"] = self.cls_loss(self.projector(student.tokens[:, 0]), targets.cls)
+        if self.patch_embed_loss is not None and targets.embed is not None and student.embed is not None:
+            parts["patch_embed"] = self.patch_embed_loss(student.embed, targets.embed)
+        pairs = self.active_pairs()
+        if pairs:
+            parts["spectral"] = self.spectral_loss(student.blocks, targets.spectral, pairs)
+        if self.student_head is not None:
+            logits = self.student_head(student.tokens[:, 0])
+            if self.weights["ce"] > 0 and labels is not None:
+                parts["ce"] = self.ce_loss(logits, labels)
+            if self.weights["kd"] > 0 and targets.logits is not None:
+                parts["kd"] = self.kd_loss(logits, targets.logits)
+        return parts
+
+    # ----- progress metric -------------------------------------------------------------
+    @torch.no_grad()
+    def progress(self, out: LossOutput, targets: Targets) -> float | None:
+        """The metric between projected student tokens and the target, averaged over ranks.
+
+        float32, no autocast, no gradients; on `metric_images` random images of the batch
+        when set (drawn from the method's own seeded generator, so every rank and a resumed
+        run draw the same ones). None when the projector is not trained (no feature loss).
+        """
+        projected, target = out.projected, targets.patch
+        if self.weights["feature"] == 0 or projected is None:
+            return None
+        if self.metric_images is not None and self.metric_images < projected.shape[0]:
+            idx = torch.randperm(projected.shape[0], generator=self._metric_gen)[: self.metric_images]
+            idx = idx.to(projected.device)
+            projected, target = projected[idx], target[idx]
+        return float(self.reduce(self.metric_fn(projected.detach(), target.detach())))
+
+    def reset_projector(self) -> None:
+        if self.projector is not None and self._initial_projector is not None:
+            self.projector.load_state_dict(self._initial_projector)
+
+    # ----- state saved inside the module's state_dict (hence in every checkpoint) -----
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"metric_generator": self._metric_gen.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._metric_gen.set_state(state["metric_generator"])
