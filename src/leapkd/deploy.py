@@ -151,6 +151,7 @@ def timm_snippet(name: str, kwargs: dict[str, Any], file: str, mean: tuple, std:
 
 def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
     import timm
+    from timm.models.vision_transformer import VisionTransformer
 
     name, kwargs = timm_spec(backbone)
     path = save_student_file(backbone, out / "timm_model.safetensors")
@@ -172,6 +173,7 @@ def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
             f"timm could not load the exported file as {name} with {kwargs}: {type(err).__name__}: {err}",
             "export as safetensors or onnx instead",
         ) from err
+    assert isinstance(model, VisionTransformer)  # timm_spec names the student's ViT architecture
     images = _check_images(2, backbone.image_size)
     with torch.no_grad():
         diff = (model.forward_features(images) - backbone(images)).abs().max().item()

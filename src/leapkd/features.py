@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from leapkd.data import LabeledImages
 from leapkd.models import Backbone
 from leapkd.paths import cache_dir
 
@@ -43,7 +44,7 @@ def pool(tokens: Tensor, prefix: int, kind: FeatureKind) -> Tensor:
 @torch.no_grad()
 def extract_features(
     backbone: Backbone,
-    dataset: Dataset,
+    dataset: Dataset | LabeledImages,
     kind: FeatureKind = "cls",
     block: int | None = None,
     batch_size: int = 128,
@@ -72,7 +73,8 @@ def extract_features(
             return cached["features"], cached["labels"]
     backbone.eval()
     device = next(backbone.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    # DataLoader reads any map-style dataset (len and [int]) but is typed for Dataset subclasses
+    loader = DataLoader(cast(Dataset, dataset), batch_size=batch_size, shuffle=False)
     feats, labels = [], []
     for images, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):

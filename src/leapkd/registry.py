@@ -8,11 +8,18 @@ decorate the class, and the name is usable everywhere (config, CLI, report).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from leapkd.errors import LeapkdError, closest_names
 
-T = TypeVar("T", bound=type)
+
+class Named(Protocol):
+    """What a registered class declares: the `name` the registry sets on it."""
+
+    name: ClassVar[str]
+
+
+T = TypeVar("T", bound=type[Named])
 
 
 class Registry(Generic[T]):
@@ -33,7 +40,7 @@ class Registry(Generic[T]):
                 raise ValueError(
                     f"{self.kind} {name!r} is already registered by {known.__module__}.{known.__qualname__}"
                 )
-            cls.name = name  # type: ignore[attr-defined]
+            cls.name = name
             self._entries[name] = cls
             return cls
 

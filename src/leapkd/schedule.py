@@ -69,6 +69,6 @@ class WarmupCosine(LRScheduler):
             group["lr"] = lr
         return True
 
-    def get_lr(self) -> list[float]:  # type: ignore[override]
+    def get_lr(self) -> list[float]:  # type: ignore[override]  # narrower than torch's list[float | Tensor]; list is invariant
         f = self.factor(self.last_epoch)
-        return [base * f for base in self.base_lrs]
+        return [float(base) * f for base in self.base_lrs]

@@ -20,10 +20,9 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import _get_rank
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from leapkd.config import DistillConfig
-from leapkd.data import build_dataset, images_per_class, num_skipped
+from leapkd.data import LabeledImages, build_dataset, images_per_class, num_skipped
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.errors import LeapkdError
 from leapkd.features import extract_features
@@ -160,8 +159,8 @@ def _ddp_strategy(module: DistillModule, strategy: str) -> str:
     return f"{'ddp' if strategy == 'auto' else strategy}_find_unused_parameters_true"
 
 
-def _probe_batch(dataset: Dataset) -> tuple[Tensor, Tensor]:
-    items = [dataset[i] for i in range(min(2, len(dataset)))]  # type: ignore[arg-type]
+def _probe_batch(dataset: LabeledImages) -> tuple[Tensor, Tensor]:
+    items = [dataset[i] for i in range(min(2, len(dataset)))]
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
@@ -206,7 +205,7 @@ def _check_same_world(run: RunDirectory, world: int) -> None:
         )
 
 
-def training_images(cfg: DistillConfig, teacher: Backbone, augment: bool) -> Dataset:
+def training_images(cfg: DistillConfig, teacher: Backbone, augment: bool) -> LabeledImages:
     """The run's training split, normalised with the teacher's mean and std."""
     return build_dataset(
         cfg.data,

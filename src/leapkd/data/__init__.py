@@ -11,6 +11,7 @@ from leapkd.data.datasets import (
     subset_indices,
 )
 from leapkd.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset, load_image, to_rgb
+from leapkd.data.labeled import LabeledImages
 from leapkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ArrayDataset",
     "DatasetInfo",
     "ImageFolderDataset",
+    "LabeledImages",
     "LabeledSubset",
     "build_dataset",
     "build_transform",

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from leapkd.data.builtin import BUILTINS, get_builtin, load_builtin
 from leapkd.data.folder import ImageFolderDataset
+from leapkd.data.labeled import LabeledImages
 from leapkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from leapkd.errors import LeapkdError
 
@@ -27,8 +28,8 @@ class ArrayDataset(Dataset):
         transform: Callable[[Any], Any] | None = None,
     ) -> None:
         self.images = images
-        self.targets = [int(t) for t in labels]
-        self.classes = classes
+        self.targets: list[int] = [int(t) for t in labels]
+        self.classes: list[str] = classes
         self.transform = transform
 
     def __len__(self) -> int:
@@ -42,12 +43,12 @@ class ArrayDataset(Dataset):
 class LabeledSubset(Dataset):
     """A subset of a labelled dataset that keeps ``.classes`` and ``.targets``."""
 
-    def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
+    def __init__(self, base: LabeledImages, indices: Sequence[int] | np.ndarray) -> None:
         self.base = base
         self.indices = [int(i) for i in indices]
-        self.classes: list[str] = list(base.classes)  # type: ignore[attr-defined]
-        base_targets = base.targets  # type: ignore[attr-defined]
-        self.targets = [int(base_targets[i]) for i in self.indices]
+        self.classes: list[str] = list(base.classes)
+        base_targets = base.targets
+        self.targets: list[int] = [int(base_targets[i]) for i in self.indices]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -116,7 +117,7 @@ def build_dataset(
     subset_per_class: int | None = None,
     seed: int = 0,
     root: str | None = None,
-) -> Dataset:
+) -> LabeledImages:
     """A dataset of (float32 tensor 3 x S x S, int label) with ``.classes`` and ``.targets``.
 
     ``name_or_path`` is a built-in name (see ``builtin_datasets()``; ``root`` optionally
@@ -126,7 +127,7 @@ def build_dataset(
     the same seed gives the same images every time.
     """
     transform = build_transform(image_size, augment, mean=mean, std=std)
-    dataset: Dataset
+    dataset: LabeledImages
     if name_or_path in BUILTINS:
         images, labels, classes = load_builtin(name_or_path, split, root=root)
         dataset = ArrayDataset(images, labels, classes, transform)
@@ -136,5 +137,5 @@ def build_dataset(
         get_builtin(name_or_path)  # raises "unknown dataset ...; did you mean ...?"
         raise AssertionError("unreachable")
     if subset_per_class is not None:
-        dataset = LabeledSubset(dataset, subset_indices(dataset.targets, subset_per_class, seed))  # type: ignore[attr-defined]
+        dataset = LabeledSubset(dataset, subset_indices(dataset.targets, subset_per_class, seed))
     return dataset

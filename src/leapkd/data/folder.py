@@ -34,7 +34,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """
     img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I;16") or img.mode == "I":
-        a = np.asarray(img).astype(np.int64)
+        a: np.ndarray = np.asarray(img).astype(np.int64)
         if img.mode.startswith("I;16") or a.max(initial=0) > 255:
             a = np.clip(a, 0, 65535) // 257
         return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L").convert("RGB")

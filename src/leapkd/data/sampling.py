@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from leapkd.data.labeled import LabeledImages
+
 
 class EpochSeededSampler(Sampler[tuple[int, int]]):
     """Shuffles with a generator seeded by (seed, epoch); yields (epoch, index) pairs.
@@ -62,14 +64,14 @@ class SeededItems(Dataset):
     forked and seeded per item, so augmentation does not depend on what ran before.
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+    def __init__(self, dataset: LabeledImages, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]):  # type: ignore[override]
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
         epoch, index = key
         with torch.random.fork_rng(devices=[]):
             # the CPU generator only: torch.manual_seed would also queue a CUDA seeding call,
@@ -79,7 +81,7 @@ class SeededItems(Dataset):
 
 
 def seeded_loader(
-    dataset: Dataset,
+    dataset: LabeledImages,
     seed: int,
     batch_size: int,
     num_workers: int,
@@ -89,7 +91,7 @@ def seeded_loader(
 ) -> DataLoader:
     """The training loader of one rank: seeded order and augmentation, resumable mid-epoch
     (`resume_at`: {"epoch", "batches_done"} of a checkpoint)."""
-    sampler = EpochSeededSampler(len(dataset), seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)  # type: ignore[arg-type]
+    sampler = EpochSeededSampler(len(dataset), seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
     if resume_at is not None:
         sampler.resume_at(resume_at["epoch"], resume_at["batches_done"])
     return DataLoader(

@@ -13,17 +13,18 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from leapkd.config import DistillConfig
-from leapkd.data import skipped_mask
+from leapkd.data import LabeledImages, skipped_mask
 from leapkd.data.sampling import seeded_loader
 from leapkd.errors import LeapkdError
 from leapkd.methods import LossOutput, Method, StudentOutput
@@ -59,7 +60,7 @@ class DistillModule(L.LightningModule):
         teacher: Backbone,
         student: Backbone,
         method: Method,
-        train_set: Dataset,
+        train_set: LabeledImages,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -103,7 +104,7 @@ class DistillModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """After Lightning restored the loops and optimizer: the schedule and the run state."""
-        opt = self.optimizers().optimizer  # type: ignore[union-attr]
+        opt = self._optimizer().optimizer
         total = int(self.trainer.estimated_stepping_batches)
         self.scheduler = WarmupCosine(opt, total, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
         if self.restored is not None:
@@ -205,16 +206,20 @@ class DistillModule(L.LightningModule):
 
     def _optimizer_step(self, loss: Tensor) -> float:
         """Backward, clip, step the optimizer and the schedule; returns the LR used."""
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        opt = self._optimizer()
+        opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.cfg.grad_clip:
-            self.clip_gradients(opt, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
-        lr = float(opt.param_groups[0]["lr"])  # type: ignore[union-attr]
+            self.clip_gradients(opt.optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
+        lr = float(opt.param_groups[0]["lr"])
         opt.step()
         assert self.scheduler is not None
         self.scheduler.step()
         return lr
+
+    def _optimizer(self) -> LightningOptimizer:
+        """The one optimizer `configure_optimizers` returns (`optimizers()` is typed as one or a list)."""
+        return cast(LightningOptimizer, self.optimizers())
 
     def on_train_epoch_start(self) -> None:
         self.batches_done_in_epoch = 0
@@ -248,7 +253,8 @@ class DistillModule(L.LightningModule):
 
 def weight_decay_groups(modules: tuple[nn.Module, ...], weight_decay: float) -> list[dict[str, Any]]:
     """Optimizer groups: weight decay on weight matrices, none on norms, biases, tokens, pos_embed."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in modules:
         for name, p in module.named_parameters():
             if p.requires_grad:
@@ -282,7 +288,9 @@ def _non_finite(loss: Tensor, parts: dict[str, Tensor], step: int) -> LeapkdErro
 
 def _get_rng_state() -> dict[str, Any]:
     """Global RNG states in types a `weights_only` load accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state(legacy=True)  # the default; numpy's stub types a bare call as a dict
+    assert isinstance(state, tuple)  # the global generator is MT19937, whose legacy state is a tuple
+    kind, keys, pos, has_gauss, gauss = state
     return {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from leapkd.data import build_dataset
+from leapkd.data import LabeledImages, build_dataset
 from leapkd.features import FeatureKind, extract_features
 from leapkd.models import Backbone
 from leapkd.registry import Registry
@@ -75,7 +74,7 @@ class EvalContext:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         return self.out_dir / name
 
-    def dataset(self, split: Split, per_class: int | None) -> Dataset:
+    def dataset(self, split: Split, per_class: int | None) -> LabeledImages:
         """`split` of the data, un-augmented, normalised for the model, `per_class` seeded images per class."""
         return build_dataset(
             self.data,

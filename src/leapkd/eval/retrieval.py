@@ -13,7 +13,7 @@ import math
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -193,7 +193,7 @@ def load_revisited(
     absent = [p for p in db_paths + query_paths if not p.is_file()]
     if absent:
         raise LeapkdError(f"{name}: {len(absent)} listed images are missing, e.g. {absent[0]}", fix)
-    return db_paths, query_paths, boxes, gnd  # type: ignore[return-value]
+    return db_paths, query_paths, cast(list[tuple[float, float, float, float]], boxes), gnd  # lengths checked above
 
 
 class RetrievalImages(Dataset):
@@ -222,18 +222,19 @@ class RetrievalImages(Dataset):
         with Image.open(self.paths[i]) as img:
             image = img.convert("RGB")
         if self.boxes is not None:
-            image = image.crop(self.boxes[i])
+            x1, y1, x2, y2 = self.boxes[i]
+            image = image.crop((x1, y1, x2, y2))
         return image if self.transform is None else self.transform(image)
 
 
 class _Unlabelled(Dataset):
     """(image, index) pairs, so unlabelled images go through `extract_features`."""
 
-    def __init__(self, images: Dataset) -> None:
+    def __init__(self, images: RetrievalImages) -> None:
         self.images = images
 
     def __len__(self) -> int:
-        return len(self.images)  # type: ignore[arg-type]
+        return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         return self.images[i], i

@@ -123,8 +123,8 @@ class FeatureDistillation(Method):
         heads = args.ce_weight > 0 or args.kd_weight > 0
         self.student_head = nn.Linear(student.embed_dim, num_classes) if heads and num_classes else None
         # frozen; its weights come from set_teacher_head (fitted before training) or a checkpoint
-        kd = args.kd_weight > 0 and num_classes
-        self.teacher_head = nn.Linear(teacher.embed_dim, num_classes).requires_grad_(False) if kd else None
+        kd_classes = num_classes if args.kd_weight > 0 else None
+        self.teacher_head = nn.Linear(teacher.embed_dim, kd_classes).requires_grad_(False) if kd_classes else None
         # only modules that receive gradients exist (DDP refuses parameters without one)
         uses_projector = self.feature_weight > 0 or args.cls_weight > 0
         self.projector = nn.Linear(student.embed_dim, target_width) if uses_projector else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,7 +43,7 @@ class Backbone(nn.Module):
 
     def __init__(
         self,
-        vit: nn.Module,
+        vit: VisionTransformer,
         name: str,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from timm.models.vision_transformer import checkpoint_filter_fn
-from torch import Tensor, nn
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import Tensor
 
 from leapkd.errors import LeapkdError
 from leapkd.models.hf_dinov2 import hf_to_timm, is_hf_dinov2
@@ -77,7 +77,7 @@ def _strip_module_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return sd
 
 
-def to_timm_layout(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+def to_timm_layout(state_dict: dict[str, Tensor], model: VisionTransformer) -> dict[str, Tensor]:
     """Convert any accepted layout to the keys and shapes of `model` (a timm ViT)."""
     sd = dict(state_dict)
     if is_hf_dinov2(sd):
@@ -91,7 +91,7 @@ def to_timm_layout(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str,
     return {k: v for k, v in sd.items() if not k.startswith(("head.", "fc_norm.", "head_drop."))}
 
 
-def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
+def load_into(model: VisionTransformer, state_dict: dict[str, Tensor], source: str) -> None:
     """Load converted weights strictly; on mismatch, name the keys that disagree."""
     sd = to_timm_layout(state_dict, model)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(("head.", "fc_norm."))}

@@ -58,7 +58,7 @@ class FlopAccounting(Callback):
 
 def _sample_batch(module: DistillModule) -> Tensor:
     """One batch of training images (FLOPs depend on tensor shapes only)."""
-    n = min(module.cfg.batch_size, len(module.train_set))  # type: ignore[arg-type]
+    n = min(module.cfg.batch_size, len(module.train_set))
     return torch.stack([module.train_set[i][0] for i in range(n)]).to(module.device)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch import Tensor
 
 from leapkd.engine.module import DistillModule
 
@@ -47,7 +48,7 @@ class LockStepCheck(Callback):
         mine = torch.tensor(
             [record.target_block, now, record.metric or 0.0], dtype=torch.float64, device=pl_module.device
         )
-        every = pl_module.all_gather(mine).reshape(-1, 3)
+        every = cast(Tensor, pl_module.all_gather(mine)).reshape(-1, 3)  # a tensor in, a tensor out
         if not torch.equal(every, every[:1].expand_as(every)):
             raise RuntimeError(f"ranks diverged at step {record.step}: (block, next block, metric) = {every.tolist()}")
         self._trace.write(f"{record.step},{record.target_block},{now},{record.metric}\n")

@@ -16,9 +16,11 @@ class CurriculumProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        if "block" in items:
-            items["block"] = f"{int(float(items['block']))}/{self.num_blocks}"
+        block = items.get("block")
+        if isinstance(block, int | float | str):  # logged metrics are floats (the type also allows dicts)
+            items["block"] = f"{int(float(block))}/{self.num_blocks}"
         for key in ("loss", "metric"):
-            if key in items:
-                items[key] = f"{float(items[key]):.4f}"
+            value = items.get(key)
+            if isinstance(value, int | float | str):
+                items[key] = f"{float(value):.4f}"
         return items

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch import nn
+from torch import Tensor, nn
 
 from leapkd.engine.module import DistillModule
 from leapkd.models import Backbone
@@ -34,12 +34,13 @@ class TeacherHead(Callback):
         if trainer.ckpt_path:
             return
         start = time.perf_counter()
-        state = None
+        state: dict[str, Tensor] | None = None
         if trainer.is_global_zero:
             head = self.fit(pl_module.teacher, autocast_dtype(pl_module.cfg.precision))
             state = {k: v.cpu() for k, v in head.state_dict().items()}
             pl_module.notes.append("teacher head fitted on this rank")
         state = trainer.strategy.broadcast(state, src=0)
+        assert state is not None  # rank 0 fitted it
         if not trainer.is_global_zero:
             pl_module.notes.append("teacher head received from rank 0")
         pl_module.method.set_teacher_head(state)
