@@ -232,13 +232,14 @@ def early_exit_flops_relative(setting: Setting) -> list[float]:
 
     teacher = freeze(load_backbone(EMBEDDED_TEACHER, setting.image_size))
     student = load_backbone("vit-nano", setting.image_size, patch_size=teacher.patch_size)
-    projector = torch.nn.Linear(student.embed_dim, teacher.embed_dim)
+    projector = torch.nn.Linear(student.width, teacher.width)
     images = torch.randn(setting.batch_size, 3, setting.image_size, setting.image_size)
     by_depth = teacher_flops_by_depth(teacher, images)
-    target = teacher.patch_tokens(teacher.forward_to(images, teacher.num_blocks)).detach()
+    target = teacher.forward_to(images, teacher.num_levels).patches.detach()
 
     def step() -> torch.Tensor:
-        return torch.nn.functional.mse_loss(projector(student.patch_tokens(student(images))), target)
+        projected = projector(student.forward_to(images, student.num_levels).patches)
+        return torch.nn.functional.mse_loss(projected, target)
 
     s = student_step_flops(step)
     return [(t + s) / (by_depth[-1] + s) for t in by_depth]

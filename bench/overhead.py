@@ -53,7 +53,7 @@ class BareLoop:
         torch.manual_seed(0)
         self.teacher = freeze(load_backbone(TEACHER, image_size))
         self.student = load_backbone(STUDENT, image_size, patch_size=self.teacher.patch_size)
-        self.projector = torch.nn.Linear(self.student.embed_dim, self.teacher.embed_dim)
+        self.projector = torch.nn.Linear(self.student.width, self.teacher.width)
         self.params = [*self.student.parameters(), *self.projector.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=5e-4)
         data = build_dataset(DATA, "train", image_size, augment=True, subset_per_class=subset_per_class, seed=0)
@@ -70,8 +70,8 @@ class BareLoop:
     def step(self, depth: int) -> None:
         images = next(self.batches)[0]
         with torch.no_grad():
-            target = self.teacher.patch_tokens(self.teacher.forward_to(images, depth))
-        projected = self.projector(self.student.patch_tokens(self.student(images)))
+            target = self.teacher.forward_to(images, depth).patches
+        projected = self.projector(self.student.forward_to(images, self.student.num_levels).patches)
         loss = F.mse_loss(projected, target)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,7 +123,7 @@ def measure_overhead(
     workers = DistillConfig().num_workers if num_workers is None else num_workers
     subset = max(100, (WARMUP + steps) * batch_size // 10 + 1)
     bare = BareLoop(image_size, batch_size, subset, workers)
-    L = bare.teacher.num_blocks
+    L = bare.teacher.num_levels
     depths = list(range(1, L + 1))
     per_depth: dict[int, list[float]] = {b: [] for b in depths}
     engine, metric = [], []

@@ -27,13 +27,13 @@ def images() -> torch.Tensor:
 
 
 def _set_fused(model: Backbone, fused: bool) -> None:
-    for block in model.blocks:
+    for block in model.level_modules():
         block.attn.fused_attn = fused
 
 
 def _shape(model: Backbone) -> tuple[int, int, int]:
     """(B, N, D): batch, tokens incl. prefix, width."""
-    return BATCH, model.num_patches + model.num_prefix_tokens, model.embed_dim
+    return BATCH, model.grid[0] * model.grid[1] + model.num_prefix_tokens, model.width
 
 
 def test_registration_is_idempotent() -> None:
@@ -46,7 +46,7 @@ def test_registration_is_idempotent() -> None:
 def test_fused_attention_runs_the_cpu_kernel_and_is_counted(nano: Backbone, images: torch.Tensor) -> None:
     _set_fused(nano, True)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        nano.blocks[0](nano.embed(images))
+        nano.level_modules()[0](nano.stem(images).tokens())
     ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
     b, n, d = _shape(nano)
     assert ops["aten._scaled_dot_product_flash_attention_for_cpu"] == 4 * b * n * n * d
@@ -60,9 +60,9 @@ def test_block_flops_match_the_analytic_count(nano: Backbone, images: torch.Tens
         _set_fused(nano, fused)
         with torch.no_grad():
             _, per_module = count_flops(lambda: nano(images))
-        for i in range(nano.num_blocks):
-            assert per_module[f"Backbone.vit.blocks.{i}.attn"] == attn
-            assert per_module[f"Backbone.vit.blocks.{i}"] == attn + mlp
+        for i in range(nano.num_levels):
+            assert per_module[f"TokenBackbone.model.blocks.{i}.attn"] == attn
+            assert per_module[f"TokenBackbone.model.blocks.{i}"] == attn + mlp
     _set_fused(nano, True)
 
 
@@ -82,9 +82,9 @@ def test_fused_and_explicit_attention_count_the_same(nano: Backbone, images: tor
 
 def test_sdpa_backward_is_twice_the_forward(nano: Backbone, images: torch.Tensor) -> None:
     _set_fused(nano, True)
-    x = nano.embed(images).detach().requires_grad_(True)
+    x = nano.stem(images).tokens().detach().requires_grad_(True)
     with FlopCounterMode(display=False) as counter:
-        nano.blocks[0](x).sum().backward()
+        nano.level_modules()[0](x).sum().backward()
     ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
     b, n, d = _shape(nano)
     assert ops["aten._scaled_dot_product_flash_attention_for_cpu_backward"] == 8 * b * n * n * d
@@ -118,10 +118,10 @@ def test_student_step_flops_rejects_a_non_scalar() -> None:
 
 def test_teacher_flops_by_depth_matches_direct_counts(nano: Backbone, images: torch.Tensor) -> None:
     table = teacher_flops_by_depth(nano, images)
-    assert len(table) == nano.num_blocks
+    assert len(table) == nano.num_levels
     assert all(a < b for a, b in zip(table, table[1:]))
     with torch.no_grad():
-        for b in (1, 2, nano.num_blocks - 1, nano.num_blocks):
+        for b in (1, 2, nano.num_levels - 1, nano.num_levels):
             assert table[b - 1] == count_flops(lambda b=b: nano.forward_to(images, b))[0]
         assert table[-1] == count_flops(lambda: nano(images))[0]
     # Equal per-block steps: the teacher cost is affine in b (embedding + b blocks).
@@ -170,3 +170,23 @@ def test_ledger_state_round_trip() -> None:
     for ledger in (first, resumed):
         ledger.add_step(3)
     assert resumed.summary() == first.summary()
+
+
+@pytest.mark.parametrize("family", ["swin", "cait", "resnet"])
+def test_teacher_flops_by_depth_of_other_families(family: str) -> None:
+    """Every depth's cost is what an early-exit pass costs: Swin's patch merging and CaiT's
+    class attention included, counted on one image and scaled to the batch."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "models"))
+    from families import FAMILIES
+
+    source, size, build = FAMILIES[family]
+    model = load_backbone(source, size, **build).eval()
+    x = torch.randn(3, 3, size, size)
+    table = teacher_flops_by_depth(model, x)
+    with torch.no_grad():
+        for b in range(1, model.num_levels + 1):
+            assert table[b - 1] == count_flops(lambda b=b: model.forward_to(x, b))[0]
+    assert all(a < b for a, b in zip(table, table[1:]))

@@ -60,7 +60,7 @@ def test_timm_round_trip_matches_backbone(run_dir: Path, monkeypatch: pytest.Mon
         monkeypatch.chdir(out)
         scope: dict = {"images": images}
         exec(snippet, scope)
-        assert torch.equal(scope["tokens"], expected)
+        assert torch.equal(scope["features"], expected)
     assert tuple(scope["model"].pretrained_cfg["mean"]) == backbone.mean
 
 
@@ -91,7 +91,7 @@ def test_safetensors_and_model_card(run_dir: Path, tmp_path: Path) -> None:
     for needle in ("vit-nano", "`leap`", steps, "fashion-mnist", "0.485", "FLOPs", "| cifar10 | 50.00%"):
         assert needle in card
     student = load_backbone("vit-nano", 48, weights=run / "export" / "student.safetensors", patch_size=16)
-    assert student.image_size == 48 and student.grid_size == (3, 3)
+    assert student.image_size == 48 and student.grid == (3, 3)
 
 
 def test_errors(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -62,8 +62,8 @@ def test_each_public_function_runs(tmp_path, monkeypatch):
     assert all(f.is_file() for f in map(type(tmp_path), exported["files"]))
 
     backbone = leapkd.load_backbone("vit-nano", 32)
-    tokens = backbone.forward_to(torch.randn(2, 3, 32, 32), 2)
-    assert leapkd.linear_cka(tokens[:, 1:], tokens[:, 1:]).item() > 0.999
+    feats = backbone.forward_to(torch.randn(2, 3, 32, 32), 2)
+    assert leapkd.linear_cka(feats.patches, feats.patches).item() > 0.999
     maps = torch.randn(2, 8, 4, 4)
     assert leapkd.spectral_loss(maps, maps).item() == 0.0
     ranks = torch.tensor([[0], [1], [2]])  # one query; database image 0 ranked first

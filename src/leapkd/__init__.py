@@ -24,6 +24,7 @@ _LAZY = {
     "DistillConfig": "leapkd.config",
     "load_config": "leapkd.methods",
     "register_method": "leapkd.methods",
+    "register_model": "leapkd.models",
     "load_backbone": "leapkd.models",
     "Backbone": "leapkd.models",
     "linear_cka": "leapkd.metrics",
@@ -51,6 +52,7 @@ __all__ = [
     "load_config",
     "mean_cosine",
     "register_method",
+    "register_model",
     "register_protocol",
     "revisited_map",
     "spectral_loss",
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
     from leapkd.losses import spectral_loss
     from leapkd.methods import load_config, register_method
     from leapkd.metrics import linear_cka, mean_cosine
-    from leapkd.models import Backbone, load_backbone
+    from leapkd.models import Backbone, load_backbone, register_model
     from leapkd.training import DistillResult, distill
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from leapkd.models.adapter import Backbone
+from leapkd.models import Backbone
 
 __all__ = [
     "FlopsLedger",
@@ -91,7 +92,7 @@ def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
     """Run `fn()` under `FlopCounterMode`; return (total FLOPs, FLOPs per module).
 
     Module keys are dotted paths rooted at the class name of the outermost module
-    *called* (via `__call__`) inside `fn`, e.g. `"Backbone.vit.blocks.0.attn.qkv"` for
+    *called* (via `__call__`) inside `fn`, e.g. `"TokenBackbone.model.blocks.0.attn.qkv"` for
     `backbone(images)`. A module called directly, not through its parent's `__call__`
     (e.g. `backbone.forward_to(...)` calls `vit.patch_embed` itself), is rooted at its own
     class name (`"PatchEmbed"`, `"Block"`...), so siblings of one class then share a key.
@@ -106,27 +107,17 @@ def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
 
 
 def teacher_flops_by_depth(teacher: Backbone, images: Tensor) -> list[int]:
-    """Forward FLOPs of an early-exit teacher pass for every depth.
+    """Forward FLOPs of an early-exit teacher pass for every depth, for a batch like `images`.
 
-    Entry b-1 is the cost of embedding + blocks 1..b + final norm on `images`, which is
-    what `teacher.forward_to(images, b)` costs. Measured with one counted no-grad forward
-    of all blocks, split by block from the per-module breakdown; the remainder
-    (embedding, final norm) is the total minus the blocks.
+    Entry b-1 is what `teacher.forward_to(images, b)` costs: everything that runs up to
+    level b (embedding, the levels, a stage's downsampling, CaiT's class attention at the
+    last level, the normalisation). Each depth is counted as its own no-grad pass on one
+    image and scaled by the batch size: every counted operation is linear in the batch.
     """
-    names = {id(module): name for name, module in teacher.named_modules() if name}
-    root = type(teacher).__name__
+    one = images[:1]
     with torch.no_grad():
-        total, per_module = count_flops(lambda: teacher(images))
-    block_flops = []
-    for b, block in enumerate(teacher.blocks, start=1):
-        key = f"{root}.{names[id(block)]}"
-        if key not in per_module:
-            raise RuntimeError(f"{teacher.name}: no FLOPs recorded for block {b} ({key!r})")
-        block_flops.append(per_module[key])
-    cumulative = [total - sum(block_flops)]
-    for f in block_flops:
-        cumulative.append(cumulative[-1] + f)
-    return cumulative[1:]
+        depths = range(1, teacher.num_levels + 1)
+        return [count_flops(partial(teacher.forward_to, one, b))[0] * images.shape[0] for b in depths]
 
 
 def _leaves(loss: Tensor) -> list[Tensor]:

@@ -51,7 +51,11 @@ class DistillConfig(StrictKeys):
     seed: int = Field(0, description="seed of weights, data order and augmentation")
     method: str = Field("leap", description="distillation method (`leapkd distill --help --method M` lists M's keys)")
     # ----- models -----
-    teacher: str = Field("dinov2-vits14-imgfocus", description="teacher name, timm name or HF directory")
+    teacher: str = Field(
+        "dinov2-vits14-imgfocus",
+        description="the embedded teacher, a timm name of any supported family, "
+        "an HF Dinov2 directory or a registered model",
+    )
     teacher_weights: str | None = Field(None, description="local weight file for the teacher")
     teacher_pretrained: bool = Field(
         False, description="load timm's pretrained weights for a timm-name teacher (downloads: needs a network)"
@@ -59,8 +63,16 @@ class DistillConfig(StrictKeys):
     allow_random_teacher: bool = Field(
         False, description="accept a randomly initialised teacher (tests and speed benchmarks only)"
     )
-    student: str = Field("vit-nano", description="student preset or timm ViT name")
+    teacher_kwargs: dict[str, Any] | None = Field(
+        None, description="extra arguments of the teacher's timm constructor, e.g. {depth: 6}"
+    )
+    student: str = Field(
+        "vit-nano", description="student preset, timm name of any supported family, or a registered model"
+    )
     student_weights: str | None = Field(None, description="local weight file to start the student from")
+    student_kwargs: dict[str, Any] | None = Field(
+        None, description="extra arguments of the student's timm constructor, e.g. {drop_path_rate: 0.1}"
+    )
     # ----- data -----
     data: str = Field("fashion-mnist", description="built-in dataset name or image folder (train/, val/)")
     data_root: str | None = Field(None, description="directory of a built-in dataset's files")

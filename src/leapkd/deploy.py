@@ -24,7 +24,7 @@ import yaml
 
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import evaluated
-from leapkd.models import PRESETS, Backbone, load_student_file, save_student_file
+from leapkd.models import PRESETS, Backbone, is_timm_name, load_student_file, save_student_file, wrap
 from leapkd.rundir import RunDirectory, write_text_atomic
 
 FORMATS = ("safetensors", "timm", "onnx")
@@ -117,19 +117,20 @@ def _export_safetensors(backbone: Backbone, summary: dict[str, Any], out: Path) 
 
 def timm_spec(backbone: Backbone) -> tuple[str, dict[str, Any]]:
     """(timm model name, kwargs) that rebuild the student's architecture in timm."""
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(backbone.build.get("model_kwargs") or {})
     if backbone.name in PRESETS:
         base = TIMM_BASES.get(backbone.name, "vit_tiny_patch16_224")
         p = PRESETS[backbone.name]
         kwargs.update(embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads)
-    elif Path(backbone.name).exists() or "/" in backbone.name:
+    elif not is_timm_name(backbone.name):
         raise LeapkdError(
-            f"the student '{backbone.name}' is a Hugging Face directory, which has no timm name",
+            f"the student '{backbone.name}' is not a timm model (a Hugging Face directory or a registered model)",
             "export it as safetensors or onnx",
         )
     else:
         base = backbone.name
-    kwargs.update(patch_size=backbone.patch_size, img_size=backbone.image_size)
+    if backbone.patch_size is not None:  # the token families are built for one image and patch size
+        kwargs.update(patch_size=backbone.patch_size, img_size=backbone.image_size)
     return base, kwargs
 
 
@@ -145,13 +146,12 @@ def timm_snippet(name: str, kwargs: dict[str, Any], file: str, mean: tuple, std:
         f"    num_classes=0,\n"
         f"    {args},\n"
         ").eval()\n"
-        "tokens = model.forward_features(images)  # images: normalised (B, 3, H, W) floats\n"
+        "features = model.forward_features(images)  # images: normalised (B, 3, H, W) floats\n"
     )
 
 
 def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
     import timm
-    from timm.models.vision_transformer import VisionTransformer
 
     name, kwargs = timm_spec(backbone)
     path = save_student_file(backbone, out / "timm_model.safetensors")
@@ -173,10 +173,10 @@ def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
             f"timm could not load the exported file as {name} with {kwargs}: {type(err).__name__}: {err}",
             "export as safetensors or onnx instead",
         ) from err
-    assert isinstance(model, VisionTransformer)  # timm_spec names the student's ViT architecture
     images = _check_images(2, backbone.image_size)
-    with torch.no_grad():
-        diff = (model.forward_features(images) - backbone(images)).abs().max().item()
+    with torch.no_grad():  # the same features, read from timm's model through the same contract
+        rebuilt = wrap(model, backbone.name, backbone.image_size)
+        diff = (rebuilt(images) - backbone(images)).abs().max().item()
     if diff > 1e-6:
         raise LeapkdError(
             f"timm model {name} differs from the student (max abs diff {diff:.2e})",
@@ -277,8 +277,9 @@ def model_card(
         ("teacher", f"`{teacher}`" + (f" ({t['blocks']} blocks, width {t['embed_dim']})" if "blocks" in t else "")),
         (
             "student",
-            f"`{backbone.name}` ({backbone.num_blocks} blocks, width {backbone.embed_dim}, "
-            f"patch {backbone.patch_size}, {sum(p.numel() for p in backbone.parameters()) / 1e6:.2f} M parameters)",
+            f"`{backbone.name}` ({backbone.family}, {backbone.num_levels} levels, width {backbone.width}"
+            + (f", patch {backbone.patch_size}" if backbone.patch_size else "")
+            + f", {sum(p.numel() for p in backbone.parameters()) / 1e6:.2f} M parameters)",
         ),
         ("method", f"`{method}`"),
         ("data", f"`{data}`" + (f", {summary['train_images']} training images" if "train_images" in summary else "")),
@@ -315,8 +316,13 @@ def model_card(
         "",
         "RGB images scaled to [0, 1], then normalised per channel with",
         f"mean `{backbone.mean}` and std `{backbone.std}`.",
-        f"Output: the final-normed tokens (B, {backbone.num_prefix_tokens} + patches, {backbone.embed_dim});",
-        f"tokens 0..{backbone.num_prefix_tokens - 1} are the prefix (CLS first), then the patches row by row.",
+        f"Output: the last level's normalised features as tokens (B, {backbone.num_prefix_tokens} + "
+        f"{backbone.grid[0]}x{backbone.grid[1]} positions, {backbone.width});",
+        (
+            f"tokens 0..{backbone.num_prefix_tokens - 1} are the prefix (CLS first), then the positions row by row."
+            if backbone.num_prefix_tokens
+            else "No prefix tokens: the positions row by row."
+        ),
         "",
     ]
     lines += _load_sections(backbone, manifest["formats"])
@@ -331,12 +337,11 @@ def _load_sections(backbone: Backbone, formats: dict[str, dict[str, Any]]) -> li
         lines += [f"### {fmt}", "", f"{files}, image size {size} x {size}.", ""]
         if fmt == "safetensors":
             code = (
-                "from leapkd.models import load_backbone\n\n"
-                f'backbone = load_backbone({backbone.name!r}, {size}, weights="student.safetensors", '
-                f"patch_size={backbone.patch_size}).eval()\n"
+                "from leapkd.models import load_student_file\n\n"
+                'backbone = load_student_file("student.safetensors").eval()  # rebuilt from the file\'s metadata\n'
                 "tokens = backbone(images)\n"
             )
-            lines.append("timm VisionTransformer keys (no projector, no head). With leapkd:")
+            lines.append("The model's own (timm) keys, no projector, no head. With leapkd:")
         elif fmt == "timm":
             code = entry["snippet"]
             lines.append("With timm alone, from this directory (`timm_config.json` holds the same arguments):")

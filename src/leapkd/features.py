@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Literal, cast
+from typing import cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from leapkd.data import LabeledImages
-from leapkd.models import Backbone
+from leapkd.models import Backbone, Pooling
 from leapkd.paths import cache_dir
 
-FeatureKind = Literal["cls", "avgpool"]
+FeatureKind = Pooling
 
 
 def model_fingerprint(backbone: Backbone) -> str:
@@ -34,11 +34,6 @@ def model_fingerprint(backbone: Backbone) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def pool(tokens: Tensor, prefix: int, kind: FeatureKind) -> Tensor:
-    """CLS token, or the average of the patch tokens."""
-    return tokens[:, 0] if kind == "cls" else tokens[:, prefix:].mean(dim=1)
 
 
 @torch.no_grad()
@@ -55,12 +50,13 @@ def extract_features(
 ) -> tuple[Tensor, Tensor]:
     """(features (N, D) float32, labels (N,)) of `dataset` through `backbone`.
 
-    `block` selects an intermediate block's normed tokens (default: the last block).
+    `block` selects an intermediate level (default: the last); `kind` pools it: the CLS
+    token where the level has one ("cls"), else the mean over positions ("avgpool").
     With `cache_key` (a JSON-able description of the data and transform), results are
     cached under the leapkd cache directory (written atomically, safe with concurrent
     writers). The model runs on its own device, under autocast when `autocast_dtype` is set.
     """
-    block = block or backbone.num_blocks
+    block = block or backbone.num_levels
     path = None
     if cache_key is not None:
         key = {"model": model_fingerprint(backbone), "kind": kind, "block": block, **cache_key}
@@ -78,8 +74,8 @@ def extract_features(
     feats, labels = [], []
     for images, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            tokens = backbone.forward_to(images.to(device), block)
-        feats.append(pool(tokens, backbone.num_prefix_tokens, kind).float().cpu())
+            pooled = backbone.embedding(images.to(device), block, kind)
+        feats.append(pooled.float().cpu())
         labels.append(torch.as_tensor(y))
     out = torch.cat(feats), torch.cat(labels).long()
     if path is not None:

@@ -28,14 +28,7 @@ from leapkd.errors import LeapkdError
 from leapkd.features import extract_features
 from leapkd.linear_classifier import fit_linear_head
 from leapkd.methods import Method, build_method, load_config
-from leapkd.models import (
-    Backbone,
-    check_teacher_has_weights,
-    check_token_grids,
-    freeze,
-    load_backbone,
-    save_student_file,
-)
+from leapkd.models import PRESETS, Backbone, check_teacher_has_weights, freeze, load_backbone, save_student_file
 from leapkd.plots import plot_curriculum, plot_loss
 from leapkd.report import write_report
 from leapkd.rundir import RunDirectory, read_metrics, usable_checkpoint
@@ -111,7 +104,7 @@ def distill(
     module = DistillModule(cfg, teacher, student, method, train_set)
     if devices != 1 or num_nodes > 1:
         strategy = _ddp_strategy(module, strategy)
-    callbacks = run_callbacks(cfg, method, run, teacher.num_blocks, progress, fit_head)
+    callbacks = run_callbacks(cfg, method, run, teacher.num_levels, progress, fit_head)
     trainer = _trainer(cfg, callbacks, devices, strategy, num_nodes, accelerator, progress)
     world = trainer.world_size
     if len(train_set) < cfg.batch_size * world:
@@ -133,18 +126,32 @@ def distill(
 
 
 def _models(cfg: DistillConfig) -> tuple[Backbone, Backbone]:
-    """The frozen teacher and the student, checked to see the same token grid."""
+    """The frozen teacher and the student. A student preset takes the teacher's patch size
+    (same grid); any other student keeps its own architecture, and the aligner resamples its
+    grid to the target's."""
     check_teacher_has_weights(cfg.teacher, cfg.teacher_weights, cfg.teacher_pretrained, cfg.allow_random_teacher)
-    teacher = freeze(load_backbone(cfg.teacher, cfg.image_size, cfg.teacher_weights, pretrained=cfg.teacher_pretrained))
-    student = load_backbone(cfg.student, cfg.image_size, cfg.student_weights, patch_size=teacher.patch_size)
-    if cfg.image_size % teacher.patch_size:
-        lower = cfg.image_size // teacher.patch_size * teacher.patch_size
-        raise LeapkdError(
-            f"image size {cfg.image_size} is not a multiple of the teacher's patch size {teacher.patch_size} "
-            "(the last pixels would be dropped silently)",
-            f"use --image_size {lower or teacher.patch_size} or {lower + teacher.patch_size}",
+    teacher = freeze(
+        load_backbone(
+            cfg.teacher,
+            cfg.image_size,
+            cfg.teacher_weights,
+            pretrained=cfg.teacher_pretrained,
+            model_kwargs=cfg.teacher_kwargs,
         )
-    check_token_grids(teacher, student)
+    )
+    patch = teacher.patch_size if cfg.student in PRESETS else None
+    student = load_backbone(
+        cfg.student, cfg.image_size, cfg.student_weights, patch_size=patch, model_kwargs=cfg.student_kwargs
+    )
+    for role, model in (("teacher", teacher), ("student", student)):
+        p = model.patch_size
+        if p is not None and cfg.image_size % p:
+            lower = cfg.image_size // p * p
+            raise LeapkdError(
+                f"image size {cfg.image_size} is not a multiple of the {role}'s patch size {p} "
+                "(the last pixels would be dropped silently)",
+                f"use --image_size {lower or p} or {lower + p}",
+            )
     return teacher, student
 
 
@@ -295,15 +302,15 @@ def _finish(
         }
     )
     run.write_summary(summary)
-    _plots(run, method, module.teacher.num_blocks, summary)
+    _plots(run, method, module.teacher.num_levels, summary)
     save_student_file(module.student, run.student)
     write_report(run.path)
     return summary
 
 
-def _plots(run: RunDirectory, method: Method, num_blocks: int, summary: dict[str, Any]) -> None:
+def _plots(run: RunDirectory, method: Method, num_levels: int, summary: dict[str, Any]) -> None:
     rows = read_metrics(run.metrics)
     if rows:
         threshold = summary.get("threshold")
-        plot_curriculum(rows, num_blocks, run.plots / "curriculum.png", threshold, summary["level_ups"])
+        plot_curriculum(rows, num_levels, run.plots / "curriculum.png", threshold, summary["level_ups"])
         plot_loss(rows, run.plots / "loss.png", [f"loss_{t}" for t in method.loss_terms()])

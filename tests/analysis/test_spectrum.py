@@ -23,7 +23,7 @@ def half_identity() -> SpectrumResult:
     torch.manual_seed(0)
     model = load_backbone("vit-nano", 32, patch_size=8)
     with torch.no_grad():
-        for block in model.blocks[:3]:
+        for block in model.level_modules()[:3]:
             for layer in (block.attn.proj, block.mlp.fc2):
                 layer.weight.zero_()
                 layer.bias.zero_()

@@ -94,15 +94,16 @@ def test_teacher_is_early_exited(tiny, monkeypatch):
         bb = real(source, *args, **kwargs)
         if not calls:  # the first backbone loaded is the teacher
             calls.append(0)
-            for block in bb.blocks:
+            for block in bb.level_modules():
                 block.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
         return bb
 
     monkeypatch.setattr(distill_module, "load_backbone", counting)
     result = distill(name="count", method="leap", threshold=0.99, calibrate=True, **tiny)
     rows = rows_of(result.run_dir)
-    # FLOP table (L) + student-step count (target block at start: 1) + calibration (L) + the steps
-    expected = 6 + 1 + 6 + int(sum(r["teacher_blocks_run"] for r in rows))
+    # FLOP table (one pass per depth: 1 + 2 + ... + L) + student-step count (target block at start: 1)
+    # + calibration (L) + the steps
+    expected = 21 + 1 + 6 + int(sum(r["teacher_blocks_run"] for r in rows))
     assert calls[0] == expected
     assert sum(r["teacher_blocks_run"] for r in rows) < 6 * len(rows)
 
@@ -166,7 +167,7 @@ def test_snapshots_record_the_student_along_the_way(tiny):
     final = load_file(result.run_dir / "student.safetensors")
     assert all(torch.equal(last[k], final[k]) for k in final)  # the last snapshot is the final student
     assert not all(torch.equal(first[k], final[k]) for k in final)  # step 0 is the untrained student
-    assert load_student_file(files[1]).num_blocks == 6
+    assert load_student_file(files[1]).num_levels == 6
 
 
 def test_student_file_loads_back(tiny):
@@ -174,7 +175,7 @@ def test_student_file_loads_back(tiny):
     student = load_backbone("vit-nano", 64, weights=result.run_dir / "student.safetensors", patch_size=16)
     x = torch.randn(2, 3, 64, 64)
     sd = load_file(result.run_dir / "student.safetensors")
-    assert torch.equal(student.vit.pos_embed, sd["pos_embed"])
+    assert torch.equal(student.model.pos_embed, sd["pos_embed"])
     assert student(x).shape == (2, 17, 128)
 
 

@@ -20,7 +20,7 @@ def test_all_loss_terms_and_metric_subset(tiny):
 def test_fixed_last_n_concatenates_blocks(tiny):
     r = distill(name="last2", method="fixed", fixed_last_n=2, **{**tiny, "epochs": 1})
     ckpt = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["state_dict"]["method.projector.weight"].shape == (2 * 128, 128)
+    assert ckpt["state_dict"]["method.aligner.projectors.256.weight"].shape == (2 * 128, 128)
     assert all(row["teacher_blocks_run"] == 6 for row in read_metrics(r.run_dir / "metrics.csv"))
 
 
@@ -46,13 +46,13 @@ def test_lr_restarts_at_level_up(tiny):
 
 
 def test_reset_projector_at_level_up(tiny, monkeypatch):
-    from leapkd.methods import FeatureDistillation
+    from leapkd.methods.align import Aligner
 
     resets = []
-    real = FeatureDistillation.reset_projector
-    monkeypatch.setattr(FeatureDistillation, "reset_projector", lambda self: (resets.append(1), real(self)))
+    real = Aligner.reset
+    monkeypatch.setattr(Aligner, "reset", lambda self, width: (resets.append(width), real(self, width)))
     r = distill(name="rp", threshold=0.99, calibrate=False, reset_projector=True, **tiny)
-    assert len(resets) == len(r.summary["level_ups"]) == 3
+    assert resets == [128] * len(r.summary["level_ups"]) and len(resets) == 3
 
 
 def test_bf16_mixed_precision_runs(tiny):
@@ -92,9 +92,9 @@ def test_patch_embedding_targets_are_the_raw_conv_outputs():
     method = build_method(cfg, teacher, student, num_classes=None)
     images = torch.randn(4, 3, 32, 32)
     targets = method.targets(teacher, images)
-    assert targets.embed.shape == (4, 4, 128)  # 2 x 2 patches, no prefix tokens, before pos_embed
-    assert torch.equal(targets.embed, teacher.vit.patch_embed.proj(images).flatten(2).transpose(1, 2))
-    out = method.loss(StudentOutput(student(images), student.patch_projection(images), 1), targets)
+    assert targets.embed.patches.shape == (4, 4, 128)  # 2 x 2 patches, no prefix tokens, before pos_embed
+    assert torch.equal(targets.embed.patches, teacher.model.patch_embed.proj(images).flatten(2).transpose(1, 2))
+    out = method.loss(StudentOutput(student.forward_to(images, 6), student.patch_projection(images)), targets)
     assert set(out.parts) == {"loss_feature", "loss_patch_embed"}
     trained = [n for n, p in method.named_parameters() if p.requires_grad and n.startswith("patch_embed_loss.")]
     assert len(trained) == 6  # P_e, LN_s and LN_t, each with weight and bias: all in the optimizer

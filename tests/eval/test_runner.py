@@ -39,12 +39,12 @@ def test_backbone_by_name_all_protocols(tmp_path):
 
 def test_same_inputs_same_numbers_and_cache_reused(tmp_path, monkeypatch):
     first = evaluate("vit-nano", out_dir=tmp_path / "a", **SMALL)
-    import leapkd.models.adapter as adapter
+    from leapkd.models import Backbone
 
     def no_forward(*args, **kwargs):
         raise AssertionError("features were extracted again instead of read from the cache")
 
-    monkeypatch.setattr(adapter.Backbone, "forward_to", no_forward)
+    monkeypatch.setattr(Backbone, "forward_to", no_forward)
     second = evaluate("vit-nano", out_dir=tmp_path / "b", **SMALL)
     for key in ("knn", "linear", "retrieval"):
         assert first[key] == second[key]
@@ -86,7 +86,7 @@ def test_run_directory_gets_eval_json_and_summary(tmp_path):
 def test_student_file_target(tmp_path):
     run = _tiny_run(tmp_path)
     r = evaluate(str(run.run_dir / "student.safetensors"), protocols=("knn",), out_dir=tmp_path / "s", **SMALL)
-    assert r["model"]["embed_dim"] == 128
+    assert r["model"]["embed_dim"] == 128 and r["model"]["family"] == "vit"
 
 
 def test_unknown_protocol():
@@ -135,7 +135,7 @@ def test_model_name_with_weights_is_evaluated_with_those_weights(tmp_path, monke
     loaded, _, _ = load_target("vit-nano", 32, weights=weights)
     random, _, _ = load_target("vit-nano", 32)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
-    assert not torch.equal(random.vit.pos_embed, trained.vit.pos_embed)
+    assert not torch.equal(random.model.pos_embed, trained.model.pos_embed)
 
     args = ["--image-size", "32", "--train-per-class", "4", "--val-per-class", "2", "--no-progress"]
     assert (

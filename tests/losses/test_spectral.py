@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from leapkd.errors import LeapkdError
 from leapkd.losses import spectral_loss, spectral_pairs_loss, tokens_to_map
+from leapkd.models import Features
 
 
 def test_zero_for_identical_and_symmetric() -> None:
@@ -42,12 +43,11 @@ def test_parseval_identities() -> None:
         assert torch.allclose((stored * mult).sum(), d.pow(2).sum())
 
 
-def test_teacher_channels_pooled_down() -> None:
+def test_the_wider_side_is_pooled_down() -> None:
     s, t = torch.randn(2, 4, 3, 3), torch.randn(2, 12, 3, 3)
     pooled = t.reshape(2, 4, 3, 3, 3).mean(dim=2)  # 12 -> 4 channels: mean of each group of 3
-    assert torch.allclose(spectral_loss(s, t), spectral_loss(s, pooled))
-    with pytest.raises(LeapkdError, match="wider than the teacher"):
-        spectral_loss(t, s)
+    assert torch.allclose(spectral_loss(s, t), spectral_loss(s, pooled))  # the paper: the teacher pooled
+    assert torch.allclose(spectral_loss(t, s), spectral_loss(pooled, s))  # a wider student (a CNN stage) too
 
 
 def test_tokens_equal_maps_and_pairs() -> None:
@@ -56,8 +56,16 @@ def test_tokens_equal_maps_and_pairs() -> None:
     assert torch.equal(tokens_to_map(ts, (3, 5)), ms)
     assert torch.allclose(spectral_loss([ts, ts], [tt, tt], grid=(3, 5)), spectral_loss(ms, mt))
     cls = torch.randn(2, 1, 8)
-    pairs = spectral_pairs_loss({1: ts, 2: ts}, {3: torch.cat([cls, tt], 1)}, [(1, 3), (2, 3)], 0, 1, (3, 5))
+    student, teacher = Features(ts, (3, 5)), Features(tt, (3, 5), cls)  # the prefix is not part of a map
+    pairs = spectral_pairs_loss({1: student, 2: student}, {3: teacher}, [(1, 3), (2, 3)])
     assert torch.allclose(pairs, spectral_loss(ms, mt))
+
+
+def test_pairs_on_different_grids_resample_the_student() -> None:
+    s, t = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 3, 3)
+    resampled = F.interpolate(s, size=(3, 3), mode="bilinear", align_corners=False)
+    got = spectral_pairs_loss({1: Features.from_map(s)}, {1: Features.from_map(t)}, [(1, 1)])
+    assert torch.allclose(got, spectral_loss(resampled, t))
 
 
 def test_errors() -> None:

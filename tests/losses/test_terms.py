@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from leapkd.losses import ClsMSE, CrossEntropy, FeatureMSE, LogitKD, PatchEmbedLoss, SpectralLoss
+from leapkd.models import Features
 
 
 def _terms():
@@ -11,13 +12,14 @@ def _terms():
     a, b = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
     cls_a, cls_b = torch.randn(2, 8), torch.randn(2, 8)
     logits, labels = torch.tensor([[30.0, -30.0], [-30.0, 30.0]]), torch.tensor([0, 1])
-    blocks = {1: torch.randn(2, 5, 8)}  # CLS + 2 x 2 patches
+    blocks = {1: Features(torch.randn(2, 4, 8), (2, 2), torch.randn(2, 1, 8))}  # CLS + 2 x 2 patches
+    other = {1: Features(torch.randn(2, 4, 8), (2, 2))}
     return [
         (FeatureMSE(), (a, a.clone()), (a, b)),
         (ClsMSE(), (cls_a, cls_a.clone()), (cls_a, cls_b)),
         (CrossEntropy(), (logits, labels), (logits, labels.flip(0))),
         (LogitKD(temperature=2.0), (logits, logits.clone()), (logits, logits.flip(0))),
-        (SpectralLoss(1, 1, (2, 2)), (blocks, dict(blocks), [(1, 1)]), (blocks, {1: torch.randn(2, 5, 8)}, [(1, 1)])),
+        (SpectralLoss(), (blocks, dict(blocks), [(1, 1)]), (blocks, other, [(1, 1)])),
     ]
 
 
@@ -31,8 +33,8 @@ def test_zero_when_identical_positive_otherwise(term, same, different):
 def test_gradients_flow_to_the_student_side(term, same, different):
     first = different[0]
     if isinstance(first, dict):
-        first = {k: v.clone().requires_grad_(True) for k, v in first.items()}
-        leaf = first[1]
+        leaf = first[1].patches.clone().requires_grad_(True)
+        first = {1: Features(leaf, first[1].grid, first[1].prefix)}
     else:
         first = leaf = first.clone().requires_grad_(True)
     term(first, *different[1:]).backward()
@@ -43,7 +45,7 @@ def test_gradients_flow_to_the_student_side(term, same, different):
 def test_bf16_inputs_give_a_float32_loss(term, same, different):
     def cast(x):
         if isinstance(x, dict):
-            return {k: cast(v) for k, v in x.items()}
+            return {k: Features(cast(v.patches), v.grid) for k, v in x.items()}
         return x.bfloat16() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
     value = term(*(cast(x) for x in different))

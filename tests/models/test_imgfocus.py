@@ -63,7 +63,7 @@ def test_converted_teacher_matches_onnxruntime(teacher_224: Backbone) -> None:
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     ref = [torch.from_numpy(a) for a in session.run(names, {"input_image": x.numpy()})]
     with torch.no_grad():
-        blocks = teacher_224.forward_blocks(x, range(1, 13), norm=False)
+        blocks = {b: f.tokens() for b, f in teacher_224.forward_levels(x, range(1, 13), norm=False).items()}
         final = teacher_224(x)
     diffs = {b: (blocks[b] - ref[b - 1]).abs().max().item() for b in range(1, 13)}
     diffs["final"] = (final - ref[-1]).abs().max().item()
@@ -80,7 +80,7 @@ def _fashion(split: str, per_class: int, size: int) -> tuple[torch.Tensor, torch
 
 def _cls_features(backbone: Backbone, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([Backbone.cls_token(backbone(images[i : i + batch])) for i in range(0, len(images), batch)])
+        return torch.cat([backbone.embedding(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
 @pytest.mark.slow

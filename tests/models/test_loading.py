@@ -31,7 +31,7 @@ def test_timm_safetensors_and_pth_round_trip(tmp_path: Path) -> None:
     src = load_backbone(DINO_REG, SIZE)
     _randomise(src)
     x = torch.randn(2, 3, SIZE, SIZE)
-    sd = src.vit.state_dict()
+    sd = src.model.state_dict()
     save_file(sd, tmp_path / "w.safetensors")
     torch.save({"state_dict": sd}, tmp_path / "w.pth")
     torch.save(sd, tmp_path / "w.bin")
@@ -58,7 +58,7 @@ def _to_hub_layout(timm_sd: dict, chunks: int = 0) -> dict:
 def test_dinov2_hub_layout_round_trip(tmp_path: Path, chunks: int) -> None:
     src = load_backbone(DINO, SIZE)
     _randomise(src)
-    torch.save(_to_hub_layout(src.vit.state_dict(), chunks), tmp_path / "dinov2_vits14_pretrain.pth")
+    torch.save(_to_hub_layout(src.model.state_dict(), chunks), tmp_path / "dinov2_vits14_pretrain.pth")
     loaded = load_backbone(DINO, SIZE, weights=tmp_path / "dinov2_vits14_pretrain.pth")
     x = torch.randn(2, 3, SIZE, SIZE)
     assert torch.equal(_features(loaded, x), _features(src, x))
@@ -67,7 +67,7 @@ def test_dinov2_hub_layout_round_trip(tmp_path: Path, chunks: int) -> None:
 def test_hub_layout_with_registers(tmp_path: Path) -> None:
     src = load_backbone(DINO_REG, SIZE)
     _randomise(src)
-    sd = src.vit.state_dict()
+    sd = src.model.state_dict()
     hub = {k: v for k, v in sd.items() if k not in ("reg_token", "cls_token", "pos_embed")}
     # hub layout: registers named register_tokens, pos_embed carries a CLS position
     cls_pos = torch.randn(1, 1, sd["cls_token"].shape[-1]) * 0.1
@@ -136,7 +136,7 @@ def test_missing_weight_file(tmp_path: Path) -> None:
 
 
 def test_weight_file_of_wrong_architecture_lists_keys(tmp_path: Path) -> None:
-    save_file(load_backbone("vit-nano", SIZE, patch_size=14).vit.state_dict(), tmp_path / "nano.safetensors")
+    save_file(load_backbone("vit-nano", SIZE, patch_size=14).model.state_dict(), tmp_path / "nano.safetensors")
     with pytest.raises(LeapkdError) as err:
         load_backbone(DINO, SIZE, weights=tmp_path / "nano.safetensors")
     msg = str(err.value)
@@ -151,6 +151,14 @@ def test_corrupt_weight_file(tmp_path: Path) -> None:
         load_backbone("vit-nano", SIZE, patch_size=14, weights=tmp_path / "bad.pth")
 
 
-def test_not_a_vision_transformer() -> None:
-    with pytest.raises(LeapkdError):
-        load_backbone("resnet18", SIZE)
+def test_a_model_without_levels_is_refused() -> None:
+    import leapkd
+
+    @leapkd.register_model("no-levels")
+    class NoLevels(torch.nn.Module):
+        def __init__(self, image_size: int) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    with pytest.raises(LeapkdError, match="cannot read levels from"):
+        load_backbone("no-levels", SIZE)

@@ -125,7 +125,7 @@ def test_unknown_teacher(world, capsys):
 
 
 def test_weight_file_of_another_architecture(world, capsys, tmp_path):
-    save_file(load_backbone("vit-tiny", 32).vit.state_dict(), tmp_path / "tiny.safetensors")
+    save_file(load_backbone("vit-tiny", 32).model.state_dict(), tmp_path / "tiny.safetensors")
     expect_error(world, capsys, "--teacher-weights", str(tmp_path / "tiny.safetensors"),
                  says=["do not fit", "the file has 12 blocks of width 192"])  # fmt: skip
 
@@ -260,14 +260,14 @@ def test_timm_teacher_without_weights_is_refused(world, capsys):
 
 def test_fixed_last_n_beyond_the_teacher(world, capsys):
     expect_error(world, capsys, "--method", "fixed", "--fixed-last-n", "99",
-                 says=["fixed_last_n is 99", "6 blocks", "between 1 and 6"])  # fmt: skip
+                 says=["fixed_last_n is 99", "6 levels", "between 1 and 6"])  # fmt: skip
     assert not (world["root"] / "runs" / "case").exists()
 
 
 def test_eval_block_beyond_the_model(capsys):
     code = main(["eval", "vit-nano", "--block", "99", "--image-size", "32", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "--block 99 is outside the 6 blocks" in err and "fix:" in err and "Traceback" not in err
+    assert code == 2 and "--block 99 is outside the 6 levels" in err and "fix:" in err and "Traceback" not in err
 
 
 def test_gpu_asked_for_on_a_machine_without_one(world, capsys, monkeypatch):

@@ -34,7 +34,6 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from leapkd.errors import LeapkdError  # noqa: E402
-from leapkd.losses import tokens_to_map  # noqa: E402
 from leapkd.models import Backbone  # noqa: E402
 
 _EPS = 1e-12
@@ -42,7 +41,11 @@ _EPS = 1e-12
 
 @dataclass
 class SpectrumResult:
-    """Per-layer spectra of one model; row l-1 is block l (1..L)."""
+    """Per-layer spectra of one model; row l-1 is level l (1..L).
+
+    Frequencies are in cycles per image, so levels on different grids share one band axis;
+    a band finer than a level's grid can hold is NaN for that level.
+    """
 
     grid_bands: Tensor  # (L, F) mean |FFT| per radial frequency band
     layer_intensity: Tensor  # (L,) mean |FFT| over the token grid
@@ -85,43 +88,59 @@ class _Accumulator:
         self.channel_count += ch.numel()
 
     def summary(self, band: Tensor, n_bands: int) -> tuple[Tensor, float, float]:
+        """(mean |FFT| per band, NaN where the grid has no bin; mean |FFT|; mean channel |FFT|)."""
         assert self.grid is not None
         mean_grid = self.grid / self.maps
         sums = torch.zeros(n_bands, dtype=torch.float64).index_add_(0, band.flatten(), mean_grid.flatten())
-        counts = torch.bincount(band.flatten(), minlength=n_bands).clamp_min(1)
-        return sums / counts, float(mean_grid.mean()), self.channel_sum / self.channel_count
+        counts = torch.bincount(band.flatten(), minlength=n_bands)
+        bands = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))
+        return bands, float(mean_grid.mean()), self.channel_sum / self.channel_count
 
 
 @torch.no_grad()
 def layer_spectra(model: Backbone, images: Tensor, batch_size: int = 64) -> SpectrumResult:
-    """Spectra of blocks 1..L (and the embedding) of `model` over `images` (N, 3, H, W)."""
+    """Spectra of levels 1..L (and of the embedding, where the family has one) of `model`
+    over `images` (N, 3, H, W), each level's feature map on its own grid, un-normalised."""
     if len(images) == 0:
         raise LeapkdError("no images to analyse", "pass at least one image")
     model.eval()
     device = next(model.parameters()).device
-    grid = model.grid_size
-    band, n_bands = radial_bands(*grid)
-    layers = range(0, model.num_blocks + 1)
-    acc = [_Accumulator() for _ in layers]
+    levels = range(1, model.num_levels + 1)
+    acc = {b: _Accumulator() for b in [0, *levels]}
     for i in range(0, len(images), batch_size):
-        outs = model.forward_blocks(images[i : i + batch_size].to(device), layers, norm=False)
-        for b, tokens in outs.items():
-            acc[b].add(tokens_to_map(model.patch_tokens(tokens), grid))
-    summaries = [a.summary(band, n_bands) for a in acc]
-    embed, blocks = summaries[0], summaries[1:]
+        batch = images[i : i + batch_size].to(device)
+        outs = dict(model.forward_levels(batch, levels, norm=False))
+        stem = model.stem(batch)
+        if stem is not None:
+            outs[0] = stem
+        for b, feats in outs.items():
+            acc[b].add(feats.as_map())
+    grids = {b: model.levels[b - 1].grid for b in levels}
+    if acc[0].maps:
+        grids[0] = model.levels[0].grid
+    n_bands = max(radial_bands(*g)[1] for g in grids.values())
+    summaries = {b: acc[b].summary(*_bands_of(grids[b], n_bands)) for b in grids}
+    embed = summaries.get(0)
     return SpectrumResult(
-        grid_bands=torch.stack([s[0] for s in blocks]).float(),
-        layer_intensity=torch.tensor([s[1] for s in blocks]),
-        channel_intensity=torch.tensor([s[2] for s in blocks]),
+        grid_bands=torch.stack([summaries[b][0] for b in levels]).float(),
+        layer_intensity=torch.tensor([summaries[b][1] for b in levels]),
+        channel_intensity=torch.tensor([summaries[b][2] for b in levels]),
         model_name=model.name,
-        embed_bands=embed[0].float(),
-        embed_intensity=embed[1],
+        embed_bands=embed[0].float() if embed else None,
+        embed_intensity=embed[1] if embed else None,
     )
 
 
+def _bands_of(grid: tuple[int, int], n_bands: int) -> tuple[Tensor, int]:
+    band, _ = radial_bands(*grid)
+    return band, n_bands
+
+
 def _spectral_distance(bands_a: Tensor, bands_b: Tensor, int_a: float, int_b: float) -> float:
-    pa = bands_a.double() / bands_a.double().sum().clamp_min(_EPS)
-    pb = bands_b.double() / bands_b.double().sum().clamp_min(_EPS)
+    """A band a level's grid cannot hold counts as no energy."""
+    bands_a, bands_b = bands_a.double().nan_to_num(0.0), bands_b.double().nan_to_num(0.0)
+    pa = bands_a / bands_a.sum().clamp_min(_EPS)
+    pb = bands_b / bands_b.sum().clamp_min(_EPS)
     return float((pa - pb).abs().sum()) + abs(int_a - int_b) / max(int_a, int_b, _EPS)
 
 
@@ -214,7 +233,7 @@ def _slugs(names: list[str]) -> list[str]:
 def save_spectrum_plots(results: list[SpectrumResult], out_dir: Path) -> list[Path]:
     """Layer x band heat maps (side by side), a per-layer intensity curve, one CSV per model.
 
-    Writes `spectrum_bands.png`, `spectrum_intensity.png` (x = block / L) and
+    Writes `spectrum_bands.png`, `spectrum_intensity.png` (x = level / L) and
     `spectrum_<model>.csv` (block, relative depth, intensities, one column per band).
     """
     if not results:
@@ -232,7 +251,7 @@ def save_spectrum_plots(results: list[SpectrumResult], out_dir: Path) -> list[Pa
         ax.set_xticks(range(r.grid_bands.shape[1]))
         ax.set_yticks(range(r.num_layers), labels=range(1, r.num_layers + 1))
         ax.set_xlabel("radial frequency band")
-        ax.set_ylabel("block")
+        ax.set_ylabel("level")
         ax.set_title(f"{r.model_name}\nmean |FFT| per band", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
@@ -244,7 +263,7 @@ def save_spectrum_plots(results: list[SpectrumResult], out_dir: Path) -> list[Pa
     for r in results:
         depth = [b / r.num_layers for b in range(1, r.num_layers + 1)]
         ax.plot(depth, r.layer_intensity.tolist(), marker="o", label=r.model_name)
-    ax.set_xlabel("relative depth (block / L)")
+    ax.set_xlabel("relative depth (level / L)")
     ax.set_yscale("log")
     ax.set_ylabel("mean |FFT| over the token grid (log)")
     ax.set_title("per-layer spectral intensity")

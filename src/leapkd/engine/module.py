@@ -131,15 +131,13 @@ class DistillModule(L.LightningModule):
 
     # ----- one step -------------------------------------------------------------------
     def student_forward(self, images: Tensor) -> StudentOutput:
-        """The student's final normed tokens, plus the patch projection and blocks the method taps."""
-        s = self.student
-        x, done, taps = s.embed(images), 0, {}
-        for b in self.method.student_taps():
-            x, done = s.run_blocks(x, done, b), b
-            taps[b] = x
-        tokens = s.norm(s.run_blocks(x, done, s.num_blocks))
+        """The student's last level (normalised) and the levels the method taps, in one pass,
+        plus the patch projection when the method compares it."""
+        s, last = self.student, self.student.num_levels
+        taps = self.method.student_taps()
+        raw = s.forward_levels(images, [*taps, last], norm=False)
         projection = s.patch_projection(images) if self.method.needs_patch_projection else None
-        return StudentOutput(tokens, projection, s.num_prefix_tokens, taps)
+        return StudentOutput(s.normalize(last, raw[last]), projection, {b: raw[b] for b in taps})
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch

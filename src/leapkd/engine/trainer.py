@@ -39,7 +39,7 @@ def run_callbacks(
     cfg: DistillConfig,
     method: Method,
     run: RunDirectory,
-    num_blocks: int,
+    num_levels: int,
     progress: bool,
     fit_head: TeacherHeadFitter | None = None,
 ) -> RunCallbacks:
@@ -56,7 +56,7 @@ def run_callbacks(
     if LockStepCheck.enabled():
         every.append(LockStepCheck(run.path / "ranks"))
     if progress:
-        every.append(CurriculumProgressBar(num_blocks))
+        every.append(CurriculumProgressBar(num_levels))
     return RunCallbacks(flops, stop, head, every)
 
 

@@ -1,4 +1,10 @@
-"""CKA map: linear CKA between every block of one model and every block of another."""
+"""CKA map: linear CKA between every level of one model and every level of another.
+
+Models of different families have levels on different grids: every level's map is
+average-pooled to the smallest grid found among the levels of both models (no pooling
+when all grids agree, as for two ViTs with the same token grid), and CKA compares the
+(images x positions) rows of two levels.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from leapkd.errors import LeapkdError  # noqa: E402
@@ -20,27 +27,29 @@ from leapkd.models import Backbone, load_backbone  # noqa: E402
 
 
 @torch.no_grad()
-def block_tokens(model: Backbone, images: Tensor, batch_size: int = 64) -> list[Tensor]:
-    """Normed patch tokens of every block, each flattened to (N * P, D)."""
-    per_block: list[list[Tensor]] = [[] for _ in range(model.num_blocks)]
+def level_rows(model: Backbone, images: Tensor, grid: tuple[int, int], batch_size: int = 64) -> list[Tensor]:
+    """Normalised patch features of every level, pooled to `grid`, each flattened to (N * P, D)."""
+    per_level: list[list[Tensor]] = [[] for _ in range(model.num_levels)]
     model.eval()
     for i in range(0, len(images), batch_size):
-        outs = model.forward_blocks(images[i : i + batch_size], range(1, model.num_blocks + 1))
-        for b, tokens in outs.items():
-            patches = model.patch_tokens(tokens).float()
-            per_block[b - 1].append(patches.reshape(-1, patches.shape[-1]))
-    return [torch.cat(chunks) for chunks in per_block]
+        outs = model.forward_levels(images[i : i + batch_size], range(1, model.num_levels + 1))
+        for b, feats in outs.items():
+            pooled = F.adaptive_avg_pool2d(feats.as_map().float(), grid) if feats.grid != grid else feats.as_map()
+            per_level[b - 1].append(pooled.float().flatten(2).transpose(1, 2).reshape(-1, pooled.shape[1]))
+    return [torch.cat(chunks) for chunks in per_level]
+
+
+def common_grid(*models: Backbone) -> tuple[int, int]:
+    """The smallest grid among all levels of `models` (rows and columns separately)."""
+    grids = [level.grid for model in models for level in model.levels]
+    return min(g[0] for g in grids), min(g[1] for g in grids)
 
 
 def cka_map(rows_model: Backbone, cols_model: Backbone, images: Tensor) -> Tensor:
-    """(L_rows, L_cols) matrix of linear CKA between block outputs on `images`.
-
-    Both models must see the same token grid (the patch tokens are compared row by row).
-    """
-    a = block_tokens(rows_model, images)
-    b = block_tokens(cols_model, images)
-    if a[0].shape[0] != b[0].shape[0]:
-        raise ValueError(f"token counts differ: {a[0].shape[0]} vs {b[0].shape[0]} (different patch grids)")
+    """(L_rows, L_cols) matrix of linear CKA between level outputs on `images`."""
+    grid = common_grid(rows_model, cols_model)
+    a = level_rows(rows_model, images, grid)
+    b = level_rows(cols_model, images, grid)
     return torch.tensor([[float(linear_cka(x, y)) for y in b] for x in a])
 
 
@@ -48,16 +57,16 @@ def save_cka_map(matrix: Tensor, row_name: str, col_name: str, png: Path, csv_pa
     """Heat map PNG (block 1 at the bottom left) and a CSV with one row per `row_name` block."""
     with csv_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([f"{row_name} block \\ {col_name} block", *range(1, matrix.shape[1] + 1)])
+        w.writerow([f"{row_name} level \\ {col_name} level", *range(1, matrix.shape[1] + 1)])
         for i, row in enumerate(matrix.tolist(), start=1):
             w.writerow([i, *(f"{v:.4f}" for v in row)])
     fig, ax = plt.subplots(figsize=(1.2 + 0.45 * matrix.shape[1], 1.0 + 0.45 * matrix.shape[0]), dpi=110)
     im = ax.imshow(matrix.numpy(), origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(matrix.shape[1]), labels=[str(b) for b in range(1, matrix.shape[1] + 1)])
     ax.set_yticks(range(matrix.shape[0]), labels=[str(b) for b in range(1, matrix.shape[0] + 1)])
-    ax.set_xlabel(f"{col_name} block")
-    ax.set_ylabel(f"{row_name} block")
-    ax.set_title("linear CKA between blocks")
+    ax.set_xlabel(f"{col_name} level")
+    ax.set_ylabel(f"{row_name} level")
+    ax.set_title("linear CKA between levels")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(png)
@@ -94,4 +103,4 @@ class CkaMapProtocol(Protocol):
 
     def rows(self, result: dict[str, Any]) -> list[tuple[str, str]]:
         matrix = result["matrix"]
-        return [(f"CKA map vs {result['reference']}", f"{len(matrix)} x {len(matrix[0])} blocks, {result['png']}")]
+        return [(f"CKA map vs {result['reference']}", f"{len(matrix)} x {len(matrix[0])} levels, {result['png']}")]

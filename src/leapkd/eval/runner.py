@@ -53,10 +53,10 @@ def evaluate(
     """
     chosen = [PROTOCOLS.get(name)() for name in dict.fromkeys(protocols)]
     model, run, defaults = load_target(target, image_size, seed, patch_size, weights)
-    if block is not None and not 1 <= block <= model.num_blocks:
+    if block is not None and not 1 <= block <= model.num_levels:
         raise LeapkdError(
-            f"--block {block} is outside the {model.num_blocks} blocks of {model.name}",
-            f"choose a block between 1 and {model.num_blocks} (default: the last)",
+            f"--block {block} is outside the {model.num_levels} levels of {model.name}",
+            f"choose a level between 1 and {model.num_levels} (default: the last)",
         )
     data = data or defaults.get("data", "fashion-mnist")
     labelled = data not in REVISITED
@@ -82,7 +82,7 @@ def evaluate(
         "data": data,
         "image_size": ctx.image_size,
         "features": features,
-        "block": block or model.num_blocks,
+        "block": block or model.num_levels,
     }
     if labelled:
         results |= {

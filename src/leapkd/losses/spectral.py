@@ -2,9 +2,12 @@
 
 For one (student, teacher) layer pair the feature maps are compared in the frequency
 domain: the teacher's channel axis is adaptive-average-pooled down to the student's width
-when the student is narrower, both maps get a 2-D real FFT over (H, W) with orthonormal
-scaling in float32, and the loss is the MSE between the stacked (real, imaginary) parts.
-Several pairs give the mean of the per-pair losses. The weight `w_fft` is the caller's.
+when the student is narrower (and, beyond the paper, the student's down to the teacher's
+when the student is wider, e.g. a CNN stage), both maps get a 2-D real FFT over (H, W)
+with orthonormal scaling in float32, and the loss is the MSE between the stacked (real,
+imaginary) parts. Several pairs give the mean of the per-pair losses. The weight `w_fft`
+is the caller's. Inside a method, a student map on another grid is first resampled
+bilinearly to the teacher's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leapkd.errors import LeapkdError
+from leapkd.models import Features
 
 Maps = Tensor | Sequence[Tensor]
 
@@ -62,15 +66,12 @@ def _pair_loss(student: Tensor, teacher: Tensor, index: int) -> Tensor:
         )
     if student.shape[0] != teacher.shape[0]:
         raise LeapkdError(f"pair {index}: batch sizes differ ({student.shape[0]} vs {teacher.shape[0]})")
-    if cs > ct:
-        raise LeapkdError(
-            f"pair {index}: student has {cs} channels, wider than the teacher's {ct}",
-            "SpectralKD only pools the teacher down; use a student no wider than the teacher",
-        )
     with torch.autocast(device_type=student.device.type, enabled=False):
         s, t = student.float(), teacher.float()
         if cs < ct:
             t = _pool_channels(t, cs)
+        elif cs > ct:
+            s = _pool_channels(s, ct)
         fs = torch.fft.rfft2(s, dim=(-2, -1), norm="ortho")
         ft = torch.fft.rfft2(t, dim=(-2, -1), norm="ortho")
         # view_as_real is torch.stack([real, imag], -1) without the copy.
@@ -95,23 +96,18 @@ def spectral_loss(student_maps: Maps, teacher_maps: Maps, grid: tuple[int, int] 
 
 
 def spectral_pairs_loss(
-    student_tokens_by_block: Mapping[int, Tensor],
-    teacher_tokens_by_block: Mapping[int, Tensor],
+    student_by_level: Mapping[int, Features],
+    teacher_by_level: Mapping[int, Features],
     pairs: Sequence[tuple[int, int]],
-    student_prefix: int,
-    teacher_prefix: int,
-    grid: tuple[int, int],
 ) -> Tensor:
-    """`spectral_loss` over (student_block, teacher_block) pairs of full token outputs.
-
-    The token dicts are what `Backbone.forward_blocks` returns; prefix tokens are dropped.
-    """
-    missing = [(s, t) for s, t in pairs if s not in student_tokens_by_block or t not in teacher_tokens_by_block]
+    """`spectral_loss` over (student level, teacher level) pairs of features (prefix tokens
+    are not part of a map); a student map on another grid is resampled to the teacher's."""
+    missing = [(s, t) for s, t in pairs if s not in student_by_level or t not in teacher_by_level]
     if missing:
-        raise LeapkdError(f"no tokens for layer pairs {missing}", "run forward_blocks on every paired block")
-    students = [student_tokens_by_block[s][:, student_prefix:] for s, _ in pairs]
-    teachers = [teacher_tokens_by_block[t][:, teacher_prefix:] for _, t in pairs]
-    return spectral_loss(students, teachers, grid)
+        raise LeapkdError(f"no features for layer pairs {missing}", "run forward_levels on every paired level")
+    students = [student_by_level[s].resampled(teacher_by_level[t].grid).as_map() for s, t in pairs]
+    teachers = [teacher_by_level[t].as_map() for _, t in pairs]
+    return spectral_loss(students, teachers)
 
 
 class SpectralLoss(nn.Module):
@@ -119,16 +115,10 @@ class SpectralLoss(nn.Module):
 
     name = "spectral"
 
-    def __init__(self, student_prefix: int, teacher_prefix: int, grid: tuple[int, int]) -> None:
-        super().__init__()
-        self.student_prefix, self.teacher_prefix, self.grid = student_prefix, teacher_prefix, grid
-
     def forward(
         self,
-        student_tokens_by_block: Mapping[int, Tensor],
-        teacher_tokens_by_block: Mapping[int, Tensor],
+        student_by_level: Mapping[int, Features],
+        teacher_by_level: Mapping[int, Features],
         pairs: Sequence[tuple[int, int]],
     ) -> Tensor:
-        return spectral_pairs_loss(
-            student_tokens_by_block, teacher_tokens_by_block, pairs, self.student_prefix, self.teacher_prefix, self.grid
-        )
+        return spectral_pairs_loss(student_by_level, teacher_by_level, pairs)

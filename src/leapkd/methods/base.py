@@ -22,30 +22,30 @@ import torch
 from torch import Tensor, nn
 
 from leapkd.config import MethodArgs
-from leapkd.models import Backbone
+from leapkd.models import Backbone, Features
 
 LrRestart = Literal["peak", "envelope"]
 
 
 @dataclass
 class StudentOutput:
-    """The student's tokens for one batch (prefix tokens included)."""
+    """The student's features for one batch."""
 
-    tokens: Tensor  # final-norm output, (B, prefix + P, D_s)
-    embed: Tensor | None  # raw patch projection (B, P, D_s), when the method asks for it
-    prefix: int
-    blocks: dict[int, Tensor] = field(default_factory=dict)  # un-normed outputs of the tapped blocks
+    features: Features  # the last level, normalised
+    embed: Features | None = None  # raw patch projection, when the method asks for it
+    taps: dict[int, Features] = field(default_factory=dict)  # un-normalised features of the tapped levels
 
 
 @dataclass
 class Targets:
     """What the teacher produced for one batch."""
 
-    depth: int  # number of teacher blocks that were run
-    patch: Tensor  # (B, P, D_target)
+    depth: int  # number of teacher levels that were run
+    patch: Tensor  # (B, N_t, D_target)
+    grid: tuple[int, int]  # the target's grid (N_t = rows x columns)
     cls: Tensor | None = None  # (B, D_target) when the CLS loss is on
-    embed: Tensor | None = None  # teacher raw patch projection (B, P, D_t) when that loss is on
-    spectral: dict[int, Tensor] = field(default_factory=dict)  # un-normed tokens per teacher block
+    embed: Features | None = None  # teacher raw patch projection when that loss is on
+    spectral: dict[int, Features] = field(default_factory=dict)  # un-normalised features per teacher level
     logits: Tensor | None = None  # teacher logits (B, classes) when logit KD is on
 
 
@@ -91,7 +91,7 @@ class Method(nn.Module):
 
     # ----- what the student and the teacher must provide ---------------------------------
     def student_taps(self) -> list[int]:
-        """Student blocks whose un-normed outputs the loss needs this step."""
+        """Student levels whose un-normalised features the loss needs this step."""
         return []
 
     @property
@@ -110,7 +110,7 @@ class Method(nn.Module):
     # ----- one step ---------------------------------------------------------------
     @property
     def target_block(self) -> int:
-        """The deepest teacher block this step's target needs."""
+        """The deepest teacher level this step's target needs."""
         raise NotImplementedError
 
     def targets(self, teacher: Backbone, images: Tensor) -> Targets:

@@ -16,7 +16,6 @@ weight (`leapkd.losses`):
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -26,9 +25,10 @@ from torch import Tensor, nn
 from leapkd.config import MethodArgs
 from leapkd.errors import LeapkdError
 from leapkd.losses import ClsMSE, CrossEntropy, FeatureMSE, LogitKD, PatchEmbedLoss, SpectralLoss
+from leapkd.methods.align import Aligner, ProjectorKind
 from leapkd.methods.base import LossOutput, Method, StudentOutput, Targets
 from leapkd.metrics import get_metric
-from leapkd.models import Backbone
+from leapkd.models import Backbone, Features
 
 
 class FeatureArgs(MethodArgs):
@@ -48,6 +48,9 @@ class FeatureArgs(MethodArgs):
     kd_temperature: float = Field(1.0, gt=0, description="logit KD temperature T")
     metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
     metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")
+    projector: ProjectorKind = Field(
+        "linear", description="projector per target width: linear, or mlp (LightlyTrain's 2-layer head, hidden 2048)"
+    )
 
     @model_validator(mode="after")
     def _check_pairs(self) -> FeatureArgs:
@@ -78,19 +81,24 @@ def spectral_pairs(args: FeatureArgs, student: Backbone, teacher: Backbone) -> l
     if args.student_layers is not None and args.teacher_layers is not None:
         pairs = [(int(s), int(t)) for s, t in zip(args.student_layers, args.teacher_layers)]
     else:
-        pairs = default_spectral_pairs(student.num_blocks, teacher.num_blocks)
+        pairs = default_spectral_pairs(student.num_levels, teacher.num_levels)
     for s, t in pairs:
-        if not (1 <= s <= student.num_blocks and 1 <= t <= teacher.num_blocks):
+        if not (1 <= s <= student.num_levels and 1 <= t <= teacher.num_levels):
             raise LeapkdError(
                 f"spectral pair (student {s}, teacher {t}) is out of range "
-                f"(student 1..{student.num_blocks}, teacher 1..{teacher.num_blocks})",
-                "choose student_layers and teacher_layers within the models' blocks",
+                f"(student 1..{student.num_levels}, teacher 1..{teacher.num_levels})",
+                "choose student_layers and teacher_layers within the models' levels",
             )
     return pairs
 
 
 class FeatureDistillation(Method):
-    """Projector + loss terms + progress metric; subclasses choose the target blocks."""
+    """Aligner + loss terms + progress metric; subclasses choose the target levels.
+
+    A target of several levels (fixed, last n) is their concatenation along channels, so
+    they must share a grid; `target_widths` lists every width a target of this method can
+    have (one projector each).
+    """
 
     Args: ClassVar[type[MethodArgs]] = FeatureArgs
     feature_weight: ClassVar[float] = 1.0
@@ -103,11 +111,10 @@ class FeatureDistillation(Method):
         *,
         num_classes: int | None,
         seed: int,
-        target_width: int,
+        target_widths: list[int],
     ) -> None:
         super().__init__(args, teacher, student, num_classes=num_classes, seed=seed)
-        self.num_teacher_blocks = teacher.num_blocks
-        self.teacher_prefix = teacher.num_prefix_tokens
+        self.teacher_levels = teacher.levels
         self.weights = {
             "feature": self.feature_weight,
             "cls": args.cls_weight,
@@ -119,22 +126,26 @@ class FeatureDistillation(Method):
         self.spectral_pairs = spectral_pairs(args, student, teacher)
         if (args.ce_weight > 0 or args.kd_weight > 0) and not num_classes:
             raise LeapkdError("ce_weight / kd_weight need labelled data", "use a dataset with classes")
-        # creation order fixes the random initialisation: student head, teacher head, projector, the rest
+        if args.cls_weight > 0 and not student.num_prefix_tokens:
+            raise LeapkdError(
+                f"cls_weight needs a CLS token, and the student {student.name} ({student.family}) has none",
+                "set --cls_weight 0, or use a student with a CLS token (ViT, DeiT, DINOv2, Eva)",
+            )
+        # creation order fixes the random initialisation: student head, teacher head, projectors, the rest
         heads = args.ce_weight > 0 or args.kd_weight > 0
-        self.student_head = nn.Linear(student.embed_dim, num_classes) if heads and num_classes else None
+        self.student_head = nn.Linear(student.width, num_classes) if heads and num_classes else None
         # frozen; its weights come from set_teacher_head (fitted before training) or a checkpoint
         kd_classes = num_classes if args.kd_weight > 0 else None
-        self.teacher_head = nn.Linear(teacher.embed_dim, kd_classes).requires_grad_(False) if kd_classes else None
+        self.teacher_head = nn.Linear(teacher.width, kd_classes).requires_grad_(False) if kd_classes else None
         # only modules that receive gradients exist (DDP refuses parameters without one)
         uses_projector = self.feature_weight > 0 or args.cls_weight > 0
-        self.projector = nn.Linear(student.embed_dim, target_width) if uses_projector else None
-        self._initial_projector = copy.deepcopy(self.projector.state_dict()) if self.projector else None
+        self.aligner = Aligner(student.width, target_widths, args.projector) if uses_projector else None
         self.feature_loss = FeatureMSE()
         self.cls_loss = ClsMSE()
         self.patch_embed_loss = (
-            PatchEmbedLoss(student.embed_dim, teacher.embed_dim) if args.patch_embed_weight else None
+            PatchEmbedLoss(_embed_width(student), _embed_width(teacher)) if args.patch_embed_weight else None
         )
-        self.spectral_loss = SpectralLoss(student.num_prefix_tokens, teacher.num_prefix_tokens, teacher.grid_size)
+        self.spectral_loss = SpectralLoss()
         self.ce_loss = CrossEntropy()
         self.kd_loss = LogitKD(args.kd_temperature)
         self.metric_fn = get_metric(args.metric)
@@ -147,12 +158,15 @@ class FeatureDistillation(Method):
         return [t for t in terms if t != "spectral" or self.spectral_pairs]
 
     def target_blocks(self) -> list[int]:
-        """Teacher blocks (1..L) whose normed outputs form this step's target."""
+        """Teacher levels (1..L) whose normalised features form this step's target."""
         raise NotImplementedError
 
     @property
     def target_block(self) -> int:
         return max(self.target_blocks())
+
+    def target_width(self) -> int:
+        return sum(self.teacher_levels[b - 1].width for b in self.target_blocks())
 
     @property
     def needs_patch_projection(self) -> bool:
@@ -168,7 +182,7 @@ class FeatureDistillation(Method):
         self.teacher_head.load_state_dict(state)
 
     def active_pairs(self) -> list[tuple[int, int]]:
-        """Spectral pairs whose teacher block runs this step."""
+        """Spectral pairs whose teacher level runs this step."""
         depth = self.target_block
         return [(s, t) for s, t in self.spectral_pairs if t <= depth]
 
@@ -178,28 +192,34 @@ class FeatureDistillation(Method):
     # ----- targets and loss -----------------------------------------------------------
     @torch.no_grad()
     def targets(self, teacher: Backbone, images: Tensor) -> Targets:
-        """Run the teacher up to the deepest block needed only, and build the targets."""
+        """Run the teacher up to the deepest level needed only, and build the targets."""
         blocks = self.target_blocks()
         spectral = sorted({t for _, t in self.active_pairs()})
-        raw = teacher.forward_blocks(images, blocks + spectral, norm=False)
-        normed = {b: teacher.norm(raw[b]) for b in blocks}
-        p = self.teacher_prefix
+        raw = teacher.forward_levels(images, blocks + spectral, norm=False)
+        normed = {b: teacher.normalize(b, raw[b]) for b in blocks}
         logits = None
-        if self.teacher_head is not None:  # kd is refused for leap: the last block always ran
-            logits = self.teacher_head(normed[self.num_teacher_blocks][:, 0])
+        if self.teacher_head is not None:  # kd is refused for leap: the last level always ran
+            logits = self.teacher_head(normed[len(self.teacher_levels)].pooled())
+        cls = None
+        if self.weights["cls"] > 0:
+            cls = torch.cat([_cls_of(normed[b], teacher, b) for b in blocks], dim=-1)
         return Targets(
             depth=max(blocks + spectral),
-            patch=torch.cat([normed[b][:, p:] for b in blocks], dim=-1),
-            cls=torch.cat([normed[b][:, 0] for b in blocks], dim=-1) if self.weights["cls"] > 0 else None,
+            patch=torch.cat([normed[b].patches for b in blocks], dim=-1),
+            grid=normed[blocks[0]].grid,
+            cls=cls,
             embed=teacher.patch_projection(images) if self.patch_embed_loss is not None else None,
             spectral={t: raw[t] for t in spectral},
             logits=logits,
         )
 
     def loss(self, student: StudentOutput, targets: Targets, labels: Tensor | None = None) -> LossOutput:
-        projected = self.projector(student.tokens[:, student.prefix :]) if self.projector is not None else None
+        width = targets.patch.shape[-1]
+        projected = None
+        if self.aligner is not None:
+            projected = self.aligner.tokens(student.features, width, targets.grid)
         parts = self._parts(student, targets, labels, projected)
-        total = student.tokens.new_zeros((), dtype=torch.float32)
+        total = student.features.patches.new_zeros((), dtype=torch.float32)
         for term, value in parts.items():
             total = total + self.weights[term] * value
         return LossOutput(total, {f"loss_{k}": v.detach() for k, v in parts.items()}, projected)
@@ -210,15 +230,17 @@ class FeatureDistillation(Method):
         parts: dict[str, Tensor] = {}
         if projected is not None and self.weights["feature"] > 0:
             parts["feature"] = self.feature_loss(projected, targets.patch)
-        if targets.cls is not None and self.projector is not None:
-            parts["cls"] = self.cls_loss(self.projector(student.tokens[:, 0]), targets.cls)
+        cls = student.features.cls
+        if targets.cls is not None and self.aligner is not None and cls is not None:
+            parts["cls"] = self.cls_loss(self.aligner.project(cls, targets.cls.shape[-1]), targets.cls)
         if self.patch_embed_loss is not None and targets.embed is not None and student.embed is not None:
-            parts["patch_embed"] = self.patch_embed_loss(student.embed, targets.embed)
+            embed = student.embed.resampled(targets.embed.grid)
+            parts["patch_embed"] = self.patch_embed_loss(embed.patches, targets.embed.patches)
         pairs = self.active_pairs()
         if pairs:
-            parts["spectral"] = self.spectral_loss(student.blocks, targets.spectral, pairs)
+            parts["spectral"] = self.spectral_loss(student.taps, targets.spectral, pairs)
         if self.student_head is not None:
-            logits = self.student_head(student.tokens[:, 0])
+            logits = self.student_head(student.features.pooled())
             if self.weights["ce"] > 0 and labels is not None:
                 parts["ce"] = self.ce_loss(logits, labels)
             if self.weights["kd"] > 0 and targets.logits is not None:
@@ -228,11 +250,11 @@ class FeatureDistillation(Method):
     # ----- progress metric -------------------------------------------------------------
     @torch.no_grad()
     def progress(self, out: LossOutput, targets: Targets) -> float | None:
-        """The metric between projected student tokens and the target, averaged over ranks.
+        """The metric between the aligned student tokens and the target, averaged over ranks.
 
         float32, no autocast, no gradients; on `metric_images` random images of the batch
         when set (drawn from the method's own seeded generator, so every rank and a resumed
-        run draw the same ones). None when the projector is not trained (no feature loss).
+        run draw the same ones). None when nothing is projected (no feature loss).
         """
         projected, target = out.projected, targets.patch
         if self.weights["feature"] == 0 or projected is None:
@@ -243,13 +265,26 @@ class FeatureDistillation(Method):
             projected, target = projected[idx], target[idx]
         return float(self.reduce(self.metric_fn(projected.detach(), target.detach())))
 
-    def reset_projector(self) -> None:
-        if self.projector is not None and self._initial_projector is not None:
-            self.projector.load_state_dict(self._initial_projector)
-
     # ----- state saved inside the module's state_dict (hence in every checkpoint) -----
     def get_extra_state(self) -> dict[str, Any]:
         return {"metric_generator": self._metric_gen.get_state()}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self._metric_gen.set_state(state["metric_generator"])
+
+
+def _cls_of(features: Features, teacher: Backbone, level: int) -> Tensor:
+    cls = features.cls
+    if cls is None:
+        raise LeapkdError(
+            f"the CLS loss needs a CLS token at teacher level {level}, and {teacher.name} ({teacher.family}) "
+            "has none there",
+            "set --cls_weight 0 for this teacher",
+        )
+    return cls
+
+
+def _embed_width(teacher: Backbone) -> int:
+    """The width of the teacher's raw patch projection (a LeapkdError for families without one)."""
+    probe = teacher.patch_projection(torch.zeros(1, 3, teacher.image_size, teacher.image_size))
+    return int(probe.patches.shape[-1])

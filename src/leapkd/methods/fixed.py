@@ -31,15 +31,23 @@ class FixedTarget(FeatureDistillation):
         self, args: FixedArgs, teacher: Backbone, student: Backbone, *, num_classes: int | None, seed: int
     ) -> None:
         last_n = args.fixed_last_n
-        if not 1 <= last_n <= teacher.num_blocks:
+        if not 1 <= last_n <= teacher.num_levels:
             raise LeapkdError(
-                f"fixed_last_n is {last_n}, but the teacher {teacher.name} has {teacher.num_blocks} blocks",
-                f"set --fixed_last_n between 1 and {teacher.num_blocks}",
+                f"fixed_last_n is {last_n}, but the teacher {teacher.name} has {teacher.num_levels} levels",
+                f"set --fixed_last_n between 1 and {teacher.num_levels}",
             )
-        width = last_n * teacher.embed_dim
-        super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_width=width)
+        last = teacher.levels[-last_n:]
+        if len({(lv.width, lv.grid) for lv in last}) > 1:
+            raise LeapkdError(
+                f"the last {last_n} levels of {teacher.name} differ in width or grid "
+                f"({', '.join(f'{lv.width} on {lv.grid[0]}x{lv.grid[1]}' for lv in last)}), "
+                "so they cannot be concatenated",
+                "use --fixed_last_n 1, or a number of last levels that share a stage",
+            )
+        width = sum(lv.width for lv in last)
+        super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_widths=[width])
         self.last_n = last_n
 
     def target_blocks(self) -> list[int]:
-        L = self.num_teacher_blocks
+        L = len(self.teacher_levels)
         return list(range(L - self.last_n + 1, L + 1))

@@ -49,10 +49,11 @@ class Leap(FeatureDistillation):
     def __init__(
         self, args: LeapArgs, teacher: Backbone, student: Backbone, *, num_classes: int | None, seed: int
     ) -> None:
-        super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_width=teacher.embed_dim)
+        widths = [level.width for level in teacher.levels]
+        super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_widths=widths)
         self.curriculum = Curriculum(
             CurriculumConfig(
-                num_blocks=teacher.num_blocks,
+                num_blocks=teacher.num_levels,
                 threshold=args.threshold,
                 alpha=args.alpha,
                 max_epochs_per_block=args.max_epochs_per_block,
@@ -69,15 +70,18 @@ class Leap(FeatureDistillation):
 
     @torch.no_grad()
     def on_first_batch(self, teacher: Backbone, student: StudentOutput, images: torch.Tensor) -> int:
-        """Calibration: score the random student against every teacher block in one pass."""
+        """Calibration: score the random student against every teacher level in one pass
+        (through the projector of each level's width, on each level's grid)."""
         if not self.calibrate:
             return 0
-        assert self.projector is not None, "leap always trains the projector"
-        L = teacher.num_blocks
-        outs = teacher.forward_blocks(images, range(1, L + 1))
-        projected = self.projector(student.tokens[:, student.prefix :])
-        p = teacher.num_prefix_tokens
-        scores = [float(self.reduce(self.metric_fn(projected, outs[b][:, p:]))) for b in range(1, L + 1)]
+        assert self.aligner is not None, "leap always trains the projector"
+        L = teacher.num_levels
+        outs = teacher.forward_levels(images, range(1, L + 1))
+        scores = []
+        for b in range(1, L + 1):
+            target = outs[b]
+            aligned = self.aligner.tokens(student.features, target.patches.shape[-1], target.grid)
+            scores.append(float(self.reduce(self.metric_fn(aligned, target.patches))))
         self.calibration_scores = scores
         self.curriculum.calibrate(scores)
         return L
@@ -89,8 +93,8 @@ class Leap(FeatureDistillation):
         return self._moved(self.curriculum.end_epoch())
 
     def _moved(self, moved: bool) -> bool:
-        if moved and self.reset_on_level_up:
-            self.reset_projector()
+        if moved and self.reset_on_level_up and self.aligner is not None:
+            self.aligner.reset(self.target_width())
         return moved
 
     def lr_restart(self) -> LrRestart | None:

@@ -29,8 +29,8 @@ class SpectralKD(FeatureDistillation):
     def __init__(
         self, args: SpectralArgs, teacher: Backbone, student: Backbone, *, num_classes: int | None, seed: int
     ) -> None:
-        width = teacher.embed_dim
-        super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_width=width)
+        widths = [teacher.width]
+        super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_widths=widths)
 
     def target_blocks(self) -> list[int]:
-        return [self.num_teacher_blocks]
+        return [len(self.teacher_levels)]

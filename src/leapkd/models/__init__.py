@@ -1,29 +1,49 @@
-"""Backbones: one adapter (`Backbone`) over every ViT source leapkd loads."""
+"""Backbones: one feature contract (`Backbone`: levels, early exit, pooled embedding) over
+every family leapkd loads; a small module per family quirk under `families/`."""
 
-from leapkd.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Backbone, flatten_blocks, freeze
+from leapkd.models.contract import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    Features,
+    Level,
+    Pooling,
+    freeze,
+    resample_patches,
+)
+from leapkd.models.families import LevelledModel, wrap
+from leapkd.models.files import load_student_file, read_student_metadata, save_student_file
 from leapkd.models.registry import (
     EMBEDDED_TEACHER,
+    MODELS,
     PRESETS,
     check_teacher_has_weights,
-    check_token_grids,
     describe_models,
+    is_timm_name,
     load_backbone,
-    load_student_file,
-    save_student_file,
+    register_model,
 )
 
 __all__ = [
     "EMBEDDED_TEACHER",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MODELS",
     "PRESETS",
     "Backbone",
+    "Features",
+    "Level",
+    "LevelledModel",
+    "Pooling",
     "check_teacher_has_weights",
-    "check_token_grids",
     "describe_models",
-    "flatten_blocks",
+    "is_timm_name",
     "freeze",
     "load_backbone",
     "load_student_file",
+    "read_student_metadata",
+    "register_model",
+    "resample_patches",
     "save_student_file",
+    "wrap",
 ]

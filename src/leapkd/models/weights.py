@@ -12,12 +12,13 @@ HF Dinov2WithRegisters). One rule per model, whatever the resolution.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
-from torch import Tensor
+from torch import Tensor, nn
 
 from leapkd.errors import LeapkdError
 from leapkd.models.hf_dinov2 import hf_to_timm, is_hf_dinov2
@@ -77,24 +78,42 @@ def _strip_module_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return sd
 
 
-def to_timm_layout(state_dict: dict[str, Tensor], model: VisionTransformer) -> dict[str, Tensor]:
-    """Convert any accepted layout to the keys and shapes of `model` (a timm ViT)."""
-    sd = dict(state_dict)
-    if is_hf_dinov2(sd):
-        sd = hf_to_timm(sd)
-    sd = _flatten_block_chunks(_strip_module_prefix(sd))
-    if "register_tokens" in sd and "mask_token" not in sd:
-        sd["mask_token"] = torch.zeros(1, sd["register_tokens"].shape[-1])
-    antialias = getattr(model, "num_reg_tokens", 0) > 0
-    sd = checkpoint_filter_fn(sd, model, interpolation="bicubic", antialias=antialias)
+def to_timm_layout(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Convert any accepted layout to the keys and shapes of `model` (a timm model).
+
+    ViTs also accept the DINOv2 hub (chunked blocks, registers) and Hugging Face layouts;
+    every family goes through its timm module's `checkpoint_filter_fn` when it has one
+    (position embeddings resampled to the model's grid, renamed keys).
+    """
+    sd = _strip_module_prefix(dict(state_dict))
+    if isinstance(model, VisionTransformer):
+        if is_hf_dinov2(sd):
+            sd = hf_to_timm(sd)
+        sd = _flatten_block_chunks(sd)
+        if "register_tokens" in sd and "mask_token" not in sd:
+            sd["mask_token"] = torch.zeros(1, sd["register_tokens"].shape[-1])
+        antialias = getattr(model, "num_reg_tokens", 0) > 0
+        sd = checkpoint_filter_fn(sd, model, interpolation="bicubic", antialias=antialias)
+    else:
+        family_filter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+        if family_filter is not None:
+            sd = family_filter(sd, model)
     # Classifier heads are not part of a backbone.
-    return {k: v for k, v in sd.items() if not k.startswith(("head.", "fc_norm.", "head_drop."))}
+    return {k: v for k, v in sd.items() if not _is_head(k, model)}
 
 
-def load_into(model: VisionTransformer, state_dict: dict[str, Tensor], source: str) -> None:
+def _is_head(key: str, model: nn.Module) -> bool:
+    """Whether `key` belongs to a classifier the backbone (built without one) does not have."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier") or ("head", "fc", "classifier")
+    heads = (names,) if isinstance(names, str) else tuple(names)
+    return key.startswith(tuple(f"{h}." for h in heads)) or key.startswith(("head_drop.", "head_dist.", "fc_norm."))
+
+
+def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
     """Load converted weights strictly; on mismatch, name the keys that disagree."""
     sd = to_timm_layout(state_dict, model)
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(("head.", "fc_norm."))}
+    own = {k: v for k, v in model.state_dict().items() if not _is_head(k, model)}
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shapes = sorted(
@@ -108,9 +127,13 @@ def load_into(model: VisionTransformer, state_dict: dict[str, Tensor], source: s
             if keys:
                 shown = ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8} more)" if len(keys) > 8 else "")
                 lines.append(f"  {title} ({len(keys)}): {shown}")
+        shape = (
+            f" (the file has {_depth(sd)} blocks of width {_width(sd)}, the model {_depth(own)} of width {_width(own)})"
+            if _depth(own)
+            else ""
+        )
         raise LeapkdError(
-            f"weights from {source} do not fit the model (the file has {_depth(sd)} blocks of "
-            f"width {_width(sd)}, the model {_depth(own)} of width {_width(own)}):\n" + "\n".join(lines),
+            f"weights from {source} do not fit the model{shape}:\n" + "\n".join(lines),
             "pass the model name that matches the checkpoint (its width, depth, patch size and registers)",
         )
     model.load_state_dict(sd, strict=False)

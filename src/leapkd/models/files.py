@@ -1,0 +1,52 @@
+"""Student files: the backbone's weights as safetensors, with the metadata that rebuilds it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from leapkd.errors import LeapkdError
+from leapkd.models.contract import Backbone
+from leapkd.models.registry import load_backbone
+
+
+def save_student_file(backbone: Backbone, path: str | Path, **metadata: Any) -> Path:
+    """Write the backbone's weights (the wrapped model's keys, timm's for timm models) with
+    the "leapkd" metadata `load_student_file` rebuilds it from; extra `metadata` values are
+    stored as given when they are text, else as JSON."""
+    state = {k: v.detach().contiguous().clone() for k, v in backbone.model.state_dict().items()}
+    meta = {
+        "leapkd": json.dumps(backbone.describe()),
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
+    }
+    save_file(state, str(path), metadata=meta)
+    return Path(path)
+
+
+def read_student_metadata(path: str | Path) -> dict[str, Any]:
+    """The "leapkd" metadata of a student file (name, family, image size, how it was built)."""
+    path = Path(path)
+    with safe_open(str(path), "pt") as f:
+        meta = (f.metadata() or {}).get("leapkd")
+    if meta is None:
+        raise LeapkdError(
+            f"{path} carries no leapkd metadata, so its architecture is unknown",
+            "pass a run directory or a student file written by `leapkd distill` or `leapkd export`",
+        )
+    info: dict[str, Any] = json.loads(meta)
+    return info
+
+
+def load_student_file(path: str | Path, image_size: int | None = None) -> Backbone:
+    """A student written by leapkd (`student.safetensors`), rebuilt from its own metadata;
+    `image_size` rebuilds it at another resolution."""
+    info = read_student_metadata(path)
+    size = image_size or int(info["image_size"])
+    build = info.get("build")
+    if build is None:  # files written before the build record: a ViT with its patch size
+        build = {"patch_size": info.get("patch_size")}
+    return load_backbone(info["name"], size, weights=path, **build)
