@@ -1,8 +1,9 @@
 """The method benchmark: fixed target vs LEAP vs SpectralKD vs LEAP + spectral loss.
 
 Usage:
-  python bench/compare.py            # 3 seeds x 4 methods x 250 steps + overhead, ~1 hour on 2 cores
-  python bench/compare.py --quick    # smoke test: 1 seed, tiny runs, a few minutes
+  python bench/compare.py                # 3 seeds x 4 methods x 250 steps + overhead, ~1 hour on 2 cores
+  python bench/compare.py --students     # fixed vs leap into other students (a CNN, a patch-16 ViT), ~1 hour
+  python bench/compare.py --quick [--students]   # smoke tests: 1 seed, tiny runs, a minute or two
 
 Every method distils the embedded DINOv2 ViT-S/14 teacher into the same `vit-nano`
 student on the built-in Fashion-MNIST, with the same steps, data order and seed. Each run
@@ -26,7 +27,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,13 @@ METHODS: dict[str, dict[str, Any]] = {
     "leap+spectral": {"method": "leap", "spectral_weight": 0.2},
 }
 PAPER = {"flops_saving": 0.251, "time_saving": 0.21, "points": 12.24}
+# Students of other families and grids, each distilled with fixed and leap (`--students`).
+STUDENTS: dict[str, str] = {
+    "mobilenetv3_small_100": "CNN (MobileNetV3-Small): 5 feature stages, no CLS; its last stage resampled to the "
+    "teacher's grid",
+    "deit_tiny_patch16_224": "ViT with patch 16 (the teacher's is 14): its 7x7 grid resampled to the teacher's 8x8",
+}
+STUDENT_METHODS = ("fixed", "leap")
 
 
 @dataclass(frozen=True)
@@ -71,23 +79,27 @@ class Setting:
     def steps(self) -> int:
         return self.subset_per_class * 10 // self.batch_size * self.epochs
 
-    def distill_config(self, label: str, seed: int) -> dict[str, Any]:
+    def distill_config(
+        self, label: str, seed: int, student: str = "vit-nano", snapshots: bool = True
+    ) -> dict[str, Any]:
         return {
             "teacher": EMBEDDED_TEACHER,
-            "student": "vit-nano",
+            "student": student,
             "data": "fashion-mnist",
             "image_size": self.image_size,
             "subset_per_class": self.subset_per_class,
             "batch_size": self.batch_size,
             "epochs": self.epochs,
             "seed": seed,
-            "snapshot_every": max(1, self.steps // self.snapshots),
+            "snapshot_every": max(1, self.steps // self.snapshots) if snapshots else None,
             **METHODS[label],
         }
 
 
 DEFAULT = Setting((0, 1, 2), 112, 80, 32, 10, 5, 100, 50, overhead_steps=10, overhead_rounds=3)
 QUICK = Setting((0,), 56, 8, 16, 2, 2, 10, 5, overhead_steps=2, overhead_rounds=1)
+# The students comparison needs an image size both patch sizes divide (14 and 16): 112.
+QUICK_STUDENTS = replace(QUICK, image_size=112)
 
 
 # ----- running ------------------------------------------------------------------------------
@@ -120,6 +132,44 @@ def run_all(setting: Setting, runs_dir: Path, fresh: bool, progress: bool) -> li
                 distill(cfg, name=run_dir.name, output_dir=str(runs_dir), overwrite=True, progress=progress)
             dirs.append(run_dir)
     return dirs
+
+
+def run_students(setting: Setting, runs_dir: Path, fresh: bool, progress: bool) -> list[tuple[str, str, Path]]:
+    """Every (seed, student, method) run of the students comparison, methods interleaved."""
+    done = []
+    for seed in setting.seeds:
+        for student in STUDENTS:
+            for label in STUDENT_METHODS:
+                cfg = setting.distill_config(label, seed, student, snapshots=False)
+                run_dir = runs_dir / f"{student}-{run_name(label, seed)}"
+                if not fresh and _finished_run(run_dir, cfg):
+                    print(f"reusing {run_dir}", flush=True)
+                else:
+                    print(f"running {label} -> {student}, seed {seed} -> {run_dir}", flush=True)
+                    distill(cfg, name=run_dir.name, output_dir=str(runs_dir), overwrite=True, progress=progress)
+                done.append((student, label, run_dir))
+    return done
+
+
+def measure_students(setting: Setting, runs_dir: Path, fresh: bool, progress: bool) -> dict[str, Any]:
+    """The students comparison: final kNN and linear probe, FLOPs and wall time, per student."""
+    start = time.perf_counter()
+    info = machine()
+    done = run_students(setting, runs_dir, fresh, progress)
+    print("evaluating", flush=True)
+    runs = [{**evaluate_run(d, setting, label), "student": s} for s, label, d in done]
+    tables = {s: aggregate([r for r in runs if r["student"] == s], STUDENT_METHODS) for s in STUDENTS}
+    return {
+        "machine": info,
+        "commit": git_commit(),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "total_minutes": (time.perf_counter() - start) / 60,
+        "setting": asdict(setting),
+        "steps": setting.steps,
+        "students": STUDENTS,
+        "runs": runs,
+        "tables": tables,
+    }
 
 
 # ----- evaluating ---------------------------------------------------------------------------
@@ -187,11 +237,11 @@ def verdict(diff: float, spread: float | None) -> str:
     return "better" if diff > 0 else "worse"
 
 
-def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def aggregate(runs: list[dict[str, Any]], methods: Any = tuple(METHODS)) -> dict[str, dict[str, Any]]:
     """Per method: mean and spread of every figure; kNN/linear and wall time against fixed."""
     fixed_wall = {r["seed"]: r["wall_seconds"] for r in runs if r["method"] == "fixed"}
     table: dict[str, dict[str, Any]] = {}
-    for label in METHODS:
+    for label in methods:
         rs = [r for r in runs if r["method"] == label]
         row: dict[str, Any] = {"seeds": [r["seed"] for r in rs]}
         for key in ("knn_top1", "linear_top1", "training_flops", "flops_saving", "wall_seconds", "final_block"):
@@ -297,21 +347,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="re-run finished runs instead of reusing them")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--render-only", action="store_true", help="rewrite the page and plots from OUT's results.json")
+    p.add_argument("--students", action="store_true", help="run the other-students comparison (students.json)")
     args = p.parse_args(argv)
     setting = QUICK if args.quick else DEFAULT
     runs_dir = args.runs_dir or Path("runs") / ("bench-quick" if args.quick else "bench")
     assets = args.out / "benchmarks"
     assets.mkdir(parents=True, exist_ok=True)
+    command = "python bench/compare.py" + (" --quick" if args.quick else "")
     if args.render_only:
+        results = json.loads((assets / "results.json").read_text())
+    elif args.students:
+        setting = QUICK_STUDENTS if args.quick else DEFAULT
+        students = measure_students(setting, runs_dir, args.fresh, progress=not args.no_progress)
+        students["command"] = command + " --students"
+        (assets / "students.json").write_text(json.dumps(students, indent=2) + "\n")
         results = json.loads((assets / "results.json").read_text())
     else:
         results = measure_all(setting, runs_dir, assets, args.fresh, progress=not args.no_progress)
-        results["command"] = "python bench/compare.py" + (" --quick" if args.quick else "")
+        results["command"] = command
         (assets / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_time_to_accuracy(results["runs"], results["teacher"]["knn_top1"], assets / "time_to_accuracy.png")
     plot_early_exit(results["overhead"], results["early_exit_flops_relative"], assets / "early_exit.png")
+    students_file = assets / "students.json"
+    students_results = json.loads(students_file.read_text()) if students_file.is_file() else None
     page = args.out / "benchmarks.md"
-    page.write_text(render(results))
+    page.write_text(render(results, students_results))
     print(page.read_text())
     print(f"written: {page} and {assets}/")
     return 0

@@ -78,8 +78,8 @@ def _diff(entry: dict[str, Any]) -> str:
     return f"{100 * entry['diff']:+.1f} ({entry['verdict']})"
 
 
-def render(results: dict[str, Any]) -> str:
-    """docs/benchmarks.md from the results."""
+def render(results: dict[str, Any], students: dict[str, Any] | None = None) -> str:
+    """docs/benchmarks.md from the results (and the other-students comparison, when run)."""
     t, st, ov = results["table"], results["setting"], results["overhead"]
     lines = [
         "# Benchmarks",
@@ -181,9 +181,49 @@ def render(results: dict[str, Any]) -> str:
         "",
         "![early-exit curve](benchmarks/early_exit.png)",
         "",
+        *(students_section(students) if students else []),
         *paper_section(results),
     ]
     return "\n".join(lines)
+
+
+def students_section(results: dict[str, Any]) -> list[str]:
+    """LEAP vs fixed into students of other families and grids, measured by its own command."""
+    st, m = results["setting"], results["machine"]
+    lines = [
+        "## Other students: a CNN and a ViT of another patch size",
+        "",
+        "Measured by its own command, on the same kind of machine:",
+        "",
+        f"    {results['command']}",
+        "",
+        f"- {m['cpu']}, {m['cores']} cores, load average at start {m['load_average_at_start']}; finished "
+        f"{results['finished']} after {results['total_minutes']:.0f} minutes, code at commit "
+        f"{results.get('commit') or 'unknown'}.",
+        f"- The same teacher, data, steps ({results['steps']}), batch, image size ({st['image_size']} px) and seeds "
+        f"({', '.join(map(str, st['seeds']))}) as above; `fixed` and `leap` interleaved within each seed. The "
+        "aligner projects the student's last level to the target's width and resamples its grid to the target's.",
+        "",
+        "| student | method | kNN top-1 | vs fixed | linear top-1 | vs fixed | FLOPs saving | wall s | wall saving "
+        "| final block |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for student, table in results["tables"].items():
+        for label, r in table.items():
+            knn_vs = "–" if label == "fixed" else _diff(r["knn_top1_vs_fixed"])
+            lin_vs = "–" if label == "fixed" else _diff(r["linear_top1_vs_fixed"])
+            wall, wall_s = r["wall_seconds"]
+            lines.append(
+                f"| `{student}` | `{label}` | {pct(*r['knn_top1'])} | {knn_vs} | {pct(*r['linear_top1'])} | {lin_vs} "
+                f"| {pct(*r['flops_saving'])} | {wall:.0f}{f' ± {wall_s:.0f}' if wall_s is not None else ''} "
+                f"| {pct(*r['wall_saving']) if label != 'fixed' else '–'} | {r['final_block'][0]:.1f} |"
+            )
+    lines += ["", *(f"- `{s}`: {what}" for s, what in results["students"].items()), ""]
+    leaps = [r for r in results["runs"] if r["method"] == "leap"]
+    for student in results["students"]:
+        ups = "; ".join(", ".join(map(str, r["level_ups"])) or "-" for r in leaps if r["student"] == student)
+        lines.append(f"- `{student}` under `leap`: level-ups at steps {ups} (per seed).")
+    return [*lines, ""]
 
 
 def paper_section(results: dict[str, Any]) -> list[str]:

@@ -91,3 +91,15 @@ def test_quick_benchmark_writes_the_table(tmp_path):
     (out / "benchmarks.md").unlink()
     subprocess.run([sys.executable, str(BENCH / "compare.py"), "--render-only", "--out", str(out)], check=True)
     assert (out / "benchmarks.md").read_text() == page  # the page is a function of results.json
+
+    # the other-students comparison: a CNN and a patch-16 ViT, fixed and leap each
+    subprocess.run([*cmd, "--students"], check=True, cwd=tmp_path, timeout=600)
+    page = (out / "benchmarks.md").read_text()
+    assert "## Other students" in page
+    students = json.loads((out / "benchmarks" / "students.json").read_text())
+    assert {(r["student"], r["method"]) for r in students["runs"]} == {
+        (s, m) for s in ("mobilenetv3_small_100", "deit_tiny_patch16_224") for m in ("fixed", "leap")
+    }
+    assert all(math.isfinite(x) for x in _finite_numbers(students["tables"]))
+    for student in students["tables"]:
+        assert f"| `{student}` | `leap` |" in page

@@ -26,7 +26,18 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -
 def _cmd_models(args: argparse.Namespace) -> None:
     from leapkd.models import describe_models
 
-    print(format_table(describe_models(), ["name", "kind", "shape", "note"]))
+    print(format_table(describe_models(), ["name", "kind", "levels", "note"]))
+
+
+def _cmd_recipes(args: argparse.Namespace) -> None:
+    from leapkd.recipes import RECIPES
+
+    print(
+        format_table(
+            [{"recipe": r.name, "what it sets": r.summary} for r in RECIPES.values()], ["recipe", "what it sets"]
+        )
+    )
+    print("\nleapkd distill --recipe NAME [--key value ...]; --print-config shows every resolved key.")
 
 
 def _cmd_data(args: argparse.Namespace) -> None:
@@ -95,6 +106,11 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     from leapkd.training import distill
 
     overrides = parse_overrides(args.overrides)
+    if args.print_config:
+        from leapkd.training import resolve_config
+
+        print(resolve_config(args.config, overrides).to_yaml(), end="")
+        return
     result = distill(
         args.config,
         resume=args.resume,
@@ -243,6 +259,7 @@ def build_parser(help_method: str | None = None) -> argparse.ArgumentParser:
     commands: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {
         "models": ("list the teachers and student presets leapkd knows", _cmd_models),
         "data": ("list the built-in datasets and whether each is present here", _cmd_data),
+        "recipes": ("list the named recipes (partial configurations of published settings)", _cmd_recipes),
     }
     for name, (help_text, func) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -272,6 +289,7 @@ def _add_distill(sub: argparse._SubParsersAction, help_method: str | None) -> No
     d.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp ...")
     d.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     d.set_defaults(func=_cmd_distill)
 
 

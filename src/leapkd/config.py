@@ -49,6 +49,9 @@ class DistillConfig(StrictKeys):
     name: str | None = Field(None, description="run name; default <method>-<teacher>-<student>-s<seed>")
     output_dir: str = Field("runs", description="parent directory of run directories")
     seed: int = Field(0, description="seed of weights, data order and augmentation")
+    recipe: str | None = Field(
+        None, description="a named recipe whose keys are the starting point (`leapkd recipes` lists them)"
+    )
     method: str = Field("leap", description="distillation method (`leapkd distill --help --method M` lists M's keys)")
     # ----- models -----
     teacher: str = Field(

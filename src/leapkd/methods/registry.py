@@ -17,6 +17,7 @@ from leapkd.config import DistillConfig, MethodArgs, read_values, validate
 from leapkd.errors import LeapkdError
 from leapkd.methods.base import Method
 from leapkd.models import Backbone
+from leapkd.recipes import recipe_values
 from leapkd.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -52,8 +53,13 @@ def _keys_elsewhere(method: str) -> dict[str, str]:
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> DistillConfig:
-    """Read a YAML file (optional), apply overrides, validate strictly for the method named."""
+    """Read a YAML file (optional), apply overrides, validate strictly for the method named.
+
+    With a `recipe` key, the recipe's keys come first and every key given wins over them.
+    """
     values = read_values(path, overrides)
+    if values.get("recipe"):
+        values = {**recipe_values(str(values["recipe"])), **values}
     method = values.get("method", DistillConfig.model_fields["method"].default)
     if not isinstance(method, str):
         raise LeapkdError(f"method must be a name, got {method!r}", f"choose from {', '.join(METHODS.names())}")

@@ -1,0 +1,115 @@
+"""Named recipes: partial configurations that set every key a published setting fixes.
+
+`leapkd distill --recipe NAME` starts from the recipe's keys; any key given in a YAML file
+or on the command line still wins. The run's `config.yaml` holds the expanded result.
+Values are the reference implementations' (../shared/SPEC.md section 5); where leapkd has
+no such knob yet, the recipe's `notes` say so instead of pretending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from leapkd.errors import LeapkdError, closest_names
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str  # one line for `leapkd recipes`
+    values: dict[str, Any]
+    notes: tuple[str, ...] = field(default_factory=tuple)  # what the reference does that leapkd does not yet
+
+
+# SpectralKD (SPEC 5.2): CE (label smoothing) + logit KD (alpha 0.9, T 1) + FFT on layer pairs.
+_SPECTRALKD_COMMON: dict[str, Any] = {
+    "method": "spectralkd",
+    "ce_weight": 0.1,  # (1 - alpha)
+    "kd_weight": 0.9,  # alpha
+    "kd_temperature": 1.0,
+    "lr": 5e-4,  # for a global batch of 512 (8 devices x 64)
+    "weight_decay": 0.05,
+    "grad_clip": None,
+    "min_lr_ratio": 0.02,  # cosine floor 1e-5 of 5e-4
+    "image_size": 224,
+    "batch_size": 64,
+    "subset_per_class": "all",
+}
+_SPECTRALKD_NOTES = (
+    "the paper's teacher logits come from its own ImageNet classifier; leapkd fits a linear head on the "
+    "teacher's features (headed teachers: the recipes issue)",
+    "RandAugment, random erasing, repeated augmentation, label smoothing 0.1 and model EMA are not yet in "
+    "leapkd; warm-up is set in steps (the paper: 5 epochs, 20 for Swin, from 1e-6)",
+)
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "demo",
+            "the ~5-minute CPU demo: embedded DINOv2-S/14 -> vit-nano, LEAP, Fashion-MNIST, 112 px",
+            {
+                "method": "leap",
+                "teacher": "dinov2-vits14-imgfocus",
+                "student": "vit-nano",
+                "data": "fashion-mnist",
+                "image_size": 112,
+                "epochs": 10,
+                "batch_size": 32,
+            },  # fmt: skip
+        ),
+        Recipe(
+            "demo-cnn",
+            "the embedded DINOv2-S/14 teacher into a MobileNetV3-Small student with LEAP, ~5 minutes on 2 CPU cores",
+            {
+                "method": "leap",
+                "teacher": "dinov2-vits14-imgfocus",
+                "student": "mobilenetv3_small_100",
+                "data": "fashion-mnist",
+                "image_size": 112,
+                "epochs": 10,
+                "batch_size": 32,
+            },  # fmt: skip
+        ),
+        Recipe(
+            "spectralkd-deit",
+            "SpectralKD: CaiT-S24 teacher -> DeiT-Tiny, pairs = first 2 + last 6 blocks, w_fft 0.2 (SPEC 5.2)",
+            {
+                **_SPECTRALKD_COMMON,
+                "teacher": "cait_s24_224",
+                "student": "deit_tiny_patch16_224",
+                "student_layers": [1, 2, 7, 8, 9, 10, 11, 12],
+                "teacher_layers": [1, 2, 19, 20, 21, 22, 23, 24],
+                "spectral_weight": 0.2,
+                "epochs": 400,
+            },
+            _SPECTRALKD_NOTES,
+        ),
+        Recipe(
+            "spectralkd-swin",
+            "SpectralKD: Swin-S teacher -> Swin-T, pairs = the 4 stage outputs, w_fft 0.05 (SPEC 5.2)",
+            {
+                **_SPECTRALKD_COMMON,
+                "teacher": "swin_small_patch4_window7_224",
+                "student": "swin_tiny_patch4_window7_224",
+                "student_layers": [2, 4, 10, 12],  # Swin-T depths (2, 2, 6, 2): the last block of each stage
+                "teacher_layers": [2, 4, 22, 24],  # Swin-S depths (2, 2, 18, 2)
+                "spectral_weight": 0.05,
+                "epochs": 500,
+            },
+            _SPECTRALKD_NOTES,
+        ),
+    )
+}
+
+
+def recipe_values(name: str) -> dict[str, Any]:
+    """The keys recipe `name` sets (a copy), or a LeapkdError naming the closest recipes."""
+    if name not in RECIPES:
+        close = closest_names(name, RECIPES)
+        raise LeapkdError(
+            f"unknown recipe '{name}'",
+            (f"did you mean {' or '.join(close)}? " if close else "") + "`leapkd recipes` lists them",
+        )
+    return dict(RECIPES[name].values)
