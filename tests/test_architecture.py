@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "leapkd"
 # Lower layers never import higher ones; docs/architecture.md explains each layer.
 LAYERS = [
     ["leapkd.errors", "leapkd.paths", "leapkd.registry"],
-    ["leapkd.config", "leapkd.rundir", "leapkd.recipes"],
+    ["leapkd.config", "leapkd.rundir", "leapkd.recipes", "leapkd.hardware"],
     ["leapkd.models", "leapkd.data", "leapkd.curriculum", "leapkd.metrics", "leapkd.schedule", "leapkd.plots"],
     ["leapkd.losses", "leapkd.accounting", "leapkd.features", "leapkd.linear_classifier", "leapkd.targets"],
     ["leapkd.methods"],

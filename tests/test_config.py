@@ -119,7 +119,7 @@ def test_distill_help_lists_the_keys_of_the_method_asked(capsys):
         main(["distill", "--help", "--method", "fixed"])
     out = capsys.readouterr().out
     assert "keys of method fixed:" in out and "--fixed_last_n" in out and "--threshold" not in out
-    assert "choices: 32, bf16-mixed" in out and "range: >= 1" in out
+    assert "choices: auto, 32, bf16-mixed, 16-mixed" in out and "range: >= 1" in out
     with pytest.raises(SystemExit):
         main(["distill", "--help"])
     out = capsys.readouterr().out

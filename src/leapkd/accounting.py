@@ -73,14 +73,29 @@ _MISSING_FORMULAS: dict[str, Callable[..., int]] = {
 }
 
 
+# The CUDA kernels' backward formulas in torch count the recomputation of QK^T (2.5x the
+# forward); leapkd counts every backward as 2x its forward, so a step costs the same FLOPs
+# whichever kernel (CPU, CUDA flash, memory-efficient, cuDNN, or the explicit math) ran.
+_SAME_RULE_ON_GPU: dict[str, Callable[..., int]] = {
+    "_scaled_dot_product_flash_attention_backward": _sdpa_backward,
+    "_scaled_dot_product_efficient_attention_backward": _sdpa_backward,
+    "_scaled_dot_product_cudnn_attention_backward": _sdpa_backward,
+}
+
+
 def _register_attention_formulas() -> list[str]:
-    """Register the missing formulas; skip ops torch (or an earlier call) already covers."""
+    """Register the missing formulas and leapkd's rule for the GPU kernels' backward; an op
+    already registered by an earlier call is left as it is. Returns the names registered."""
     added = []
-    for name, formula in _MISSING_FORMULAS.items():
+    for name, formula in {**_MISSING_FORMULAS, **_SAME_RULE_ON_GPU}.items():
         op = getattr(_aten, name, None)
-        if op is None or op in flop_registry:
+        if op is None or getattr(flop_registry.get(op), "_leapkd", False):
             continue
+        if name in _MISSING_FORMULAS and op in flop_registry:
+            continue  # torch covers it itself
+        flop_registry.pop(op, None)
         register_flop_formula(op)(formula)
+        flop_registry[op]._leapkd = True
         added.append(name)
     return added
 
@@ -172,7 +187,7 @@ class FlopsLedger:
     student_step: int
     teacher_flops: int = 0
     student_flops: int = 0
-    steps: int = 0
+    batches: int = 0  # batches charged (an optimizer step of accumulated batches charges each)
 
     def __post_init__(self) -> None:
         if not self.teacher_by_depth:
@@ -192,11 +207,11 @@ class FlopsLedger:
             raise ValueError(f"teacher depth {teacher_depth} is outside 1..{self.num_blocks}")
         self.teacher_flops += self.teacher_by_depth[teacher_depth - 1] + int(extra_teacher_flops)
         self.student_flops += self.student_step
-        self.steps += 1
+        self.batches += 1
 
     @property
     def baseline_flops(self) -> int:
-        return self.steps * (self.teacher_by_depth[-1] + self.student_step)
+        return self.batches * (self.teacher_by_depth[-1] + self.student_step)
 
     @property
     def saving(self) -> float:
@@ -211,13 +226,13 @@ class FlopsLedger:
         return {
             "teacher_flops": self.teacher_flops,
             "student_flops": self.student_flops,
-            "steps": self.steps,
+            "batches": self.batches,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.teacher_flops = int(state["teacher_flops"])
         self.student_flops = int(state["student_flops"])
-        self.steps = int(state["steps"])
+        self.batches = int(state["batches"])
 
     def summary(self) -> dict[str, int | float]:
         return {
@@ -225,5 +240,4 @@ class FlopsLedger:
             "student_flops": self.student_flops,
             "baseline_flops": self.baseline_flops,
             "flops_saving": self.saving,
-            "steps": self.steps,
         }

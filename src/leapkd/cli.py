@@ -187,17 +187,33 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         out_dir=args.out,
         seed=args.seed,
         progress=not args.no_progress,
+        accelerator=args.accelerator,
+        precision=args.precision,
+        num_workers=_int_or_str(args.workers),
+        devices=args.devices,
     )
-    rows = [
-        {"protocol": label, "value": value}
-        for protocol, result in evaluated(r)
-        for label, value in protocol.rows(result)
-    ]
-    print(
-        f"{r['model']['name']} on {r['data']} at {r['image_size']} px, {r['features']} features of block {r['block']}"
-    )
-    print(format_table(rows, ["protocol", "value"]))
+    for one in r["blocks"].values() if "blocks" in r else [r]:
+        rows = [
+            {"protocol": label, "value": value}
+            for protocol, result in evaluated(one)
+            for label, value in protocol.rows(result)
+        ]
+        print(f"{one['model']['name']} on {one['data']} at {one['image_size']} px, "
+              f"{one['features']} features of level {one['block']}")  # fmt: skip
+        print(format_table(rows, ["protocol", "value"]))
     print(f"results: {r['out_dir']}/eval.json")
+
+
+def _blocks(text: str) -> list[int]:
+    return [int(b) for b in text.split(",") if b.strip()]
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (a GPU when there is one)")
+    p.add_argument("--devices", type=int, default=1, help="CUDA GPUs to split every batch over (default 1)")
+    p.add_argument("--precision", default="32", choices=["32", "auto", "bf16-mixed", "16-mixed"],
+                   help="32 (default, numbers comparable across machines), or autocast")  # fmt: skip
+    p.add_argument("--workers", default="auto", help="data loader processes (auto: the cores minus one)")
 
 
 def _cmd_spectrum(args: argparse.Namespace) -> None:
@@ -214,6 +230,7 @@ def _cmd_spectrum(args: argparse.Namespace) -> None:
         seed=args.seed,
         weights=args.weights,
         student_weights=args.student_weights,
+        accelerator=args.accelerator,
     )
     for m in r["models"]:
         top = sorted(range(len(m["change_score"])), key=lambda i: -m["change_score"][i])[:4]
@@ -313,7 +330,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--features", default="cls", choices=["cls", "avgpool"], help="CLS token or mean patch token")
     e.add_argument("--image-size", type=int, help="default: the run's, else 112")
     e.add_argument("--patch-size", type=int, help="for a model name: build it with this patch size")
-    e.add_argument("--block", type=int, help="evaluate this block's normed tokens (default: the last)")
+    e.add_argument("--block", type=_blocks, help="evaluate this level (a comma list: several, from one pass)")
     e.add_argument("--train-per-class", type=_per_class, default=100, help="train images per class, or 'all'")
     e.add_argument("--val-per-class", type=_per_class, default=50, help="validation images per class, or 'all'")
     e.add_argument("--k", type=int, default=20, help="kNN neighbours")
@@ -323,6 +340,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", help="output directory (default: the run directory, else evals/<name>)")
     e.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe")
     e.add_argument("--no-progress", action="store_true")
+    _add_device_options(e)
     e.set_defaults(func=_cmd_eval)
 
 
@@ -345,6 +363,7 @@ def _add_spectrum(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--pairs", type=int, default=8, help="how many layer pairs to propose")
     sp.add_argument("--out", help="output directory (default: <run>/spectrum, else spectra/<name>)")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (a GPU when there is one)")
     sp.set_defaults(func=_cmd_spectrum)
 
 

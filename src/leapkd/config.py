@@ -77,25 +77,65 @@ class DistillConfig(StrictKeys):
         None, description="extra arguments of the student's timm constructor, e.g. {drop_path_rate: 0.1}"
     )
     # ----- data -----
-    data: str = Field("fashion-mnist", description="built-in dataset name or image folder (train/, val/)")
+    data: str = Field(
+        "fashion-mnist",
+        description="built-in dataset, labelled folder (train/<class>/, val/<class>/), or unlabelled images: "
+        "a folder at any depth, a .txt list of paths, or a glob",
+    )
     data_root: str | None = Field(None, description="directory of a built-in dataset's files")
+    eval_data: str | None = Field(
+        None,
+        description="labelled set to evaluate on (built-in name or labelled folder); default: the training data, "
+        "which must then be labelled",
+    )
     subset_per_class: int | Literal["all", "auto"] = Field(
         "auto",
         description="training images per class, or all; auto: 80 for a built-in dataset (the demo), all for a folder",
     )
     image_size: int = Field(112, ge=14, description="input resolution in pixels")
-    augment: bool = Field(True, description="random resized crop + flip during training")
-    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    augment: bool = Field(True, description="augment training images (the aug_* keys); false: a plain resize")
+    aug_crop_scale: tuple[float, float] = Field((0.5, 1.0), description="random resized crop: area fraction range")
+    aug_flip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
+    aug_jitter: float = Field(0.0, ge=0, le=1, description="colour jitter probability")
+    aug_jitter_strength: tuple[float, float, float, float] = Field(
+        (0.4, 0.4, 0.2, 0.1), description="colour jitter: brightness, contrast, saturation, hue"
+    )
+    aug_grayscale: float = Field(0.0, ge=0, le=1, description="random grayscale probability")
+    aug_blur: float = Field(0.0, ge=0, le=1, description="Gaussian blur probability")
+    aug_blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="Gaussian blur: sigma range")
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="data loader processes per training process; auto: the cores of its share minus one"
+    )
     # ----- optimisation -----
     epochs: int = Field(10, ge=1, description="training epochs")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    batch_size: int = Field(32, ge=1, description="images per step (per device)")
-    lr: float = Field(5e-4, gt=0, description="peak learning rate (AdamW)")
+    batch_size: int = Field(32, ge=1, description="images per batch (per device)")
+    accumulate_grad_batches: int = Field(1, ge=1, description="batches accumulated into one optimizer step")
+    lr: float = Field(5e-4, gt=0, description="peak learning rate (AdamW), before lr_scale")
+    lr_scale: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="scale lr by the global batch (batch x accumulation x devices) / lr_reference_batch"
+    )
+    lr_reference_batch: int = Field(256, ge=1, description="the global batch at which lr is the given value")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (not on norms, biases, tokens)")
     warmup_steps: int = Field(20, ge=0, description="linear warm-up steps")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of the peak")
     grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
-    precision: Literal["32", "bf16-mixed"] = Field("32", description="bf16-mixed is ~2x slower on CPUs without AMX")
+    ema_decay: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="keep an EMA of the student weights with this decay; the EMA student is "
+        "the one saved, exported and evaluated",
+    )
+    compile: bool = Field(False, description="torch.compile the student and the teacher's levels")
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
+        "auto",
+        description="auto: bf16-mixed where the device computes bf16 natively (CUDA Ampere+, CPUs with "
+        "AVX512-BF16/AMX), else 32; 16-mixed: fp16 with loss scaling (older GPUs)",
+    )
+    matmul_precision: Literal["highest", "high", "medium"] = Field(
+        "high", description="float32 matmul precision on CUDA (high: TF32)"
+    )
     checkpoint_every: int | None = Field(
         None, ge=1, description="also checkpoint every this many steps (always: every epoch end and on Ctrl-C)"
     )
@@ -111,6 +151,13 @@ class DistillConfig(StrictKeys):
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="on a NaN/Inf loss: stop with an error, or skip the batch without updating"
     )
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be at least 0, or auto")
+        return value
 
     @field_validator("subset_per_class")
     @classmethod

@@ -4,6 +4,7 @@
 runs/<name>/
   config.yaml          resolved configuration
   launch.json          how many processes train it (a resume must use as many)
+  train-images.npz     the image files it trains on (folders, lists, globs), read again on resume
   metrics.csv          one row per optimizer step
   summary.json         final figures
   checkpoints/         last.ckpt (student, projector, optimizer, schedule, curriculum, RNG)
@@ -41,6 +42,7 @@ class RunDirectory:
     plots = property(lambda self: self.path / "plots")
     student = property(lambda self: self.path / "student.safetensors")
     snapshots = property(lambda self: self.path / "snapshots")
+    data_index = property(lambda self: self.path / "train-images.npz")
 
     def snapshot(self, step: int) -> Path:
         """The student snapshot written after `step` optimizer steps (see `snapshot_every`)."""

@@ -42,7 +42,7 @@ def load_target(
         size = image_size or cfg.image_size
         model = load_student_file(run.student, size)
         defaults = {
-            "data": cfg.data,
+            "data": cfg.eval_data or cfg.data,
             "image_size": size,
             "reference": cfg.teacher,
             "reference_weights": cfg.teacher_weights,

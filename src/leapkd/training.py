@@ -22,10 +22,12 @@ from lightning.fabric.utilities.rank_zero import _get_rank
 from torch import Tensor, nn
 
 from leapkd.config import DistillConfig
-from leapkd.data import LabeledImages, build_dataset, images_per_class, num_skipped
+from leapkd.data import Augmentation, LabeledImages, build_dataset, image_files, images_per_class, num_skipped
+from leapkd.data.transforms import Output
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.errors import LeapkdError
 from leapkd.features import extract_features
+from leapkd.hardware import autocast_dtype, device_type, resolve_precision, resolve_workers
 from leapkd.linear_classifier import fit_linear_head
 from leapkd.methods import Method, build_method, load_config
 from leapkd.models import PRESETS, Backbone, check_teacher_has_weights, freeze, load_backbone, save_student_file
@@ -97,38 +99,58 @@ def distill(
     if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise LeapkdError("--logger tensorboard needs the tensorboard package", "pip install tensorboard")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    teacher, student = _models(cfg)
-    train_set = training_images(cfg, teacher, augment=cfg.augment)
+    precision, why = resolve_precision(cfg.precision, device_type(accelerator))
+    if device_type(accelerator) == "cuda":
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    teacher, student = _models(cfg, autocast_dtype(precision))
+    index = run.data_index if resume else None
+    train_set = training_images(cfg, teacher, augment=cfg.augment, index=index, output="uint8")
     method = build_method(cfg, teacher, student, num_classes=len(train_set.classes))
-    fit_head = _teacher_head_fitter(cfg, progress) if method.needs_teacher_head else None
-    module = DistillModule(cfg, teacher, student, method, train_set)
+    module = DistillModule(cfg, teacher, student, method, train_set, precision)
     if devices != 1 or num_nodes > 1:
         strategy = _ddp_strategy(module, strategy)
+    fit_head = _teacher_head_fitter(cfg, progress) if method.needs_teacher_head else None
     callbacks = run_callbacks(cfg, method, run, teacher.num_levels, progress, fit_head)
-    trainer = _trainer(cfg, callbacks, devices, strategy, num_nodes, accelerator, progress)
-    world = trainer.world_size
-    if len(train_set) < cfg.batch_size * world:
-        raise LeapkdError(
-            f"{len(train_set)} training images do not fill one global batch of {cfg.batch_size * world}",
-            "lower --batch_size or use more data (--subset_per_class)",
-        )
-    if resume:
-        _check_same_world(run, world)
+    trainer = _trainer(cfg, precision, callbacks, devices, strategy, num_nodes, accelerator, progress)
+    module.num_workers = resolve_workers(cfg.num_workers, processes_per_node=trainer.num_devices)
+    global_batch = cfg.batch_size * cfg.accumulate_grad_batches * trainer.world_size
+    _check_fits(run, train_set, global_batch, resume, trainer.world_size)
     if _get_rank() in (None, 0):  # DDP children re-run this function; only the first rank writes
-        run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite, world_size=world)
-
+        run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite, world_size=trainer.world_size)
+        files = image_files(train_set)
+        if files is not None and not run.data_index.is_file():  # the exact list this run trains on
+            files.save_index(run.data_index)
+        if progress:
+            print(f"precision {precision} ({why}); {module.num_workers} data worker(s)", flush=True)
     trainer.fit(module, ckpt_path=str(usable_checkpoint(run)) if resume else None)
 
     summary: dict[str, Any] = {}
     if trainer.is_global_zero:
-        summary = _finish(run, cfg, module, callbacks, len(train_set), world)
+        hardware = {
+            "precision": precision,
+            "precision_reason": why,
+            "teacher_dtype": str(next(teacher.parameters()).dtype).removeprefix("torch."),
+            "num_workers": module.num_workers,
+        }
+        summary = _finish(run, cfg, module, callbacks, len(train_set), hardware)
     return DistillResult(run.path, summary)
 
 
-def _models(cfg: DistillConfig) -> tuple[Backbone, Backbone]:
-    """The frozen teacher and the student. A student preset takes the teacher's patch size
-    (same grid); any other student keeps its own architecture, and the aligner resamples its
-    grid to the target's."""
+def _check_fits(run: RunDirectory, train_set: LabeledImages, global_batch: int, resume: bool, world: int) -> None:
+    if len(train_set) < global_batch:
+        raise LeapkdError(
+            f"{len(train_set)} training images do not fill one global batch of {global_batch}",
+            "lower --batch_size or use more data (--subset_per_class)",
+        )
+    if resume:
+        _check_same_world(run, world)
+
+
+def _models(cfg: DistillConfig, compute_dtype: torch.dtype | None) -> tuple[Backbone, Backbone]:
+    """The frozen teacher (in the compute dtype when training in mixed precision: half its
+    memory) and the student. A student preset takes the teacher's patch size (same grid);
+    any other student keeps its own architecture, and the aligner resamples its grid to the
+    target's."""
     check_teacher_has_weights(cfg.teacher, cfg.teacher_weights, cfg.teacher_pretrained, cfg.allow_random_teacher)
     teacher = freeze(
         load_backbone(
@@ -152,6 +174,12 @@ def _models(cfg: DistillConfig) -> tuple[Backbone, Backbone]:
                 "(the last pixels would be dropped silently)",
                 f"use --image_size {lower or p} or {lower + p}",
             )
+    if compute_dtype is not None:
+        teacher.to(compute_dtype)
+    if cfg.compile:  # level by level, so early exit keeps its compiled levels
+        for model in (teacher, student):
+            for level in model.level_modules():
+                level.compile()
     return teacher, student
 
 
@@ -160,19 +188,20 @@ def _ddp_strategy(module: DistillModule, strategy: str) -> str:
     probe one small step and ask for that only when the loss leaves some untouched."""
     if strategy not in ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
         return strategy
-    images, labels = _probe_batch(module.train_set)
+    images, labels = _probe_batch(module)
     if not untrained_parameters(module, images, labels):
         return strategy
     return f"{'ddp' if strategy == 'auto' else strategy}_find_unused_parameters_true"
 
 
-def _probe_batch(dataset: LabeledImages) -> tuple[Tensor, Tensor]:
-    items = [dataset[i] for i in range(min(2, len(dataset)))]
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+def _probe_batch(module: DistillModule) -> tuple[Tensor, Tensor]:
+    items = [module.train_set[i] for i in range(min(2, len(module.train_set)))]
+    return module.normalize(torch.stack([x for x, _ in items])), torch.tensor([int(y) for _, y in items])
 
 
 def _trainer(
     cfg: DistillConfig,
+    precision: str,
     callbacks: RunCallbacks,
     devices: int | str,
     strategy: str,
@@ -184,6 +213,7 @@ def _trainer(
     try:
         return build_trainer(
             cfg,
+            precision,
             callbacks.every,
             devices=devices,
             strategy=strategy,
@@ -212,8 +242,21 @@ def _check_same_world(run: RunDirectory, world: int) -> None:
         )
 
 
-def training_images(cfg: DistillConfig, teacher: Backbone, augment: bool) -> LabeledImages:
-    """The run's training split, normalised with the teacher's mean and std."""
+def training_images(
+    cfg: DistillConfig, teacher: Backbone, augment: bool, index: Path | None = None, output: Output = "float"
+) -> LabeledImages:
+    """The run's training split, normalised with the teacher's mean and std (`output`
+    "uint8": normalised later, on the device; `index`: the image list a run saved, read
+    instead of scanning the files again)."""
+    augmentation = Augmentation(
+        crop_scale=cfg.aug_crop_scale,
+        flip_p=cfg.aug_flip,
+        jitter_p=cfg.aug_jitter,
+        jitter=cfg.aug_jitter_strength,
+        grayscale_p=cfg.aug_grayscale,
+        blur_p=cfg.aug_blur,
+        blur_sigma=cfg.aug_blur_sigma,
+    )
     return build_dataset(
         cfg.data,
         split="train",
@@ -224,6 +267,9 @@ def training_images(cfg: DistillConfig, teacher: Backbone, augment: bool) -> Lab
         subset_per_class=images_per_class(cfg.data, cfg.subset_per_class),
         seed=cfg.seed,
         root=cfg.data_root,
+        index=index,
+        augmentation=augmentation,
+        output=output,
     )
 
 
@@ -272,7 +318,7 @@ def _finish(
     module: DistillModule,
     callbacks: RunCallbacks,
     train_images: int,
-    world_size: int,
+    hardware: dict[str, Any],
 ) -> dict[str, Any]:
     """Write summary.json, plots and the student; return the summary."""
     method = module.method
@@ -289,23 +335,41 @@ def _finish(
             "steps": module.global_step,
             "epochs": module.current_epoch,  # completed epochs
             "batch_size": cfg.batch_size,
-            "global_batch": cfg.batch_size * world_size,
+            "global_batch": module.global_batch,
+            "peak_lr": module.lr,
             **{f"{part}_seconds": seconds for part, seconds in module.seconds.items()},
             "teacher_head_seconds": callbacks.teacher_head.seconds if callbacks.teacher_head else 0.0,
             **callbacks.flops.ledger.summary(),
+            **_throughput(module, callbacks),
             "final_block": module.last_trained_block or method.target_block,  # the last block trained on
             "pending_block": method.target_block,  # the next step's target (after a last level-up)
-            "skipped_batches": module.skipped_batches,
+            "skipped_batches": module.non_finite.skipped_batches,
             "skipped_images": num_skipped(module.train_set),
             "loss_terms": method.loss_terms(),
+            **hardware,
             **method.summary(),
         }
     )
     run.write_summary(summary)
     _plots(run, method, module.teacher.num_levels, summary)
-    save_student_file(module.student, run.student)
+    save_student_file(callbacks.ema.student if callbacks.ema else module.student, run.student)
     write_report(run.path)
     return summary
+
+
+def _throughput(module: DistillModule, callbacks: RunCallbacks) -> dict[str, Any]:
+    """FLOPs per device and for the whole job, images per second, peak accelerator memory."""
+    ledger = callbacks.flops.ledger
+    assert ledger is not None
+    per_device = ledger.teacher_flops + ledger.student_flops
+    wall = module.seconds["wall"]
+    cuda = module.device.type == "cuda"
+    return {
+        "flops_per_device": per_device,
+        "job_flops": callbacks.flops.job_total,  # summed over the ranks
+        "images_per_second": module.global_step * module.global_batch / wall if wall > 0 else None,
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(module.device) if cuda else None,
+    }
 
 
 def _plots(run: RunDirectory, method: Method, num_levels: int, summary: dict[str, Any]) -> None:

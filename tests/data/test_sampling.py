@@ -34,6 +34,20 @@ def test_resume_skips_batches_already_done():
     assert list(s) == whole  # only once
 
 
+def test_resume_holds_before_the_trainer_sets_the_epoch():
+    """A loader with workers draws indices when its iterator is made, before `set_epoch`."""
+    s = EpochSeededSampler(64, seed=0, batch_size=8)
+    s.set_epoch(2)
+    whole = list(s)
+    fresh = EpochSeededSampler(64, seed=0, batch_size=8)
+    fresh.resume_at(2, 3)
+    assert list(fresh) == whole[24:]
+    s.set_epoch(3)
+    after_a_finished_epoch = EpochSeededSampler(64, seed=0, batch_size=8)
+    after_a_finished_epoch.resume_at(2, 8)  # 8 of 8 batches done: the next epoch, whole
+    assert list(after_a_finished_epoch) == list(s)
+
+
 class Noisy(Dataset):
     def __len__(self):
         return 10

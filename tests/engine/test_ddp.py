@@ -54,6 +54,10 @@ def test_two_ranks_stay_in_lockstep(tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(20))
     assert [int(r["target_block"]) for r in rows] == blocks
     assert (run / "metrics.csv").read_text().count("step,epoch") == 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_batch"] == 8 and summary["job_flops"] == 2 * summary["flops_per_device"] > 0
+    share = len(os.sched_getaffinity(0)) // 2  # auto: the cores shared by the 2 processes, one kept by each
+    assert summary["num_workers"] == max(0, min(8, share - 1))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 import leapkd.training as distill_module
 from leapkd import LeapkdError
-from leapkd.engine import DistillModule
 from leapkd.engine.callbacks.metrics_log import metric_columns
 from leapkd.models import load_backbone, load_student_file
 from leapkd.rundir import read_metrics
@@ -108,25 +107,15 @@ def test_teacher_is_early_exited(tiny, monkeypatch):
     assert sum(r["teacher_blocks_run"] for r in rows) < 6 * len(rows)
 
 
-def _interrupt_at(monkeypatch, step: int) -> None:
-    """Make the run behave as if Ctrl-C arrived during `step` (0-based)."""
-    from leapkd.engine.callbacks import StopOnSignal
-
-    real = DistillModule.training_step
-
-    def training_step(self, batch, batch_idx):
-        if self.global_step == step:
-            next(c for c in self.trainer.callbacks if isinstance(c, StopOnSignal)).requested = True
-        return real(self, batch, batch_idx)
-
-    monkeypatch.setattr(DistillModule, "training_step", training_step)
-
-
-@pytest.mark.parametrize("stop_step", [4, 7])  # at an epoch end and mid-epoch
-def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tiny, monkeypatch, stop_step):
+@pytest.mark.parametrize(
+    "stop_step,workers",
+    [(4, 0), (7, 0), (4, 2), (7, 2)],  # at an epoch end and mid-epoch; loader in-process and in workers
+)
+def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tiny, monkeypatch, interrupt_at, stop_step, workers):
+    tiny = {**tiny, "num_workers": workers}
     full = distill(name="full", method="leap", threshold=0.6, **tiny)
     with monkeypatch.context() as m:
-        _interrupt_at(m, stop_step)
+        interrupt_at(m, stop_step)
         part = distill(name="part", method="leap", threshold=0.6, **tiny)
     assert part.summary["status"] == "interrupted" and part.summary["steps"] == stop_step + 1
     resumed = distill(name="part", method="leap", threshold=0.6, resume=True, **tiny)
@@ -230,12 +219,12 @@ def test_teacher_head_is_fitted_under_the_run_precision(tiny, monkeypatch, tmp_p
 
     monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))  # extract, not read a cache
     seen, inside = [], []
-    real_forward, real_extract = Backbone.forward_to, distill_module.extract_features
+    real_forward, real_extract = Backbone.forward_levels, distill_module.extract_features
 
-    def forward_to(self, images, block):
+    def forward_levels(self, images, levels, **kwargs):
         if inside:
             seen.append((images.device.type, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
-        return real_forward(self, images, block)
+        return real_forward(self, images, levels, **kwargs)
 
     def extract_features(*args, **kwargs):
         inside.append(1)
@@ -244,9 +233,9 @@ def test_teacher_head_is_fitted_under_the_run_precision(tiny, monkeypatch, tmp_p
         finally:
             inside.clear()
 
-    monkeypatch.setattr(Backbone, "forward_to", forward_to)
+    monkeypatch.setattr(Backbone, "forward_levels", forward_levels)
     monkeypatch.setattr(distill_module, "extract_features", extract_features)
-    result = distill(name="kd", method="fixed", kd_weight=0.5, precision="bf16-mixed", **{**tiny, "epochs": 1})
+    result = distill(name="kd", method="fixed", kd_weight=0.5, **{**tiny, "epochs": 1, "precision": "bf16-mixed"})
     assert seen and all(s == ("cpu", True, torch.bfloat16) for s in seen)  # 40 images: one batch
     assert result.summary["steps"] == 5
     ckpt = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=False)

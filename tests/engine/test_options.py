@@ -56,7 +56,7 @@ def test_reset_projector_at_level_up(tiny, monkeypatch):
 
 
 def test_bf16_mixed_precision_runs(tiny):
-    r = distill(name="bf16", precision="bf16-mixed", **{**tiny, "epochs": 1})
+    r = distill(name="bf16", **{**tiny, "epochs": 1, "precision": "bf16-mixed"})
     rows = read_metrics(r.run_dir / "metrics.csv")
     assert all(0.0 <= row["metric"] <= 1.0 for row in rows)
 

@@ -44,10 +44,54 @@ def test_same_inputs_same_numbers_and_cache_reused(tmp_path, monkeypatch):
     def no_forward(*args, **kwargs):
         raise AssertionError("features were extracted again instead of read from the cache")
 
-    monkeypatch.setattr(Backbone, "forward_to", no_forward)
+    monkeypatch.setattr(Backbone, "forward_levels", no_forward)
     second = evaluate("vit-nano", out_dir=tmp_path / "b", **SMALL)
     for key in ("knn", "linear", "retrieval"):
         assert first[key] == second[key]
+
+
+def test_several_blocks_come_from_one_pass_and_match_one_at_a_time(tmp_path, monkeypatch):
+    from leapkd.models import Backbone
+
+    passes = []
+    real = Backbone.forward_levels
+
+    def counted(self, images, levels, norm=True):
+        passes.append(tuple(levels))
+        return real(self, images, levels, norm)
+
+    monkeypatch.setattr(Backbone, "forward_levels", counted)
+    r = evaluate("vit-nano", protocols=("knn", "linear"), block=[2, 6], out_dir=tmp_path / "m", **SMALL)
+    assert set(r["blocks"]) == {2, 6} and passes and set(passes) == {(2, 6)}  # every batch served both
+    recorded = json.loads((tmp_path / "m" / "eval.json").read_text())
+    assert set(recorded) == {"fashion-mnist @ block 2", "fashion-mnist @ block 6"}
+    monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "fresh-cache"))  # extract again, one level at a time
+    for b in (2, 6):
+        alone = evaluate("vit-nano", protocols=("knn", "linear"), block=b, out_dir=tmp_path / f"b{b}", **SMALL)
+        assert alone["knn"] == r["blocks"][b]["knn"] and alone["linear"] == r["blocks"][b]["linear"]
+    assert r["blocks"][2]["knn"] != r["blocks"][6]["knn"]
+
+
+def test_bf16_autocast_with_workers_gives_features_close_to_fp32():
+    from leapkd.data import build_dataset
+    from leapkd.features import extract_features
+
+    model = load_backbone("vit-nano", 32, patch_size=8)
+    data = build_dataset("fashion-mnist", "val", 32, augment=False, subset_per_class=3)
+    full, labels = extract_features(model, data, progress=False)
+    fast, same_labels = extract_features(model, data, progress=False, autocast_dtype=torch.bfloat16, num_workers=1)
+    assert torch.equal(labels, same_labels) and fast.dtype == torch.float32
+    assert not torch.equal(full, fast)  # bf16 really ran
+    assert torch.nn.functional.cosine_similarity(full, fast).min() > 0.99
+
+
+def test_two_devices_need_gpus(tmp_path, capsys):
+    from leapkd.cli import main
+
+    code = main(["eval", "vit-nano", "--devices", "2", "--accelerator", "cpu", "--no-progress",
+                 "--out", str(tmp_path / "x")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "needs CUDA GPUs" in err and "fix:" in err and not (tmp_path / "x").exists()
 
 
 def _tiny_run(tmp_path):

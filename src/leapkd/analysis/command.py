@@ -16,6 +16,7 @@ from leapkd.analysis.spectrum import (
     save_spectrum_plots,
 )
 from leapkd.data import build_dataset
+from leapkd.hardware import evaluation_device
 from leapkd.rundir import write_text_atomic
 from leapkd.targets import load_target
 
@@ -31,10 +32,12 @@ def spectrum(
     seed: int = 0,
     weights: str | Path | None = None,
     student_weights: str | Path | None = None,
+    accelerator: str = "auto",
 ) -> dict[str, Any]:
     """Analyse `model` (any target `leapkd eval` accepts) and optionally a student beside it.
 
-    `weights` / `student_weights` load weight files into model-name targets.
+    `weights` / `student_weights` load weight files into model-name targets; the models run
+    on the accelerator (default: a GPU when there is one).
 
     Results go to `out_dir`, else to `<run>/spectrum` when either model is a run directory
     (so `leapkd report` shows them), else to `spectra/<name>`.
@@ -43,7 +46,9 @@ def spectrum(
     (per-layer intensities, change scores, proposed (student, teacher) pairs and, with a
     student, the mirror correlation of the two per-layer curves).
     """
+    device = evaluation_device(accelerator)
     teacher, run, defaults = load_target(model, image_size, seed, weights=weights)
+    teacher.to(device)
     size = defaults["image_size"]
     data = data or defaults.get("data", "fashion-mnist")
     ds = build_dataset(data, split="val", image_size=size, augment=False, mean=teacher.mean, std=teacher.std)
@@ -58,7 +63,7 @@ def spectrum(
             student, size, seed, patch_size=teacher.patch_size, weights=student_weights
         )
         home = home or s_run
-        results.append(layer_spectra(s_model, batch))
+        results.append(layer_spectra(s_model.to(device), batch))
         results[1].model_name = s_defaults["name"]
     out = Path(out_dir) if out_dir else (home.path / "spectrum" if home else Path("spectra") / defaults["name"])
     out.mkdir(parents=True, exist_ok=True)

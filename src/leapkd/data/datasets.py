@@ -12,8 +12,10 @@ from torch.utils.data import Dataset
 
 from leapkd.data.builtin import BUILTINS, get_builtin, load_builtin
 from leapkd.data.folder import ImageFolderDataset
+from leapkd.data.image_files import ImageFiles
 from leapkd.data.labeled import LabeledImages
-from leapkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from leapkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation, Output, build_transform
+from leapkd.data.unlabeled import is_glob, is_labelled_folder, unlabelled_images
 from leapkd.errors import LeapkdError
 
 
@@ -71,14 +73,19 @@ def subset_indices(targets: Sequence[int] | np.ndarray, per_class: int, seed: in
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
 
 
-def skipped_mask(dataset: object) -> torch.Tensor | None:
-    """The shared mask of unreadable images of a folder dataset (through any subset
-    wrapper), or None for datasets that cannot have any."""
+def image_files(dataset: object) -> ImageFiles | None:
+    """The file-backed dataset under any subset wrapper, or None (arrays in memory)."""
     while dataset is not None:
-        if isinstance(dataset, ImageFolderDataset):
-            return dataset.skipped_mask
+        if isinstance(dataset, ImageFiles):
+            return dataset
         dataset = getattr(dataset, "base", None)
     return None
+
+
+def skipped_mask(dataset: object) -> torch.Tensor | None:
+    """The shared mask of unreadable images of a file-backed dataset, or None."""
+    files = image_files(dataset)
+    return files.skipped_mask if files is not None else None
 
 
 def num_skipped(dataset: object) -> int:
@@ -103,6 +110,24 @@ def images_per_class(data: str, subset_per_class: int | str | None) -> int | Non
     return int(subset_per_class)
 
 
+def _file_dataset(source: str, split: str, transform: Callable[[Any], Any]) -> ImageFiles:
+    """A labelled folder's split, or unlabelled images (which have no validation split)."""
+    if is_labelled_folder(Path(source).expanduser()):
+        return ImageFolderDataset(source, split, transform)
+    if split != "train":
+        raise LeapkdError(
+            f"{source} holds unlabelled images, so it has no '{split}' split to evaluate on",
+            "evaluate on a labelled set (a built-in dataset or a folder with train/<class>/ and val/<class>/): "
+            "--eval_data for a run, --data for leapkd eval",
+        )
+    return _unlabelled(source, transform)
+
+
+def _unlabelled(source: str, transform: Callable[[Any], Any]) -> ImageFiles:
+    images = unlabelled_images(source)
+    return ImageFiles(images, np.full(len(images), -1, dtype=np.int64), [], transform, where=source)
+
+
 def _looks_like_path(s: str) -> bool:
     return any(c in s for c in ("/", "\\")) or s.startswith((".", "~")) or Path(s).expanduser().exists()
 
@@ -117,25 +142,40 @@ def build_dataset(
     subset_per_class: int | None = None,
     seed: int = 0,
     root: str | None = None,
+    index: Path | None = None,
+    augmentation: Augmentation | None = None,
+    output: Output = "float",
 ) -> LabeledImages:
     """A dataset of (float32 tensor 3 x S x S, int label) with ``.classes`` and ``.targets``.
 
     ``name_or_path`` is a built-in name (see ``builtin_datasets()``; ``root`` optionally
-    points at a directory holding its files) or an image folder with ``train/`` and ``val/``.
-    ``augment`` selects the random training transform (False: deterministic resize).
+    points at a directory holding its files), a labelled image folder with ``train/`` and
+    ``val/`` (one subfolder per class), or unlabelled images: any other folder (at any
+    depth), a text file listing image paths, or a glob; unlabelled items have label -1 and
+    ``.classes`` is empty. ``index``: a saved image list (`ImageFiles.save_index`) read
+    instead of scanning, so a resumed run sees exactly the images it started with.
+    ``augment`` selects the random training transform `augmentation` (False: deterministic
+    resize); ``output`` "uint8" leaves scaling and normalising to `normalize`, on the device.
     ``subset_per_class`` keeps ``min(n, available)`` images per class, chosen with ``seed``:
     the same seed gives the same images every time.
     """
-    transform = build_transform(image_size, augment, mean=mean, std=std)
+    transform = build_transform(image_size, augment, mean=mean, std=std, augmentation=augmentation, output=output)
     dataset: LabeledImages
     if name_or_path in BUILTINS:
         images, labels, classes = load_builtin(name_or_path, split, root=root)
         dataset = ArrayDataset(images, labels, classes, transform)
-    elif _looks_like_path(name_or_path):
-        dataset = ImageFolderDataset(name_or_path, split, transform)
+    elif index is not None and index.is_file():
+        dataset = ImageFiles.from_index(index, transform)
+    elif _looks_like_path(name_or_path) or is_glob(name_or_path):
+        dataset = _file_dataset(name_or_path, split, transform)
     else:
         get_builtin(name_or_path)  # raises "unknown dataset ...; did you mean ...?"
         raise AssertionError("unreachable")
     if subset_per_class is not None:
+        if not dataset.classes:
+            raise LeapkdError(
+                f"subset_per_class {subset_per_class} needs class labels, and {name_or_path} has none",
+                "use --subset_per_class all (or auto) with unlabelled images",
+            )
         dataset = LabeledSubset(dataset, subset_indices(dataset.targets, subset_per_class, seed))
     return dataset

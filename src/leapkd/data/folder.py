@@ -9,69 +9,25 @@ dataset object (per DataLoader worker process).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps
-from torch.utils.data import Dataset
+from PIL import Image
 
+from leapkd.data.image_files import IMAGE_EXTENSIONS, ImageFiles, ImageList, walk_images
 from leapkd.errors import LeapkdError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SPLITS = ("train", "val")
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL image to 8-bit RGB.
-
-    16-bit/32-bit integer greyscale is scaled to 0..255 (divided by 257), never clipped;
-    'I' images whose values all fit in 0..255 are kept as they are. Transparent images
-    (RGBA, LA, palette with transparency) are composited over white. EXIF rotation applied.
-    """
-    img = ImageOps.exif_transpose(img)
-    if img.mode.startswith("I;16") or img.mode == "I":
-        a: np.ndarray = np.asarray(img).astype(np.int64)
-        if img.mode.startswith("I;16") or a.max(initial=0) > 255:
-            a = np.clip(a, 0, 65535) // 257
-        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode == "F":
-        a = np.asarray(img, dtype=np.float64)
-        if a.max(initial=0.0) <= 1.0:
-            a = a * 255.0
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open, fully decode and convert an image file to RGB (raises on corrupt files)."""
-    with Image.open(path) as img:
-        img.load()
-        return to_rgb(img)
 
 
 def _class_dirs(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_in(class_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in class_dir.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-    )  # fmt: skip
-
-
-def scan_folder(root: str | Path, split: str) -> tuple[list[str], list[tuple[Path, int]]]:
-    """(sorted class names, [(image path, label)]) of one split, with clear errors."""
+def scan_folder(root: str | Path, split: str) -> tuple[list[str], list[str], list[int]]:
+    """(sorted class names, image names relative to root/split, their labels) of one split,
+    with clear errors."""
     root = Path(root).expanduser()
     accepted = ", ".join(IMAGE_EXTENSIONS)
     layout = "root/train/<class>/<image> and root/val/<class>/<image>"
@@ -105,17 +61,19 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[str], list[tuple[Pat
             f"{root / split} has class folders missing from {reference}: {', '.join(extra)}",
             "give every split the same class folders (the class list is taken from train/)",
         )
-    samples: list[tuple[Path, int]] = []
+    names: list[str] = []
+    labels: list[int] = []
     empty: list[str] = []
     for label, name in enumerate(classes):
         class_dir = root / split / name
         if not class_dir.is_dir():
             continue
-        files = _images_in(class_dir)
+        files = walk_images(class_dir, prefix=f"{name}/")
         if not files:
             empty.append(name)
-        samples += [(f, label) for f in files]
-    if not samples:
+        names += files
+        labels += [label] * len(files)
+    if not names:
         raise LeapkdError(
             f"no images found in {root / split}",
             f"put image files with one of these extensions in its class folders: {accepted}",
@@ -125,61 +83,15 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[str], list[tuple[Pat
             f"class folder(s) with no images in {root / split}: {', '.join(empty)}",
             f"add images ({accepted}) to them or remove the empty folders",
         )
-    return classes, samples
+    return classes, names, labels
 
 
-class ImageFolderDataset(Dataset):
-    """One split of an image folder; yields (transform(rgb PIL image), label)."""
+class ImageFolderDataset(ImageFiles):
+    """One split of a labelled image folder; yields (transform(rgb PIL image), label)."""
 
     def __init__(self, root: str | Path, split: str, transform: Callable[[Image.Image], Any] | None = None) -> None:
         self.root = Path(root).expanduser()
         self.split = split
-        self.classes, self.samples = scan_folder(self.root, split)
-        self.targets = [label for _, label in self.samples]
-        self.transform = transform
-        # shared with worker processes (fork or spawn), so their findings reach this process
-        self.skipped_mask = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
-        self._warned = False
-
-    @property
-    def num_skipped(self) -> int:
-        """How many distinct unreadable images were met (and replaced) so far, in any worker."""
-        return int(self.skipped_mask.sum())
-
-    @property
-    def skipped(self) -> list[Path]:
-        """The unreadable images met so far."""
-        return [self.samples[i][0] for i in self.skipped_mask.nonzero().flatten().tolist()]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _skip(self, index: int, path: Path, err: Exception) -> None:
-        self.skipped_mask[index] = True
-        if not self._warned:
-            self._warned = True
-            warnings.warn(
-                f"unreadable image skipped: {path} ({type(err).__name__}: {err}); "
-                f"further unreadable images in {self.root / self.split} are skipped silently, "
-                "see dataset.num_skipped / dataset.skipped for the count and the list",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        n = len(self.samples)
-        for step in range(n):
-            i = (index + step) % n
-            path, label = self.samples[i]
-            if self.skipped_mask[i]:
-                continue
-            try:
-                img = load_image(path)
-            except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable"
-                self._skip(i, path, err)
-                continue
-            return (self.transform(img) if self.transform is not None else img), label
-        raise LeapkdError(
-            f"no readable image in {self.root / self.split} ({self.num_skipped} unreadable)",
-            "check the files: they may be corrupt or not images at all",
-        )
+        classes, names, labels = scan_folder(self.root, split)
+        base = self.root / split
+        super().__init__(ImageList(base, names), labels, classes, transform, where=str(base))

@@ -20,10 +20,13 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
     """Shuffles with a generator seeded by (seed, epoch); yields (epoch, index) pairs.
 
     Each rank takes every `world_size`-th position of the permutation after dropping the
-    tail that does not fill a global batch (so every rank runs the same number of steps).
+    tail that does not fill a global batch (so every rank runs the same number of steps);
+    with `accumulate` batches per optimizer step, a global batch is that many batches.
     """
 
-    def __init__(self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1, accumulate: int = 1
+    ) -> None:
         self.size = size
         self.seed = seed
         self.rank = rank
@@ -31,8 +34,8 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
         self.batch_size = batch_size
         self.epoch = 0
         self._resume: tuple[int, int] | None = None
-        global_batch = batch_size * world_size
-        self.per_rank = (size // global_batch) * batch_size
+        global_batch = batch_size * world_size * accumulate
+        self.per_rank = (size // global_batch) * batch_size * accumulate
         if self.per_rank == 0:
             raise ValueError(f"{size} training images do not fill one global batch of {global_batch}")
 
@@ -40,7 +43,15 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
         self.epoch = epoch
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
-        """In `epoch`, skip the first `batches_done` batches (already trained on)."""
+        """In `epoch`, skip the first `batches_done` batches (already trained on).
+
+        The epoch is set here too: a loader with workers draws its first indices when its
+        iterator is created, before the trainer calls `set_epoch`. A finished epoch resumes
+        at the start of the next one (where the trainer resumes too).
+        """
+        if batches_done * self.batch_size >= self.per_rank:
+            epoch, batches_done = epoch + 1, 0
+        self.epoch = epoch
         self._resume = (epoch, batches_done)
 
     def __len__(self) -> int:
@@ -88,10 +99,12 @@ def seeded_loader(
     rank: int,
     world_size: int,
     resume_at: dict[str, Any] | None = None,
+    pin_memory: bool = False,
+    accumulate: int = 1,
 ) -> DataLoader:
     """The training loader of one rank: seeded order and augmentation, resumable mid-epoch
-    (`resume_at`: {"epoch", "batches_done"} of a checkpoint)."""
-    sampler = EpochSeededSampler(len(dataset), seed=seed, batch_size=batch_size, rank=rank, world_size=world_size)
+    (`resume_at`: {"epoch", "batches_done"} of a checkpoint); `pin_memory` for a CUDA device."""
+    sampler = EpochSeededSampler(len(dataset), seed, batch_size, rank, world_size, accumulate)
     if resume_at is not None:
         sampler.resume_at(resume_at["epoch"], resume_at["batches_done"])
     return DataLoader(
@@ -100,4 +113,5 @@ def seeded_loader(
         sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
     )

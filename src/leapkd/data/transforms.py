@@ -1,15 +1,59 @@
-"""Image transforms: any image -> float32 tensor (3, S, S), normalised with the teacher's stats."""
+"""Image transforms: any image -> (3, S, S), as uint8 (normalised later, on the device) or
+float32 normalised with the teacher's statistics."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
+from torch import Tensor
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+Output = Literal["float", "uint8"]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The random training transform. The defaults are the demo's: a resized crop of 50-100%
+    of the image and a horizontal flip; colour jitter, grayscale and blur are off.
+
+    The crop scale is milder than ImageNet's (0.08, 1.0) because the built-in images are
+    28x28 with the object filling the frame: an 8% crop of a 28 px image is ~8 px and rarely
+    shows the class. `jitter` is (brightness, contrast, saturation, hue), applied with
+    probability `jitter_p`; blur is Gaussian with a sigma drawn from `blur_sigma`.
+    """
+
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    flip_p: float = 0.5
+    jitter_p: float = 0.0
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    grayscale_p: float = 0.0
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+    def geometry(self, image_size: int) -> list[v2.Transform]:
+        """The geometric and photometric steps, on uint8 images."""
+        steps: list[v2.Transform] = [v2.RandomResizedCrop(image_size, scale=self.crop_scale, antialias=True)]
+        if self.flip_p > 0:
+            steps.append(v2.RandomHorizontalFlip(self.flip_p))
+        return steps
+
+    def photometric(self, image_size: int) -> list[v2.Transform]:
+        """Colour steps, after the image is RGB."""
+        steps: list[v2.Transform] = []
+        if self.jitter_p > 0:
+            steps.append(v2.RandomApply([v2.ColorJitter(*self.jitter)], p=self.jitter_p))
+        if self.grayscale_p > 0:
+            steps.append(v2.RandomGrayscale(self.grayscale_p))
+        if self.blur_p > 0:
+            kernel = max(3, (image_size // 10) | 1)  # odd, about a tenth of the image
+            steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=self.blur_sigma)], p=self.blur_p))
+        return steps
 
 
 def build_transform(
@@ -17,31 +61,37 @@ def build_transform(
     augment: bool,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    crop_scale: tuple[float, float] = (0.5, 1.0),
-    hflip: bool = True,
+    augmentation: Augmentation | None = None,
+    output: Output = "float",
 ) -> Callable[[Any], torch.Tensor]:
-    """Transform from a PIL image, HxW(xC) uint8 array or CxHxW tensor to (3, S, S) float32.
+    """Transform from a PIL image, HxW(xC) uint8 array or CxHxW tensor to (3, S, S).
 
     Grey images become 3 identical channels. With ``augment=False`` the transform is
     deterministic: resize the short side to S, then centre-crop S (a plain resize for
-    square images). With ``augment=True``: RandomResizedCrop(S, scale=crop_scale) and,
-    if ``hflip``, a random horizontal flip. The default crop scale (0.5, 1.0) is milder
-    than ImageNet's (0.08, 1.0) because the built-in images are 28x28 with the object
-    filling the frame: an 8% crop of a 28 px image is ~8 px and rarely shows the class.
+    square images); with ``augment=True`` it is `augmentation` (default: the demo's).
+    ``output="uint8"`` stops before scaling and normalising (`normalize` does both, on the
+    device, for a whole batch); "float" gives float32 normalised with `mean`, `std`.
     """
+    aug = augmentation or Augmentation()
     if augment:
-        geometry: list[v2.Transform] = [v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True)]
-        if hflip:
-            geometry.append(v2.RandomHorizontalFlip())
+        geometry = aug.geometry(image_size)
+        colour = aug.photometric(image_size)
     else:
-        geometry = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            *geometry,
-            v2.RGB(),  # after the geometry: a grey image is resized once, not three times
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-            v2.ToPureTensor(),
-        ]
-    )
+        geometry, colour = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)], []
+    steps: list[v2.Transform] = [
+        v2.ToImage(),
+        *geometry,
+        v2.RGB(),  # after the geometry: a grey image is resized once, not three times
+        *colour,
+    ]
+    if output == "float":
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    return v2.Compose([*steps, v2.ToPureTensor()])
+
+
+def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 (B, 3, S, S) -> float32 normalised, with the same operations as the "float"
+    transform (so both give the same numbers); float input is returned as it is."""
+    if images.is_floating_point():
+        return images
+    return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), mean=list(mean), std=list(std))

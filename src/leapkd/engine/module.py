@@ -19,15 +19,17 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from leapkd.config import DistillConfig
 from leapkd.data import LabeledImages, skipped_mask
 from leapkd.data.sampling import seeded_loader
-from leapkd.errors import LeapkdError
-from leapkd.methods import LossOutput, Method, StudentOutput
+from leapkd.data.transforms import normalize
+from leapkd.engine.accumulation import MicroBatches, optimizer_steps
+from leapkd.engine.non_finite import NonFiniteLosses
+from leapkd.hardware import autocast_dtype
+from leapkd.methods import Method, StudentOutput
 from leapkd.models import Backbone
 from leapkd.schedule import WarmupCosine
 
@@ -47,7 +49,8 @@ class StepRecord:
     lr: float
     level_up: bool
     method_values: dict[str, float | None]
-    batch_size: int
+    batch_size: int  # images per micro-batch
+    micro_batches: int = 1  # batches accumulated into this optimizer step
     flops: int = 0  # training FLOPs so far, filled by the FLOP accounting callback
 
 
@@ -61,6 +64,7 @@ class DistillModule(L.LightningModule):
         student: Backbone,
         method: Method,
         train_set: LabeledImages,
+        precision: str = "32",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -68,7 +72,9 @@ class DistillModule(L.LightningModule):
         self.student = student
         self.method = method
         self.__dict__["teacher"] = teacher  # not a child module, on purpose
-        self.train_set = train_set
+        self.train_set = train_set  # uint8 images, normalised on the device with the teacher's statistics
+        self.precision = precision  # resolved (never "auto")
+        self.num_workers = 0  # data loader processes; `distill` sets it from the cores per process
         self.scheduler: WarmupCosine | None = None
         self.seconds = {"wall": 0.0, "teacher": 0.0, "student": 0.0, "metric": 0.0}
         self.started = False  # first batch done (fresh run) or state restored (resume)
@@ -76,8 +82,9 @@ class DistillModule(L.LightningModule):
         self.restored: dict[str, Any] | None = None
         self.record: StepRecord | None = None  # the last step's record
         self.notes: list[str] = []  # one-off events for the rank trace
-        self.skipped_batches = 0
+        self.non_finite = NonFiniteLosses(cfg.nan_policy)
         self.last_trained_block: int | None = None
+        self.micro_batches = MicroBatches(cfg.accumulate_grad_batches)
         self._clock_start = 0.0
         self._wall_before = 0.0
 
@@ -87,15 +94,22 @@ class DistillModule(L.LightningModule):
     def train_dataloader(self) -> DataLoader:
         position = self.restored["position"] if self.restored is not None else None
         cfg = self.cfg
-        return seeded_loader(self.train_set, cfg.seed, cfg.batch_size, cfg.num_workers, self.global_rank,
-                             self.trainer.world_size, position)  # fmt: skip
+        return seeded_loader(self.train_set, cfg.seed, cfg.batch_size, self.num_workers, self.global_rank,
+                             self.trainer.world_size, position, pin_memory=self.device.type == "cuda",
+                             accumulate=cfg.accumulate_grad_batches)  # fmt: skip
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = weight_decay_groups((self.student, self.method), self.cfg.weight_decay)
+        self.lr = scaled_lr(self.cfg, self.global_batch)
         # the fused kernel is one call per step instead of a Python loop over tensors (CPU and
         # GPU); Lightning's mixed-precision plugin refuses to clip gradients of fused optimizers
-        fused = self.device.type in ("cpu", "cuda") and self.cfg.precision == "32"
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, fused=fused)
+        fused = self.device.type in ("cpu", "cuda") and self.precision == "32"
+        return torch.optim.AdamW(groups, lr=self.lr, fused=fused)
+
+    @property
+    def global_batch(self) -> int:
+        """Images per optimizer step over all ranks."""
+        return self.cfg.batch_size * self.cfg.accumulate_grad_batches * self.trainer.world_size
 
     # ----- lifecycle ------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -105,7 +119,7 @@ class DistillModule(L.LightningModule):
     def on_train_start(self) -> None:
         """After Lightning restored the loops and optimizer: the schedule and the run state."""
         opt = self._optimizer().optimizer
-        total = int(self.trainer.estimated_stepping_batches)
+        total = optimizer_steps(self.trainer, self.cfg.accumulate_grad_batches)
         self.scheduler = WarmupCosine(opt, total, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
         if self.restored is not None:
             self.scheduler.load_state_dict(self.restored["scheduler"])
@@ -120,27 +134,19 @@ class DistillModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         self.seconds["wall"] = self.wall_seconds()
-        mask = skipped_mask(self.train_set)
-        if mask is not None and self.trainer.world_size > 1:  # each rank read its own shard
-            total = self.trainer.strategy.reduce(mask.to(self.device, torch.float32), reduce_op="sum")
-            mask.copy_(total.cpu() > 0)
+        _merge_skipped_images(self)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 images from the loader -> float32 normalised with the teacher's statistics."""
+        return normalize(images, self.teacher.mean, self.teacher.std)
 
     def wall_seconds(self) -> float:
         """Training wall time so far, across resumes."""
         return self._wall_before + time.perf_counter() - self._clock_start
 
     # ----- one step -------------------------------------------------------------------
-    def student_forward(self, images: Tensor) -> StudentOutput:
-        """The student's last level (normalised) and the levels the method taps, in one pass,
-        plus the patch projection when the method compares it."""
-        s, last = self.student, self.student.num_levels
-        taps = self.method.student_taps()
-        raw = s.forward_levels(images, [*taps, last], norm=False)
-        projection = s.patch_projection(images) if self.method.needs_patch_projection else None
-        return StudentOutput(s.normalize(last, raw[last]), projection, {b: raw[b] for b in taps})
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        images, labels = batch
+        images, labels = self.normalize(batch[0]), batch[1]
         method, step = self.method, self.global_step
         self.record = None  # stays None for a skipped batch
         first_batch_blocks = 0
@@ -148,25 +154,35 @@ class DistillModule(L.LightningModule):
             self.started = True
             c0 = _now(self.device)
             with torch.no_grad():
-                first_batch_blocks = method.on_first_batch(self.teacher, self.student_forward(images), images)
+                first_batch_blocks = method.on_first_batch(
+                    self.teacher, student_forward(self.student, method, images), images
+                )
             self.seconds["teacher"] += _now(self.device) - c0
         block = method.target_block
 
         t0 = _now(self.device)
         targets = method.targets(self.teacher, images)
         t1 = _now(self.device)
-        out = method.loss(self.student_forward(images), targets, labels)
-        if self._skip_non_finite(out, step):
+        out = method.loss(student_forward(self.student, method, images), targets, labels)
+        if self.non_finite.skip(self.trainer.strategy, out, step):
+            self.micro_batches.clear()
+            self._optimizer().zero_grad(set_to_none=True)
             return
-        lr = self._optimizer_step(out.loss)
+        self.manual_backward(out.loss / self.cfg.accumulate_grad_batches)
+        self.seconds["teacher"] += t1 - t0
+        if not self.micro_batches.add(out, targets):  # accumulate the next micro-batch first
+            self.seconds["student"] += _now(self.device) - t1
+            return
+        out, targets = self.micro_batches.joined()
+        lr = self._optimizer_step()
         t2 = _now(self.device)
         metric = method.progress(out, targets)
         t3 = _now(self.device)
         moved = method.after_step(metric)
         if moved:
             self._target_moved()
-        for key, (a, b) in {"teacher": (t0, t1), "student": (t1, t2), "metric": (t2, t3)}.items():
-            self.seconds[key] += b - a
+        self.seconds["student"] += t2 - t1
+        self.seconds["metric"] += t3 - t2
         self.batches_done_in_epoch = batch_idx + 1
         self.last_trained_block = block
         self.record = StepRecord(
@@ -182,35 +198,23 @@ class DistillModule(L.LightningModule):
             level_up=moved,
             method_values=method.log_row(),
             batch_size=images.shape[0],
+            micro_batches=len(self.micro_batches),
         )
+        self.micro_batches.clear()
         shown = {"loss": self.record.loss, "block": float(method.target_block)}
         if metric is not None:
             shown["metric"] = metric
         self.log_dict(shown, prog_bar=True, on_step=True, batch_size=images.shape[0])
 
-    def _skip_non_finite(self, out: LossOutput, step: int) -> bool:
-        """Every rank takes the same decision on a non-finite loss (or a rank that skipped the
-        collective would hang the others): stop with an error, or skip the batch everywhere."""
-        if not self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(out.loss)), all=False):
-            return False
-        if self.cfg.nan_policy == "stop":
-            raise _non_finite(out.loss, out.parts, step)
-        self.skipped_batches += 1
-        rank_zero_warn(
-            f"non-finite loss at step {step} (on at least one rank): batch skipped on every rank "
-            f"({self.skipped_batches} so far)"
-        )
-        return True
-
-    def _optimizer_step(self, loss: Tensor) -> float:
-        """Backward, clip, step the optimizer and the schedule; returns the LR used."""
+    def _optimizer_step(self) -> float:
+        """Clip the accumulated gradients, step the optimizer and the schedule, clear the
+        gradients; returns the LR used."""
         opt = self._optimizer()
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
         if self.cfg.grad_clip:
             self.clip_gradients(opt.optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
         lr = float(opt.param_groups[0]["lr"])
         opt.step()
+        opt.zero_grad(set_to_none=True)
         assert self.scheduler is not None
         self.scheduler.step()
         return lr
@@ -249,6 +253,30 @@ class DistillModule(L.LightningModule):
         self.restored = checkpoint["leapkd"]
 
 
+def student_forward(student: Backbone, method: Method, images: Tensor) -> StudentOutput:
+    """The student's last level (normalised) and the levels the method taps, in one pass,
+    plus the patch projection when the method compares it."""
+    last, taps = student.num_levels, method.student_taps()
+    raw = student.forward_levels(images, [*taps, last], norm=False)
+    projection = student.patch_projection(images) if method.needs_patch_projection else None
+    return StudentOutput(student.normalize(last, raw[last]), projection, {b: raw[b] for b in taps})
+
+
+def _merge_skipped_images(module: DistillModule) -> None:
+    """Each rank read its own shard: the unreadable images any of them met, on every rank."""
+    mask = skipped_mask(module.train_set)
+    if mask is not None and module.trainer.world_size > 1:
+        total = module.trainer.strategy.reduce(mask.to(module.device, torch.float32), reduce_op="sum")
+        mask.copy_(total.cpu() > 0)
+
+
+def scaled_lr(cfg: DistillConfig, global_batch: int) -> float:
+    """The peak LR: `lr` as given, or scaled by global_batch / lr_reference_batch (linearly or
+    by its square root)."""
+    ratio = global_batch / cfg.lr_reference_batch
+    return cfg.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[cfg.lr_scale]
+
+
 def weight_decay_groups(modules: tuple[nn.Module, ...], weight_decay: float) -> list[dict[str, Any]]:
     """Optimizer groups: weight decay on weight matrices, none on norms, biases, tokens, pos_embed."""
     decay: list[nn.Parameter] = []
@@ -261,9 +289,12 @@ def weight_decay_groups(modules: tuple[nn.Module, ...], weight_decay: float) -> 
 
 
 def untrained_parameters(module: DistillModule, images: Tensor, labels: Tensor) -> list[str]:
-    """Names of trainable parameters that one loss evaluation leaves without a gradient."""
-    targets = module.method.targets(module.teacher, images)
-    loss = module.method.loss(module.student_forward(images), targets, labels).loss
+    """Names of trainable parameters that one loss evaluation (under the run's autocast)
+    leaves without a gradient."""
+    dtype = autocast_dtype(module.precision)
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+        targets = module.method.targets(module.teacher, images)
+        loss = module.method.loss(student_forward(module.student, module.method, images), targets, labels).loss
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     return [n for (n, _), g in zip(named, grads) if g is None]
@@ -273,15 +304,6 @@ def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def _non_finite(loss: Tensor, parts: dict[str, Tensor], step: int) -> LeapkdError:
-    bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["loss"]
-    return LeapkdError(
-        f"the loss is {loss.detach().item()} at step {step} (non-finite part: {', '.join(bad)}); "
-        "the last good checkpoint is kept",
-        "lower --lr, keep --grad_clip on, check the data for corrupt values, or pass --nan_policy skip",
-    )
 
 
 def _get_rng_state() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from leapkd.engine.callbacks import (
     MetricsLog,
     Snapshots,
     StopOnSignal,
+    StudentEma,
     TeacherHead,
     TeacherHeadFitter,
 )
@@ -32,6 +33,7 @@ class RunCallbacks:
     flops: FlopAccounting
     stop: StopOnSignal
     teacher_head: TeacherHead | None
+    ema: StudentEma | None
     every: list[Callback]
 
 
@@ -49,19 +51,23 @@ def run_callbacks(
     head = TeacherHead(fit_head) if fit_head is not None else None
     columns = metric_columns(method.loss_terms(), method.log_values)
     tensorboard = run.path / "tensorboard" if cfg.logger == "tensorboard" else None
+    ema = StudentEma(cfg.ema_decay) if cfg.ema_decay is not None else None
     every: list[Callback] = [*([head] if head else []), flops, MetricsLog(run.metrics, columns, tensorboard)]
+    if ema is not None:
+        every.append(ema)
     if cfg.snapshot_every:
-        every.append(Snapshots(cfg.snapshot_every, run.snapshot))
+        every.append(Snapshots(cfg.snapshot_every, run.snapshot, ema))
     every += [stop, CheckpointPolicy(run.last_checkpoint, cfg.checkpoint_every, stop)]
     if LockStepCheck.enabled():
         every.append(LockStepCheck(run.path / "ranks"))
     if progress:
         every.append(CurriculumProgressBar(num_levels))
-    return RunCallbacks(flops, stop, head, every)
+    return RunCallbacks(flops, stop, head, ema, every)
 
 
 def build_trainer(
     cfg: DistillConfig,
+    precision: str,
     callbacks: list[Callback],
     devices: int | str = 1,
     strategy: str = "auto",
@@ -75,7 +81,7 @@ def build_trainer(
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
-        precision=cfg.precision,
+        precision=precision,  # type: ignore[arg-type]
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1,
         logger=False,

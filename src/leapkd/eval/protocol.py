@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
 from torch import Tensor
 
 from leapkd.data import LabeledImages, build_dataset
-from leapkd.features import FeatureKind, extract_features
+from leapkd.features import FeatureKind, extract_levels
 from leapkd.models import Backbone
 from leapkd.registry import Registry
 
@@ -37,7 +38,11 @@ class EvalOptions:
     """The options of one `evaluate` call; each protocol reads the ones it uses."""
 
     features: FeatureKind = "cls"
-    block: int | None = None  # None: the last block
+    block: int | None = None  # None: the last level
+    blocks: tuple[int, ...] = ()  # every level of the call, extracted in one pass
+    autocast: torch.dtype | None = None  # the feature extraction's autocast dtype
+    num_workers: int = 0  # data loader processes of the feature extraction
+    devices: int = 1  # CUDA devices the extraction splits every batch over
     train_per_class: int | None = 100  # None: all
     val_per_class: int | None = 50
     k: int = 20
@@ -109,15 +114,20 @@ class EvalContext:
                 "mean": self.model.mean,
                 "std": self.model.std,
             }
-            self._features[split, per_class] = extract_features(
+            level = self.options.block or self.model.num_levels
+            found = extract_levels(
                 self.model,
                 self.dataset(split, per_class),
+                sorted({level, *self.options.blocks}),  # the call's other levels from the same pass
                 self.options.features,
-                self.options.block,
                 cache_key=key,
                 progress=self.options.progress,
                 desc=f"{split} features",
+                autocast_dtype=self.options.autocast,
+                num_workers=self.options.num_workers,
+                devices=self.options.devices,
             )
+            self._features[split, per_class] = found[level]
         return self._features[split, per_class]
 
 

@@ -9,6 +9,8 @@ and every protocol of one call shares them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from leapkd.errors import LeapkdError
 from leapkd.eval.protocol import PROTOCOLS, EvalContext, EvalOptions, Protocol, evaluated
 from leapkd.eval.retrieval import REVISITED
 from leapkd.features import FeatureKind
+from leapkd.hardware import autocast_dtype, evaluation_device, resolve_precision, resolve_workers
+from leapkd.models import Backbone
 from leapkd.rundir import RunDirectory, write_text_atomic
 from leapkd.targets import load_target
 
@@ -30,7 +34,7 @@ def evaluate(
     image_size: int | None = None,
     train_per_class: int | None = 100,
     val_per_class: int | None = 50,
-    block: int | None = None,
+    block: int | Sequence[int] | None = None,
     k: int = 20,
     reference: str | None = None,
     reference_weights: str | Path | None = None,
@@ -41,6 +45,10 @@ def evaluate(
     out_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    accelerator: str = "auto",
+    precision: str = "32",
+    num_workers: int | str = "auto",
+    devices: int = 1,
 ) -> dict[str, Any]:
     """Evaluate `target` with the chosen registered protocols; returns (and writes) the results.
 
@@ -49,15 +57,18 @@ def evaluate(
     a model-name target; `reference_weights` into the CKA map's reference (default: the
     run's teacher with its weights). Revisited Oxford/Paris (`roxford5k`, `rparis6k`) has no
     class labels: the default protocols then run retrieval alone, and asking for a protocol
-    that needs labels is an error.
+    that needs labels is an error. Several `block`s are evaluated from one pass over the
+    data; each is recorded as its own entry ("<data> @ block <b>") and returned under
+    "blocks". The model runs on the accelerator (default: a GPU when there is one) in
+    `precision` ("32" by default, for numbers comparable across machines; "auto" or
+    "bf16-mixed" autocast), fed by `num_workers` loader processes; `devices` > 1 splits
+    every batch over that many CUDA GPUs.
     """
     chosen = [PROTOCOLS.get(name)() for name in dict.fromkeys(protocols)]
     model, run, defaults = load_target(target, image_size, seed, patch_size, weights)
-    if block is not None and not 1 <= block <= model.num_levels:
-        raise LeapkdError(
-            f"--block {block} is outside the {model.num_levels} levels of {model.name}",
-            f"choose a level between 1 and {model.num_levels} (default: the last)",
-        )
+    blocks = _blocks(block, model)
+    device = evaluation_device(accelerator, devices)
+    model.to(device)
     data = data or defaults.get("data", "fashion-mnist")
     labelled = data not in REVISITED
     if not labelled:
@@ -65,7 +76,7 @@ def evaluate(
     out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
     options = EvalOptions(
         features=features,
-        block=block,
+        blocks=tuple(blocks),
         train_per_class=train_per_class,
         val_per_class=val_per_class,
         k=k,
@@ -74,29 +85,38 @@ def evaluate(
         reference_weights=reference_weights,
         data_root=data_root,
         progress=progress,
+        autocast=autocast_dtype(resolve_precision(precision, device)[0]),
+        num_workers=resolve_workers(num_workers),
+        devices=devices,
     )
-    ctx = EvalContext(model, data, defaults["image_size"], seed, options, out, defaults, labelled)
-    results: dict[str, Any] = {
-        "target": str(target) if labelled else defaults["name"],
-        "model": model.describe(),
-        "data": data,
-        "image_size": ctx.image_size,
-        "features": features,
-        "block": block or model.num_levels,
-    }
+    header = {"target": str(target) if labelled else defaults["name"], "model": model.describe(), "data": data}
     if labelled:
-        results |= {
-            "weights": str(weights) if weights is not None else None,
-            "train_per_class": train_per_class,
-            "val_per_class": val_per_class,
-            "seed": seed,
-        }
-    for protocol in chosen:
-        results[protocol.key] = protocol.run(ctx)
+        header |= {"weights": str(weights) if weights else None, "train_per_class": train_per_class,
+                   "val_per_class": val_per_class, "seed": seed}  # fmt: skip
+    by_block = {}
+    for b in blocks:
+        ctx = EvalContext(model, data, defaults["image_size"], seed, replace(options, block=b), out, defaults, labelled)
+        by_block[b] = {**header, "image_size": ctx.image_size, "features": features, "block": b}
+        by_block[b] |= {protocol.key: protocol.run(ctx) for protocol in chosen}
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves nothing behind
-    _record(out / "eval.json", run, data, results)
-    results["out_dir"] = str(out)
-    return results
+    if len(blocks) == 1:
+        _record(out / "eval.json", run, data, by_block[blocks[0]])
+        return {**by_block[blocks[0]], "out_dir": str(out)}
+    for b, results in by_block.items():
+        _record(out / "eval.json", run, f"{data} @ block {b}", results)
+    return {"blocks": by_block, "data": data, "out_dir": str(out)}
+
+
+def _blocks(block: int | Sequence[int] | None, model: Backbone) -> list[int]:
+    """The levels to evaluate (default: the last), each checked."""
+    blocks = [model.num_levels] if block is None else [block] if isinstance(block, int) else list(block)
+    for b in blocks:
+        if not 1 <= b <= model.num_levels:
+            raise LeapkdError(
+                f"--block {b} is outside the {model.num_levels} levels of {model.name}",
+                f"choose a level between 1 and {model.num_levels} (default: the last)",
+            )
+    return blocks
 
 
 def _without_labels(chosen: list[Protocol], data: str, default: bool) -> list[Protocol]:

@@ -165,7 +165,7 @@ class Backbone(nn.Module):
         wanted = sorted(set(levels))
         for b in wanted:
             self.check_level(b)
-        raw = self._run(images, wanted)
+        raw = self._run(self.as_input(images), wanted)
         return {b: self.normalize(b, f) for b, f in raw.items()} if norm else raw
 
     def forward_to(self, images: Tensor, level: int) -> Features:
@@ -191,6 +191,11 @@ class Backbone(nn.Module):
             f"{self.name} ({self.family}) has no patch-projection conv, so the patch-embedding loss does not apply",
             "set --patch_embed_weight 0 for this pair",
         )
+
+    def as_input(self, images: Tensor) -> Tensor:
+        """Images in the dtype of the weights (a teacher kept in bf16 takes float32 images)."""
+        dtype = next(self.parameters()).dtype
+        return images if images.dtype == dtype or not images.is_floating_point() else images.to(dtype)
 
     def check_level(self, level: int) -> None:
         if not 1 <= level <= self.num_levels:

@@ -1,6 +1,7 @@
 """What happens around a training step, one callback each; `build_trainer` installs them."""
 
 from leapkd.engine.callbacks.checkpoints import AtomicCheckpointIO, CheckpointPolicy
+from leapkd.engine.callbacks.ema import StudentEma
 from leapkd.engine.callbacks.flops import FlopAccounting
 from leapkd.engine.callbacks.lockstep import DEBUG_RANKS_ENV, LockStepCheck
 from leapkd.engine.callbacks.metrics_log import MetricsLog
@@ -19,6 +20,7 @@ __all__ = [
     "MetricsLog",
     "Snapshots",
     "StopOnSignal",
+    "StudentEma",
     "TeacherHead",
     "TeacherHeadFitter",
 ]

@@ -12,6 +12,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 
 from leapkd.engine.callbacks.signals import StopOnSignal
+from leapkd.engine.module import DistillModule
 
 
 class CheckpointPolicy(Checkpoint):
@@ -26,6 +27,9 @@ class CheckpointPolicy(Checkpoint):
         self.path, self.every, self.stop = path, every, stop
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        assert isinstance(pl_module, DistillModule)
+        if pl_module.record is None:  # only after an optimizer step
+            return
         if self.stop.stopped or (self.every and trainer.global_step % self.every == 0):
             trainer.save_checkpoint(self.path)
 

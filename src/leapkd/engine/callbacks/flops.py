@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from leapkd.accounting import FlopsLedger, student_step_flops, teacher_flops_by_depth
-from leapkd.engine.module import DistillModule
+from leapkd.engine.module import DistillModule, student_forward
 
 
 class FlopAccounting(Callback):
@@ -23,15 +23,17 @@ class FlopAccounting(Callback):
 
     def __init__(self) -> None:
         self.ledger: FlopsLedger | None = None
+        self.job_total: int | None = None  # summed over every rank, when training ends
         self._restored: dict[str, int] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, DistillModule)
         sample = _sample_batch(pl_module)
-        self.ledger = FlopsLedger(
-            teacher_by_depth=teacher_flops_by_depth(pl_module.teacher, sample),
-            student_step=student_step_flops(_student_step(pl_module, sample)),
-        )
+        with trainer.precision_plugin.forward_context():  # the step's autocast (a bf16 teacher needs it)
+            self.ledger = FlopsLedger(
+                teacher_by_depth=teacher_flops_by_depth(pl_module.teacher, sample),
+                student_step=student_step_flops(_student_step(pl_module, sample)),
+            )
         if self._restored is not None:
             self.ledger.load_state_dict(self._restored)
 
@@ -42,8 +44,14 @@ class FlopAccounting(Callback):
             return
         once = record.first_batch_teacher_blocks
         extra = self.ledger.teacher_by_depth[once - 1] if once else 0
-        self.ledger.add_step(record.teacher_blocks_run, extra)
+        for micro in range(record.micro_batches):  # the costs are measured per batch
+            self.ledger.add_step(record.teacher_blocks_run, extra if micro == 0 else 0)
         record.flops = self.total
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mine = torch.tensor(float(self.total), dtype=torch.float64, device=pl_module.device)
+        # float64: job totals can pass int64's range; relative error stays ~1e-16
+        self.job_total = round(float(trainer.strategy.reduce(mine, reduce_op="sum")))
 
     @property
     def total(self) -> int:
@@ -59,7 +67,7 @@ class FlopAccounting(Callback):
 def _sample_batch(module: DistillModule) -> Tensor:
     """One batch of training images (FLOPs depend on tensor shapes only)."""
     n = min(module.cfg.batch_size, len(module.train_set))
-    return torch.stack([module.train_set[i][0] for i in range(n)]).to(module.device)
+    return module.normalize(torch.stack([module.train_set[i][0] for i in range(n)]).to(module.device))
 
 
 def _student_step(module: DistillModule, images: Tensor) -> Callable[[], Tensor]:
@@ -68,4 +76,4 @@ def _student_step(module: DistillModule, images: Tensor) -> Callable[[], Tensor]
     with torch.no_grad():
         targets = module.method.targets(module.teacher, images)
     labels = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
-    return lambda: module.method.loss(module.student_forward(images), targets, labels).loss
+    return lambda: module.method.loss(student_forward(module.student, module.method, images), targets, labels).loss

@@ -8,6 +8,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from leapkd.engine.module import DistillModule
+
 
 class StopOnSignal(Callback):
     """Installed when training starts, over Lightning's own SIGTERM handler (which would
@@ -42,6 +44,9 @@ class StopOnSignal(Callback):
             self._old.setdefault(sig, old)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        assert isinstance(pl_module, DistillModule)
+        if pl_module.record is None:  # mid-accumulation or a skipped batch: stop at a step
+            return
         self.stopped = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
         if self.stopped:
             trainer.should_stop = True

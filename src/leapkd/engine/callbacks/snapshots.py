@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from leapkd.engine.callbacks.ema import StudentEma
 from leapkd.engine.module import DistillModule
 from leapkd.models import save_student_file
 
@@ -16,9 +17,10 @@ class Snapshots(Callback):
     """Rank 0 writes the student at step 0 (fresh runs) and every `every` steps, with the
     step, the training FLOPs and the wall seconds so far in the file's metadata."""
 
-    def __init__(self, every: int, path_of_step: Any) -> None:
+    def __init__(self, every: int, path_of_step: Any, ema: StudentEma | None = None) -> None:
         self.every = every
         self.path_of_step = path_of_step  # step -> Path
+        self.ema = ema  # when set, its student is the one saved
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.ckpt_path:
@@ -35,6 +37,5 @@ class Snapshots(Callback):
             return
         path = Path(self.path_of_step(trainer.global_step))
         path.parent.mkdir(exist_ok=True)
-        save_student_file(
-            pl_module.student, path, step=trainer.global_step, flops=flops, wall_seconds=pl_module.wall_seconds()
-        )
+        student = self.ema.student if self.ema is not None else pl_module.student
+        save_student_file(student, path, step=trainer.global_step, flops=flops, wall_seconds=pl_module.wall_seconds())

@@ -11,14 +11,10 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from leapkd.engine.module import DistillModule
+from leapkd.hardware import autocast_dtype
 from leapkd.models import Backbone
 
 TeacherHeadFitter = Callable[[Backbone, torch.dtype | None], nn.Linear]
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of a Lightning precision (None: full precision)."""
-    return torch.bfloat16 if precision == "bf16-mixed" else None
 
 
 class TeacherHead(Callback):
@@ -36,7 +32,7 @@ class TeacherHead(Callback):
         start = time.perf_counter()
         state: dict[str, Tensor] | None = None
         if trainer.is_global_zero:
-            head = self.fit(pl_module.teacher, autocast_dtype(pl_module.cfg.precision))
+            head = self.fit(pl_module.teacher, autocast_dtype(pl_module.precision))
             state = {k: v.cpu() for k, v in head.state_dict().items()}
             pl_module.notes.append("teacher head fitted on this rank")
         state = trainer.strategy.broadcast(state, src=0)

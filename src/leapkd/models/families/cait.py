@@ -57,4 +57,4 @@ class CaitBackbone(Backbone):
         return features.map_each(self.model.norm)
 
     def patch_projection(self, images: Tensor) -> Features:
-        return Features.from_map(cast(PatchEmbed, self.model.patch_embed).proj(images))
+        return Features.from_map(cast(PatchEmbed, self.model.patch_embed).proj(self.as_input(images)))

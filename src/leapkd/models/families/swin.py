@@ -55,7 +55,7 @@ class SwinBackbone(Backbone):
         return features.map_each(channel_layer_norm)
 
     def patch_projection(self, images: Tensor) -> Features:
-        return Features.from_map(cast(nn.Module, self.model.patch_embed.proj)(images))
+        return Features.from_map(cast(nn.Module, self.model.patch_embed.proj)(self.as_input(images)))
 
 
 def _stages(model: SwinTransformer) -> list[SwinTransformerStage]:

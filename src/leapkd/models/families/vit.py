@@ -53,7 +53,7 @@ class TokenBackbone(Backbone):
         model = self.model
         if not isinstance(model, VisionTransformer):
             return None
-        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
+        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(self.as_input(images)))))
         k = self.levels[0].prefix
         return Features(x[:, k:], self.levels[0].grid, x[:, :k] if k else None)
 
@@ -61,4 +61,4 @@ class TokenBackbone(Backbone):
         return features.map_each(self.model.norm)
 
     def patch_projection(self, images: Tensor) -> Features:
-        return Features.from_map(self.model.patch_embed.proj(images))
+        return Features.from_map(self.model.patch_embed.proj(self.as_input(images)))

@@ -1,0 +1,49 @@
+"""Gradient accumulation: the micro-batches of one optimizer step, joined as one batch."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from leapkd.methods import LossOutput, Targets
+
+
+class MicroBatches:
+    """Collects (loss output, targets) of the batches accumulated into one optimizer step."""
+
+    def __init__(self, per_step: int) -> None:
+        self.per_step = per_step
+        self._group: list[tuple[LossOutput, Targets]] = []
+
+    def add(self, out: LossOutput, targets: Targets) -> bool:
+        """Keep one micro-batch; True when the step has all of them."""
+        self._group.append((out, targets))
+        return len(self._group) >= self.per_step
+
+    def __len__(self) -> int:
+        return len(self._group)
+
+    def clear(self) -> None:
+        self._group.clear()
+
+    def joined(self) -> tuple[LossOutput, Targets]:
+        """The step's loss (the mean over its micro-batches) and its tokens and targets
+        joined along the batch, so the progress metric sees what one big batch would give."""
+        if len(self._group) == 1:
+            return self._group[0]
+        outs = [o for o, _ in self._group]
+        targets = [t for _, t in self._group]
+        loss = torch.stack([o.loss.detach() for o in outs]).mean()
+        parts = {k: torch.stack([o.parts[k] for o in outs]).mean() for k in outs[0].parts}
+        projected = None
+        if all(o.projected is not None for o in outs):
+            projected = torch.cat([o.projected.detach() for o in outs if o.projected is not None])
+        joined = Targets(targets[0].depth, torch.cat([t.patch for t in targets]), targets[0].grid)
+        return LossOutput(loss, parts, projected), joined
+
+
+def optimizer_steps(trainer: L.Trainer, per_step: int) -> int:
+    """Optimizer steps a run will take (Lightning's estimate counts batches: with manual
+    optimisation it does not know that `per_step` of them make a step)."""
+    steps = int(trainer.max_epochs or 1) * (int(trainer.num_training_batches) // per_step)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
