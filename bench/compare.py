@@ -36,7 +36,7 @@ from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import measure_overhead  # noqa: E402
-from page import mean_spread, plot_early_exit, plot_time_to_accuracy, render  # noqa: E402
+from page import mean_spread, plot_early_exit, plot_time_to_accuracy, write_page  # noqa: E402
 
 from leapkd.eval.runner import evaluate  # noqa: E402
 from leapkd.methods import load_config  # noqa: E402
@@ -92,6 +92,7 @@ class Setting:
             "epochs": self.epochs,
             "seed": seed,
             "snapshot_every": max(1, self.steps // self.snapshots) if snapshots else None,
+            "precision": "32",  # as the recorded results were measured; bench/hardware.py compares bf16
             **METHODS[label],
         }
 
@@ -368,10 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         (assets / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_time_to_accuracy(results["runs"], results["teacher"]["knn_top1"], assets / "time_to_accuracy.png")
     plot_early_exit(results["overhead"], results["early_exit_flops_relative"], assets / "early_exit.png")
-    students_file = assets / "students.json"
-    students_results = json.loads(students_file.read_text()) if students_file.is_file() else None
-    page = args.out / "benchmarks.md"
-    page.write_text(render(results, students_results))
+    page = write_page(args.out)
     print(page.read_text())
     print(f"written: {page} and {assets}/")
     return 0

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from leapkd.config import DistillConfig
 from leapkd.data import build_dataset
 from leapkd.data.sampling import EpochSeededSampler, SeededItems
 from leapkd.metrics import linear_cka
@@ -104,6 +103,7 @@ def engine_seconds_per_step(
         batch_size=batch_size,
         image_size=image_size,
         num_workers=num_workers,
+        precision="32",  # the bare loop's arithmetic (bench/hardware.py measures bf16)
         output_dir=out,
         name=name,
         progress=False,
@@ -120,7 +120,7 @@ def measure_overhead(
     Each round times the bare loop at every depth (in a shuffled order) and the engine;
     figures are medians over rounds, so slow drifts of a shared machine hit all alike.
     """
-    workers = DistillConfig().num_workers if num_workers is None else num_workers
+    workers = 0 if num_workers is None else num_workers  # the loader in-process, like the bare loop's default
     subset = max(100, (WARMUP + steps) * batch_size // 10 + 1)
     bare = BareLoop(image_size, batch_size, subset, workers)
     L = bare.teacher.num_levels
@@ -164,7 +164,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="repetitions; figures are medians over rounds")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=112)
-    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: the config's)")
+    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: 0)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs/benchmarks/overhead.json")
     args = p.parse_args()
     result = measure_overhead(args.steps, args.rounds, args.image_size, args.batch_size, args.num_workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,26 @@ def _diff(entry: dict[str, Any]) -> str:
     return f"{100 * entry['diff']:+.1f} ({entry['verdict']})"
 
 
-def render(results: dict[str, Any], students: dict[str, Any] | None = None) -> str:
-    """docs/benchmarks.md from the results (and the other-students comparison, when run)."""
+def write_page(out: Path) -> Path:
+    """Draw OUT/benchmarks.md from the JSON results under OUT/benchmarks/ (the method
+    benchmark's, and the students' and hardware benchmarks' when they were run)."""
+    assets = out / "benchmarks"
+
+    def read(name: str) -> dict[str, Any] | None:
+        path = assets / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    results = read("results.json")
+    assert results is not None, f"{assets / 'results.json'} is missing: run bench/compare.py first"
+    page = out / "benchmarks.md"
+    page.write_text(render(results, read("students.json"), read("hardware.json")))
+    return page
+
+
+def render(
+    results: dict[str, Any], students: dict[str, Any] | None = None, hardware: dict[str, Any] | None = None
+) -> str:
+    """docs/benchmarks.md from the results (and the other-students and hardware benchmarks, when run)."""
     t, st, ov = results["table"], results["setting"], results["overhead"]
     lines = [
         "# Benchmarks",
@@ -96,7 +115,8 @@ def render(results: dict[str, Any], students: dict[str, Any] | None = None) -> s
         f"- Teacher: the embedded DINOv2 ViT-S/14 (`{results['teacher_name']}`); student `vit-nano` "
         f"(6 blocks, width 128, patch 14); Fashion-MNIST, {st['subset_per_class']} training images per class, "
         f"{st['image_size']} px, batch {st['batch_size']}, {results['steps']} steps ({st['epochs']} epochs); "
-        f"seeds {', '.join(map(str, st['seeds']))}. Everything else is the `leapkd distill` default.",
+        f"seeds {', '.join(map(str, st['seeds']))}; fp32 (`precision 32`: bf16 is in the hardware section); "
+        "everything else is the `leapkd distill` default.",
         "- Methods: `fixed` (teacher's last block), `leap` (the curriculum), `spectralkd` "
         "(spectral loss on the default block pairs), `leap+spectral` (`leap` with `spectral_weight 0.2`).",
         f"- Evaluation: kNN (k = 20, cosine, CLS) and linear probe on a seeded "
@@ -182,6 +202,7 @@ def render(results: dict[str, Any], students: dict[str, Any] | None = None) -> s
         "![early-exit curve](benchmarks/early_exit.png)",
         "",
         *(students_section(students) if students else []),
+        *(hardware_section(hardware) if hardware else []),
         *paper_section(results),
     ]
     return "\n".join(lines)
@@ -224,6 +245,115 @@ def students_section(results: dict[str, Any]) -> list[str]:
         ups = "; ".join(", ".join(map(str, r["level_ups"])) or "-" for r in leaps if r["student"] == student)
         lines.append(f"- `{student}` under `leap`: level-ups at steps {ups} (per seed).")
     return [*lines, ""]
+
+
+def hardware_section(results: dict[str, Any]) -> list[str]:
+    """What precision auto, data workers and compile give on this machine (bench/hardware.py)."""
+    lines = [
+        "## Hardware: precision, data workers, compile",
+        "",
+        "Measured by `bench/hardware.py`, part by part; in each part the settings ran side by side in one "
+        "process, interleaved (A, B, A, B).",
+        "",
+    ]
+    parts = {"demo": _demo_part, "quality": _quality_part, "pipeline": _pipeline_part, "compile": _compile_part}
+    for name, draw in parts.items():
+        if name in results:
+            lines += [*draw(results[name]), ""]
+    return lines
+
+
+def _demo_part(part: dict[str, Any]) -> list[str]:
+    lines = [
+        *_part_header("The default `leapkd distill` demo, before and now", part),
+        "| setting | precision | workers | training loop s | whole command s |",
+        "|---|---|---|---|---|",
+    ]
+    for label, row in part["summary"].items():
+        first = next(r for r in part["rows"] if r["label"] == label)
+        lines.append(
+            f"| {label} | {first['precision']} | {first['num_workers']} "
+            f"| {row['wall_seconds']:.0f} | {row['total_seconds']:.0f} |"
+        )
+    (old, new) = list(part["summary"].values())[:2]
+    lines += [
+        "",
+        f"The demo's training loop is {old['wall_seconds'] / new['wall_seconds']:.2f}x faster "
+        f"than before (whole command {old['total_seconds'] / new['total_seconds']:.2f}x); per round: "
+        + ", ".join(f"{r['label'].split(' ')[0]} {r['wall_seconds']:.0f} s" for r in part["rows"])
+        + ".",
+    ]
+    return lines
+
+
+def _quality_part(part: dict[str, Any]) -> list[str]:
+    lines = [
+        *_part_header("Quality in bf16-mixed vs fp32 (3 seeds)", part),
+        "| method | precision | kNN top-1 | linear top-1 | wall s | final block |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in part["tables"]["fp32"]:
+        for tag in ("fp32", "bf16"):
+            r = part["tables"][tag][method]
+            lines.append(
+                f"| `{method}` | {tag} | {pct(*r['knn_top1'])} | {pct(*r['linear_top1'])} "
+                f"| {r['wall_seconds'][0]:.0f} | {r['final_block'][0]:.1f} |"
+            )
+    lines += ["", "bf16 minus fp32, mean over the seeds (per seed in brackets), against the larger spread:", ""]
+    for key, d in part["bf16_minus_fp32"].items():
+        unit = (lambda v: f"{v:+.0f} s") if key.endswith("wall_seconds") else (lambda v: f"{100 * v:+.1f}")
+        verdict = "within the seeds' spread" if d["within_spread"] else "larger than the seeds' spread"
+        lines.append(
+            f"- `{key}`: {unit(d['mean_diff'])} ({', '.join(unit(v) for v in d['per_seed'])}); "
+            f"spread {unit(d['spread']).lstrip('+')}: {verdict}"
+        )
+    return lines
+
+
+def _pipeline_part(part: dict[str, Any]) -> list[str]:
+    lines = [
+        *_part_header("Input pipeline alone", part),
+        f"{part['images']} JPEGs of {part['size']} px ({part['mean_jpeg_kb']:.0f} KB on average), decoded, "
+        f"random-resized-cropped to {part['image_size']} px and flipped, batches of {part['batch_size']} "
+        "uint8 images (normalisation happens on the training device); the first batch (worker start-up) "
+        "is not counted.",
+        "",
+        "| data workers | images/s |",
+        "|---|---|",
+    ]
+    lines += [f"| {label} | {row['images_per_second']:.0f} |" for label, row in part["summary"].items()]
+    return lines
+
+
+def _compile_part(part: dict[str, Any]) -> list[str]:
+    lines = [
+        *_part_header("torch.compile", part),
+        f"`distill --method fixed --max_steps {part['steps']}` (the demo's models and data, precision "
+        f"{part['rows'][0]['precision']}); seconds per step are the median after {part['warm_up_steps']} "
+        "warm-up steps.",
+        "",
+        "| setting | s/step | first step s | whole command s |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {label} | {row['seconds_per_step']:.3f} | {row['first_step_seconds']:.1f} | {row['total_seconds']:.0f} |"
+        for label, row in part["summary"].items()
+    ]
+    return lines
+
+
+def _part_header(title: str, part: dict[str, Any]) -> list[str]:
+    m = part["machine"]
+    return [
+        f"### {title}",
+        "",
+        f"    {part['command']}",
+        "",
+        f"{m['cpu']}, {m['cores']} cores, load average at start {m['load_average_at_start']}; `precision auto` "
+        f"resolves to {part['auto_precision']} here ({part['auto_reason']}). Finished {part['finished']} after "
+        f"{part['minutes']:.0f} minutes, code at commit {part.get('commit') or 'unknown'}.",
+        "",
+    ]
 
 
 def paper_section(results: dict[str, Any]) -> list[str]:
