@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps(found.get("summary", found.get("bf16_minus_fp32")), indent=2), flush=True)
+    if not (assets / "results.json").is_file():  # the page is drawn around the methods benchmark
+        print(f"written: {path} (the page needs {assets / 'results.json'}: run bench/compare.py first)")
+        return 0
     page = write_page(args.out)
     print(f"written: {path} and {page}")
     return 0
