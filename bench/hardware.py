@@ -13,7 +13,9 @@ machine load drifts over both alike):
   setting (bench/compare.py), kNN and linear probe of the final students;
 - pipeline: images/s of the training input pipeline alone (decode, random-resized crop,
   flip, uint8 batches) on a folder of real-size JPEGs, by number of workers;
-- compile: seconds per training step with and without `compile: true`.
+- compile: seconds per training step with and without `compile: true`;
+- scan: listing an ImageNet-1k-sized folder of unlabelled images (1,281,167 empty files
+  in 1,000 folders): seconds, the list's memory, and the peak Python memory of the scan.
 
 Results go to <out>/benchmarks/hardware.json (each part merged in as it finishes) and the
 page <out>/benchmarks.md is drawn again (bench/page.py).
@@ -27,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -41,11 +44,12 @@ from page import write_page  # noqa: E402
 
 from leapkd.data import build_dataset, load_builtin  # noqa: E402
 from leapkd.data.sampling import seeded_loader  # noqa: E402
+from leapkd.data.unlabeled import unlabelled_images  # noqa: E402
 from leapkd.hardware import resolve_precision  # noqa: E402
 from leapkd.rundir import read_metrics  # noqa: E402
 from leapkd.training import distill  # noqa: E402
 
-PARTS = ("demo", "quality", "pipeline", "compile")
+PARTS = ("demo", "quality", "pipeline", "compile", "scan")
 OLD_DEFAULT = {"precision": "32", "num_workers": 0}  # the default before precision and workers were `auto`
 PRECISIONS = {"fp32": "32", "bf16": "bf16-mixed"}
 QUALITY_METHODS = ("fixed", "leap")
@@ -190,6 +194,47 @@ def measure_compile(runs_dir: Path, quick: bool) -> dict[str, Any]:
     }
 
 
+# ----- scanning a big folder ---------------------------------------------------------------------------
+def measure_scan(quick: bool) -> dict[str, Any]:
+    folders, per_folder = (100, 200) if quick else (1000, 1282)
+    count = folders * per_folder - (0 if quick else 833)  # ImageNet-1k's 1,281,167 training images
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "photos"
+        start = time.perf_counter()
+        made = 0
+        for f in range(folders):
+            folder = root / f"n{f:08d}"
+            folder.mkdir(parents=True)
+            for i in range(min(per_folder, count - made)):
+                (folder / f"n{f:08d}_{i}.JPEG").touch()
+            made += min(per_folder, count - made)
+        create_seconds = time.perf_counter() - start
+        rounds = []
+        for _ in range(1 if quick else 2):
+            start = time.perf_counter()
+            images = unlabelled_images(str(root))
+            rounds.append(time.perf_counter() - start)
+        assert len(images) == count
+        start = time.perf_counter()
+        images.save(Path(tmp) / "train-images.npz")
+        saved = time.perf_counter() - start
+        index_bytes = (Path(tmp) / "train-images.npz").stat().st_size
+        tracemalloc.start()  # slows allocation down: a separate, untimed scan
+        unlabelled_images(str(root))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return {
+        "files": count,
+        "folders": folders,
+        "create_seconds": create_seconds,
+        "scan_seconds": rounds,
+        "list_bytes": images.nbytes,
+        "index_file_bytes": index_bytes,
+        "save_seconds": saved,
+        "scan_peak_python_bytes": peak,
+    }
+
+
 def _by_label(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
     labels = dict.fromkeys(r["label"] for r in rows)
     return {label: {k: statistics.mean(r[k] for r in rows if r["label"] == label) for k in keys} for label in labels}
@@ -213,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "quality": lambda: measure_quality(quality_setting, runs_dir),
         "pipeline": lambda: measure_pipeline(args.quick),
         "compile": lambda: measure_compile(runs_dir, args.quick),
+        "scan": lambda: measure_scan(args.quick),
     }
     auto_precision, why = resolve_precision("auto", "cpu")
     for part in args.part or PARTS:
