@@ -1,6 +1,7 @@
 """The run report: every section the run directory supports, and no broken image."""
 
 import base64
+import json
 import re
 
 import pytest
@@ -35,6 +36,10 @@ def test_distill_writes_the_report(run_dir):
         assert f"<h2>{title}</h2>" in text
     assert "Evaluation on" not in text and "CKA map" not in text  # nothing evaluated yet
     assert images_ok(text) == 3  # curriculum, loss, accounting
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for label, value in [("images/s (whole job)", f"{summary['images_per_second']:.1f}"),
+                         ("precision", summary["precision"])]:  # fmt: skip
+        assert re.search(rf"<td>{re.escape(label)}</td>\s*<td>{re.escape(value)}", text), label
     md = (run_dir / "report.md").read_text()
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (run_dir / link).is_file(), link

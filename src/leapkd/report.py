@@ -59,6 +59,26 @@ def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
     return Section("At a glance", table=rows)
 
 
+def _hardware_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where and how fast the run trained (runs written before these figures lack them)."""
+    rows = []
+    if "precision" in s:
+        rows.append(
+            ("precision", f"{s['precision']} ({s.get('precision_reason', '')}), teacher in {s.get('teacher_dtype')}")
+        )
+    if "images_per_second" in s:
+        rows.append(("images/s (whole job)", f"{s['images_per_second']:.1f}"))
+    if "job_flops" in s:
+        rows.append(
+            ("FLOPs per device / whole job", f"{s['flops_per_device'] / 1e12:.3f} T / {s['job_flops'] / 1e12:.3f} T")
+        )
+    if s.get("peak_memory_bytes"):
+        rows.append(("peak device memory", f"{s['peak_memory_bytes'] / 2**30:.2f} GiB"))
+    if "num_workers" in s:
+        rows.append(("data workers per process", str(s["num_workers"])))
+    return rows
+
+
 def build_sections(run: RunDirectory) -> list[Section]:
     """Everything the report shows, from what the run directory holds."""
     if not run.summary.is_file():
@@ -93,6 +113,7 @@ def build_sections(run: RunDirectory) -> list[Section]:
                     f"{s['teacher_seconds']:.1f} / {s['student_seconds']:.1f} / {s['metric_seconds']:.2f}",
                 ),  # fmt: skip
                 ("wall seconds", f"{s['wall_seconds']:.1f}"),
+                *_hardware_rows(s),
             ],
             [accounting],
         )
