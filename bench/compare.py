@@ -93,6 +93,7 @@ class Setting:
             "seed": seed,
             "snapshot_every": max(1, self.steps // self.snapshots) if snapshots else None,
             "precision": "32",  # as the recorded results were measured; bench/hardware.py compares bf16
+            "num_workers": 0,  # likewise (the loader in the training process)
             **METHODS[label],
         }
 

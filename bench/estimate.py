@@ -100,8 +100,9 @@ def page(rows: list[tuple[str, str, dict[str, float]]]) -> str:
         f"+ batch x activations per image; the column is for a batch of {BATCH} per GPU. CUDA's allocator, "
         "kernels' workspaces and the data loader's pinned memory add to it.",
         f"- images/s per GPU = {int(SUSTAINED * 100)}% of the GPU's published dense bf16 peak / FLOPs per "
-        "image. Multiply by the number of GPUs for data-parallel training (DDP scales nearly linearly "
-        "when the input pipeline keeps up: about 8-10 data workers per GPU for JPEG decoding at this rate).",
+        "image. Multiply by the number of GPUs for data-parallel training, if the input pipeline keeps "
+        "up: decoding and cropping ImageNet-sized JPEGs ran at about 450 images/s on one core of this "
+        "machine (docs/benchmarks.md, input pipeline), so a rate R needs about R / 450 such cores per GPU.",
         "",
         f"| teacher | student | params T / S (M) | GFLOP / image / step | teacher share | fixed GiB "
         f"| activations MiB / image | GiB at batch {BATCH} | {gpu_cols} |",

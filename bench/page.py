@@ -115,8 +115,9 @@ def render(
         f"- Teacher: the embedded DINOv2 ViT-S/14 (`{results['teacher_name']}`); student `vit-nano` "
         f"(6 blocks, width 128, patch 14); Fashion-MNIST, {st['subset_per_class']} training images per class, "
         f"{st['image_size']} px, batch {st['batch_size']}, {results['steps']} steps ({st['epochs']} epochs); "
-        f"seeds {', '.join(map(str, st['seeds']))}; fp32 (`precision 32`: bf16 is in the hardware section); "
-        "everything else is the `leapkd distill` default.",
+        f"seeds {', '.join(map(str, st['seeds']))}; fp32 (`precision 32`: bf16 is in the hardware "
+        "section) with the loader in the training process (`num_workers 0`); everything else is the "
+        "`leapkd distill` default.",
         "- Methods: `fixed` (teacher's last block), `leap` (the curriculum), `spectralkd` "
         "(spectral loss on the default block pairs), `leap+spectral` (`leap` with `spectral_weight 0.2`).",
         f"- Evaluation: kNN (k = 20, cosine, CLS) and linear probe on a seeded "
@@ -355,8 +356,8 @@ def _scan_part(part: dict[str, Any]) -> list[str]:
     return [
         *_part_header("Listing a folder of unlabelled images", part),
         f"{part['files']:,} empty `.JPEG` files in {part['folders']:,} folders, named as ImageNet's "
-        "(1,281,167 files is ImageNet-1k's training set), listed as `data: <folder>` lists them: one `scandir` per folder, no "
-        "`stat` per file.",
+        "(ImageNet-1k's training set has 1,281,167), listed as `data: <folder>` lists them: one "
+        "`scandir` per folder, no `stat` per file.",
         "",
         "| | |",
         "|---|---|",
