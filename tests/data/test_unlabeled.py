@@ -1,6 +1,7 @@
 """Images without labels: folders at any depth, path lists, globs; the image list a run keeps."""
 
 import os
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +64,21 @@ def test_walking_a_folder_stats_no_file(photos, monkeypatch):
     calls = []
     real_stat = os.stat
     monkeypatch.setattr(os, "stat", lambda *a, **k: (calls.append(a), real_stat(*a, **k))[1])
-    names = walk_images(photos)
+    names = list(walk_images(photos))
     assert len(names) == 12 and calls == []  # the directory entries' types are enough
     assert names[:4] == [f"top-{i}.jpg" for i in range(4)]  # files first, then subfolders, in name order
+
+
+def test_the_list_is_packed_as_names_arrive(tmp_path):
+    """No list of all the names is held while listing (1.28M names would be ~300 MB of str)."""
+    count = 200_000
+    names = (f"n{i % 1000:08d}/n{i % 1000:08d}_{i}.JPEG" for i in range(count))
+    tracemalloc.start()
+    images = ImageList(tmp_path, names)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(images) == count and images.name(count - 1) == f"n{999:08d}/n{999:08d}_{count - 1}.JPEG"
+    assert peak < 2 * images.nbytes, (peak, images.nbytes)
 
 
 def test_the_list_is_compact_and_round_trips(tmp_path):

@@ -68,7 +68,7 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[str], list[str], lis
         class_dir = root / split / name
         if not class_dir.is_dir():
             continue
-        files = walk_images(class_dir, prefix=f"{name}/")
+        files = list(walk_images(class_dir, prefix=f"{name}/"))
         if not files:
             empty.append(name)
         names += files

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,34 +70,36 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
-def walk_images(directory: Path, prefix: str = "") -> list[str]:
+def walk_images(directory: Path, prefix: str = "") -> Iterator[str]:
     """Image files under `directory` at any depth, as `prefix` + relative names, in a fixed
     order (names sorted within each directory, subdirectories after files). One `scandir`
     per directory and no `stat` per file (the directory entry's type is enough); hidden
-    files and directories are left out."""
-    found: list[str] = []
+    files and directories are left out. A generator: one directory's entries in memory."""
     stack = [(directory, prefix)]
     while stack:
         here, rel = stack.pop()
         with os.scandir(here) as entries:
             listed = sorted(entries, key=lambda e: e.name)
-        found += [rel + e.name for e in listed if is_image_name(e.name) and e.is_file()]
+        yield from (rel + e.name for e in listed if is_image_name(e.name) and e.is_file())
         subdirs = [e for e in listed if not e.name.startswith(".") and e.is_dir()]
         stack += [(Path(e.path), f"{rel}{e.name}/") for e in reversed(subdirs)]
-    return found
 
 
 class ImageList:
     """Paths relative to `root`, stored as one blob and offsets; `[i]` is the absolute Path."""
 
-    def __init__(self, root: str | Path, names: Iterable[str] = (), blob: bytes | None = None,
+    def __init__(self, root: str | Path, names: Iterable[str] = (), blob: bytes | bytearray | None = None,
                  offsets: np.ndarray | None = None) -> None:  # fmt: skip
         self.root = Path(root)
-        if blob is None or offsets is None:
-            encoded = [n.encode() for n in names]
-            offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-            offsets[1:] = np.cumsum([len(e) for e in encoded])
-            blob = b"".join(encoded)
+        if blob is None or offsets is None:  # packed as they come: no list of all the names
+            packed, lengths = bytearray(), array("q")
+            for name in names:
+                encoded = name.encode()
+                packed += encoded
+                lengths.append(len(encoded))
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum(np.frombuffer(lengths, dtype=np.int64))
+            blob = packed  # a bytearray reads like bytes; no copy
         self.blob, self.offsets = blob, offsets
 
     def __len__(self) -> int:

@@ -50,12 +50,12 @@ def unlabelled_images(source: str) -> ImageList:
             f"dataset folder {path} is empty",
             "put images in it (at any depth), or class folders train/<class>/ and val/<class>/ for labels",
         )
-    names = walk_images(path)
-    if not names:
+    images = ImageList(path, walk_images(path))
+    if not len(images):
         raise LeapkdError(
             f"no image files under {path}", f"put images ({_ACCEPTED}) in it, at any depth; other files are ignored"
         )
-    return ImageList(path, names)
+    return images
 
 
 def _globbed(pattern: str) -> ImageList:
