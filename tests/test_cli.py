@@ -1,5 +1,7 @@
 """The console command: help, listings, and errors without tracebacks."""
 
+import json
+import re
 import subprocess
 import sys
 
@@ -63,7 +65,6 @@ def test_all_names_resolve():
 
 
 def test_spectrum_command_writes_plots_pairs_and_correlation(tmp_path, capsys, monkeypatch):
-    import json
 
     monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "spec"
@@ -103,3 +104,15 @@ def test_data_lists_a_missing_dataset_with_its_install_command(capsys, monkeypat
     assert main(["data"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("fashion-mnist"))
     assert " no " in line and "apt-get install dataset-fashion-mnist" in line
+
+
+def test_distill_prints_its_figures_with_the_precision_and_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
+    code = main(["distill", "--teacher", "vit-nano", "--allow-random-teacher", "--image-size", "32",
+                 "--max-steps", "2", "--precision", "32", "--output-dir", str(tmp_path / "runs"), "--name", "p",
+                 "--no-progress"])  # fmt: skip
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "runs" / "p" / "summary.json").read_text())
+    assert code == 0
+    assert re.search(r"^precision\s+32 \(as configured\)$", out, re.M)
+    assert re.search(rf"^images/s\s+{summary['images_per_second']:.1f}$", out, re.M)

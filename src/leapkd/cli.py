@@ -136,6 +136,8 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         {"figure": "FLOPs saving vs fixed target", "value": f"{100 * s['flops_saving']:.1f}%"},
         {"figure": "training FLOPs (teacher + student)", "value": f"{total_flops / 1e12:.2f} TFLOP"},
         {"figure": "wall time", "value": f"{s['wall_seconds']:.1f} s ({split})"},
+        {"figure": "images/s", "value": f"{s['images_per_second']:.1f}"},
+        {"figure": "precision", "value": f"{s['precision']} ({s['precision_reason']})"},
     ]
     if s["pending_block"] != s["final_block"]:
         rows.insert(3, {"figure": "next block (pending level-up)", "value": str(s["pending_block"])})
