@@ -36,6 +36,15 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     "batch_size": 64,
     "subset_per_class": "all",
 }
+_DEMO = {
+    "method": "leap",
+    "teacher": "dinov2-vits14-imgfocus",
+    "student": "vit-nano",
+    "data": "fashion-mnist",
+    "image_size": 112,
+    "epochs": 10,
+    "batch_size": 32,
+}
 _SPECTRALKD_NOTES = (
     "the paper's teacher logits come from its own ImageNet classifier; leapkd fits a linear head on the "
     "teacher's features (headed teachers: the recipes issue)",
@@ -49,28 +58,12 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "demo",
             "the ~5-minute CPU demo: embedded DINOv2-S/14 -> vit-nano, LEAP, Fashion-MNIST, 112 px",
-            {
-                "method": "leap",
-                "teacher": "dinov2-vits14-imgfocus",
-                "student": "vit-nano",
-                "data": "fashion-mnist",
-                "image_size": 112,
-                "epochs": 10,
-                "batch_size": 32,
-            },  # fmt: skip
+            _DEMO,
         ),
         Recipe(
             "demo-cnn",
             "the embedded DINOv2-S/14 teacher into a MobileNetV3-Small student with LEAP, ~5 minutes on 2 CPU cores",
-            {
-                "method": "leap",
-                "teacher": "dinov2-vits14-imgfocus",
-                "student": "mobilenetv3_small_100",
-                "data": "fashion-mnist",
-                "image_size": 112,
-                "epochs": 10,
-                "batch_size": 32,
-            },  # fmt: skip
+            {**_DEMO, "student": "mobilenetv3_small_100"},
         ),
         Recipe(
             "spectralkd-deit",

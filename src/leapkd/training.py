@@ -25,6 +25,7 @@ from leapkd.config import DistillConfig
 from leapkd.data import Augmentation, LabeledImages, build_dataset, image_files, images_per_class, num_skipped
 from leapkd.data.transforms import Output
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
+from leapkd.engine.accumulation import global_batch
 from leapkd.errors import LeapkdError
 from leapkd.features import extract_features
 from leapkd.hardware import autocast_dtype, device_type, resolve_precision, resolve_workers
@@ -113,8 +114,7 @@ def distill(
     callbacks = run_callbacks(cfg, method, run, teacher.num_levels, progress, fit_head)
     trainer = _trainer(cfg, precision, callbacks, devices, strategy, num_nodes, accelerator, progress)
     module.num_workers = resolve_workers(cfg.num_workers, processes_per_node=trainer.num_devices)
-    global_batch = cfg.batch_size * cfg.accumulate_grad_batches * trainer.world_size
-    _check_fits(run, train_set, global_batch, resume, trainer.world_size)
+    _check_fits(run, train_set, global_batch(cfg, trainer.world_size), resume, trainer.world_size)
     if _get_rank() in (None, 0):  # DDP children re-run this function; only the first rank writes
         run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite, world_size=trainer.world_size)
         files = image_files(train_set)
@@ -136,10 +136,10 @@ def distill(
     return DistillResult(run.path, summary)
 
 
-def _check_fits(run: RunDirectory, train_set: LabeledImages, global_batch: int, resume: bool, world: int) -> None:
-    if len(train_set) < global_batch:
+def _check_fits(run: RunDirectory, train_set: LabeledImages, batch: int, resume: bool, world: int) -> None:
+    if len(train_set) < batch:
         raise LeapkdError(
-            f"{len(train_set)} training images do not fill one global batch of {global_batch}",
+            f"{len(train_set)} training images do not fill one global batch of {batch}",
             "lower --batch_size or use more data (--subset_per_class)",
         )
     if resume:

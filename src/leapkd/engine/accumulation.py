@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from leapkd.config import DistillConfig
 from leapkd.methods import LossOutput, Targets
 
 
@@ -40,6 +41,11 @@ class MicroBatches:
             projected = torch.cat([o.projected.detach() for o in outs if o.projected is not None])
         joined = Targets(targets[0].depth, torch.cat([t.patch for t in targets]), targets[0].grid)
         return LossOutput(loss, parts, projected), joined
+
+
+def global_batch(cfg: DistillConfig, world_size: int) -> int:
+    """Images per optimizer step over all ranks."""
+    return cfg.batch_size * cfg.accumulate_grad_batches * world_size
 
 
 def optimizer_steps(trainer: L.Trainer, per_step: int) -> int:

@@ -26,7 +26,7 @@ from leapkd.config import DistillConfig
 from leapkd.data import LabeledImages, skipped_mask
 from leapkd.data.sampling import seeded_loader
 from leapkd.data.transforms import normalize
-from leapkd.engine.accumulation import MicroBatches, optimizer_steps
+from leapkd.engine.accumulation import MicroBatches, global_batch, optimizer_steps
 from leapkd.engine.non_finite import NonFiniteLosses
 from leapkd.hardware import autocast_dtype
 from leapkd.methods import Method, StudentOutput
@@ -109,7 +109,7 @@ class DistillModule(L.LightningModule):
     @property
     def global_batch(self) -> int:
         """Images per optimizer step over all ranks."""
-        return self.cfg.batch_size * self.cfg.accumulate_grad_batches * self.trainer.world_size
+        return global_batch(self.cfg, self.trainer.world_size)
 
     # ----- lifecycle ------------------------------------------------------------------
     def on_fit_start(self) -> None:
