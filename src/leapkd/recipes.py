@@ -57,7 +57,7 @@ RECIPES: dict[str, Recipe] = {
     for r in (
         Recipe(
             "demo",
-            "the CPU demo (1.5 to 3 minutes on 2 cores): embedded DINOv2-S/14 -> vit-nano, LEAP, Fashion-MNIST, 112 px",
+            "the CPU demo (2 to 3 minutes on 2 cores): embedded DINOv2-S/14 -> vit-nano, LEAP, Fashion-MNIST, 112 px",
             _DEMO,
         ),
         Recipe(
