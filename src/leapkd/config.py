@@ -11,30 +11,36 @@ is saved as `config.yaml` in the run directory.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from leapkd.errors import LeapkdError, closest_names
 
 C = TypeVar("C", bound=BaseModel)
+Tracker = Literal["csv", "tensorboard", "wandb", "mlflow"]
+EVAL_EVERY = re.compile(r"^\s*(\d*)\s*(steps?|epochs?)\s*$")
 
 
 class StrictKeys(BaseModel):
     """Unknown keys are refused; a choice written as a number (`precision: 32` in YAML,
-    `--precision 32`) is read as its text."""
+    `--precision 32`) is read as its text, and a list of choices may be written `a,b`."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     @field_validator("*", mode="before")
     @classmethod
     def _choice_as_text(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.field_name and choices_of(cls, info.field_name) and isinstance(value, int | float):
-            if not isinstance(value, bool):
-                return str(value)
+        if not info.field_name or not choices_of(cls, info.field_name):
+            return value
+        if get_origin(cls.model_fields[info.field_name].annotation) is list and isinstance(value, str):
+            return [v.strip() for v in value.strip("[]").split(",") if v.strip()]  # `--logger csv,wandb`
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
         return value
 
 
@@ -139,14 +145,44 @@ class DistillConfig(StrictKeys):
     checkpoint_every: int | None = Field(
         None, ge=1, description="also checkpoint every this many steps (always: every epoch end and on Ctrl-C)"
     )
+    checkpoint_every_minutes: float | None = Field(
+        None, gt=0, description="also checkpoint when this many minutes passed since the last checkpoint"
+    )
     snapshot_every: int | None = Field(
         None,
         ge=1,
         description="also save the student every this many steps (and at step 0) to <run>/snapshots, "
         "for time-to-accuracy curves",
     )
-    logger: Literal["csv", "tensorboard"] = Field(
-        "csv", description="metrics.csv always; tensorboard also writes <run>/tensorboard (pip install tensorboard)"
+    logger: list[Tracker] = Field(
+        ["csv"],
+        description="experiment trackers, several at once (csv, tensorboard, wandb, mlflow; `--logger csv,wandb`); "
+        "metrics.csv is always written",
+    )
+    tracker_project: str = Field("leapkd", description="the W&B project and MLflow experiment runs are logged to")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: a local SQLite store, <output_dir>/mlflow.db"
+    )
+    # ----- evaluation during training -----
+    eval_every: int | str | None = Field(
+        None,
+        description="score the student during training every N optimizer steps (`200`) or N epochs "
+        "(`1 epoch`), and before the first and after the last step; None: off",
+    )
+    eval_protocols: list[Literal["knn", "linear"]] = Field(
+        ["knn"], description="what eval_every measures: knn (seconds) and/or linear (the probe, slower)"
+    )
+    eval_images_per_class: int = Field(
+        20, ge=1, description="fixed, un-augmented images per class of each split (train: kNN bank / probe fit; val)"
+    )
+    eval_metric: Literal["knn_top1", "knn_top5", "linear_top1", "linear_top5"] = Field(
+        "knn_top1", description="the figure that picks the best student (student_best.safetensors) and early stopping"
+    )
+    early_stop_patience: int | None = Field(
+        None, ge=1, description="stop after this many evaluations without improving eval_metric; None: never"
+    )
+    early_stop_min_delta: float = Field(
+        0.0, ge=0, description="the least rise of eval_metric that counts as an improvement"
     )
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="on a NaN/Inf loss: stop with an error, or skip the batch without updating"
@@ -166,6 +202,38 @@ class DistillConfig(StrictKeys):
             raise ValueError("must be at least 1, or all, or auto")
         return value
 
+    @field_validator("eval_every")
+    @classmethod
+    def _eval_schedule(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("must be at least 1 (steps), or `N epochs`")
+            return value
+        if value is None:
+            return None
+        match = EVAL_EVERY.match(value)
+        if match is None or match.group(1) == "0":
+            raise ValueError("write a number of steps (200) or epochs (`1 epoch`, `2 epochs`)")
+        count = int(match.group(1) or 1)
+        return count if match.group(2).startswith("step") else f"{count} epoch{'s' if count > 1 else ''}"
+
+    @model_validator(mode="after")
+    def _evaluation_keys_agree(self) -> DistillConfig:
+        protocol = self.eval_metric.split("_")[0]
+        if self.eval_every is not None and protocol not in self.eval_protocols:
+            raise ValueError(f"eval_metric {self.eval_metric} needs {protocol} in eval_protocols")
+        if self.early_stop_patience is not None and self.eval_every is None:
+            raise ValueError("early_stop_patience needs eval_every (early stopping acts on evaluations)")
+        return self
+
+    def eval_schedule(self) -> tuple[int, Literal["steps", "epochs"]] | None:
+        """(N, unit) of `eval_every`, or None when off."""
+        if self.eval_every is None:
+            return None
+        if isinstance(self.eval_every, int):
+            return self.eval_every, "steps"
+        return int(self.eval_every.split()[0]), "epochs"
+
     def run_name(self) -> str:
         if self.name:
             return self.name
@@ -177,11 +245,14 @@ class DistillConfig(StrictKeys):
 
 
 def choices_of(model: type[BaseModel], key: str) -> tuple[str, ...]:
-    """The allowed values of a choice-valued key (a Literal of texts), else ()."""
+    """The allowed values of a choice-valued key (a Literal of texts, or a list of them), else ()."""
     field = model.model_fields.get(key)
-    if field is None or get_origin(field.annotation) is not Literal:
+    annotation = field.annotation if field is not None else None
+    if get_origin(annotation) is list:  # a list of choices (`logger`)
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) is not Literal:
         return ()
-    return tuple(str(c) for c in get_args(field.annotation))
+    return tuple(str(c) for c in get_args(annotation))
 
 
 def describe_key(model: type[BaseModel], key: str) -> str:
@@ -216,7 +287,7 @@ def _explain(err: ValidationError, model: type[BaseModel], elsewhere: Mapping[st
             lines.append(str(e["msg"]).removeprefix("Value error, "))
             fixes.append("change the settings the message names")
         else:
-            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"{key}: {str(e['msg']).removeprefix('Value error, ')} (got {e.get('input')!r})")
             fixes.append(f"set {key} to a valid value (`leapkd distill --help` lists ranges)")
     return LeapkdError("; ".join(lines), " ".join(dict.fromkeys(fixes)))
 
