@@ -7,9 +7,12 @@ runs/<name>/
   train-images.npz     the image files it trains on (folders, lists, globs), read again on resume
   metrics.csv          one row per optimizer step
   summary.json         final figures
-  checkpoints/         last.ckpt (student, projector, optimizer, schedule, curriculum, RNG)
-  plots/               curriculum.png, loss.png
-  student.safetensors  the distilled student (timm VisionTransformer keys)
+  trackers.json        the W&B / MLflow run ids (a resume logs to the same tracker runs)
+  checkpoints/         last.ckpt (student, projector, optimizer, schedule, curriculum, RNG, evaluations),
+                       best.ckpt (at the best evaluation, with eval_every)
+  plots/               curriculum.png, loss.png, evaluation.png (with eval_every)
+  student.safetensors  the distilled student at the last step (timm keys of its family)
+  student_best.safetensors  the student at the best evaluation (with eval_every)
 ```
 """
 
@@ -39,8 +42,11 @@ class RunDirectory:
     summary = property(lambda self: self.path / "summary.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.ckpt")
+    best_checkpoint = property(lambda self: self.path / "checkpoints" / "best.ckpt")
     plots = property(lambda self: self.path / "plots")
     student = property(lambda self: self.path / "student.safetensors")
+    student_best = property(lambda self: self.path / "student_best.safetensors")
+    trackers = property(lambda self: self.path / "trackers.json")
     snapshots = property(lambda self: self.path / "snapshots")
     data_index = property(lambda self: self.path / "train-images.npz")
 

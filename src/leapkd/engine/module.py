@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import lightning as L
@@ -52,6 +52,7 @@ class StepRecord:
     batch_size: int  # images per micro-batch
     micro_batches: int = 1  # batches accumulated into this optimizer step
     flops: int = 0  # training FLOPs so far, filled by the FLOP accounting callback
+    evaluation: dict[str, float] = field(default_factory=dict)  # figures of an evaluation after this step
 
 
 class DistillModule(L.LightningModule):
@@ -204,7 +205,7 @@ class DistillModule(L.LightningModule):
         shown = {"loss": self.record.loss, "block": float(method.target_block)}
         if metric is not None:
             shown["metric"] = metric
-        self.log_dict(shown, prog_bar=True, on_step=True, batch_size=images.shape[0])
+        self.log_dict(shown, prog_bar=True, logger=False, on_step=True, batch_size=images.shape[0])
 
     def _optimizer_step(self) -> float:
         """Clip the accumulated gradients, step the optimizer and the schedule, clear the

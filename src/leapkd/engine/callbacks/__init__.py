@@ -2,6 +2,7 @@
 
 from leapkd.engine.callbacks.checkpoints import AtomicCheckpointIO, CheckpointPolicy
 from leapkd.engine.callbacks.ema import StudentEma
+from leapkd.engine.callbacks.evaluation import EvaluateDuringTraining, Scorer
 from leapkd.engine.callbacks.flops import FlopAccounting
 from leapkd.engine.callbacks.lockstep import DEBUG_RANKS_ENV, LockStepCheck
 from leapkd.engine.callbacks.metrics_log import MetricsLog
@@ -15,9 +16,11 @@ __all__ = [
     "AtomicCheckpointIO",
     "CheckpointPolicy",
     "CurriculumProgressBar",
+    "EvaluateDuringTraining",
     "FlopAccounting",
     "LockStepCheck",
     "MetricsLog",
+    "Scorer",
     "Snapshots",
     "StopOnSignal",
     "StudentEma",

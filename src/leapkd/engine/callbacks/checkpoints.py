@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,31 +12,58 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 
+from leapkd.engine.callbacks.evaluation import EvaluateDuringTraining
 from leapkd.engine.callbacks.signals import StopOnSignal
 from leapkd.engine.module import DistillModule
 
 
 class CheckpointPolicy(Checkpoint):
-    """`path` at every epoch end, every `every` steps when set, and when the run stops early.
+    """`last` at every epoch end, every `every` steps and every `every_minutes` minutes when
+    set, and when the run stops early (a signal, early stopping); `best` after a step whose
+    evaluation was a new best (`evaluation`, with eval_every).
 
     A `Checkpoint` callback, so Lightning runs its epoch-end hook after the module's (the
     curriculum's epoch-end level-up is in the checkpoint) and its batch-end hook after the
-    other callbacks (the stop decision of `StopOnSignal` is known).
+    other callbacks (the stop decision of `StopOnSignal` and the evaluation are known).
     """
 
-    def __init__(self, path: Path, every: int | None, stop: StopOnSignal) -> None:
-        self.path, self.every, self.stop = path, every, stop
+    def __init__(
+        self,
+        last: Path,
+        every: int | None,
+        stop: StopOnSignal,
+        every_minutes: float | None = None,
+        best: Path | None = None,
+        evaluation: EvaluateDuringTraining | None = None,
+    ) -> None:
+        self.last, self.every, self.stop, self.every_minutes = last, every, stop, every_minutes
+        self.best, self.evaluation = best, evaluation
+        self._last_saved = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         assert isinstance(pl_module, DistillModule)
         if pl_module.record is None:  # only after an optimizer step
             return
-        if self.stop.stopped or (self.every and trainer.global_step % self.every == 0):
-            trainer.save_checkpoint(self.path)
+        if self.stop.stopped or trainer.should_stop or self._due(trainer):
+            self._save(trainer, self.last)
+        if self.evaluation is not None and self.evaluation.improved and self.best is not None:
+            trainer.save_checkpoint(self.best)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.stop.stopped:
-            trainer.save_checkpoint(self.path)
+            self._save(trainer, self.last)
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        if self.every and trainer.global_step % self.every == 0:
+            return True
+        if self.every_minutes is None:
+            return False
+        elapsed = time.monotonic() - self._last_saved >= 60 * self.every_minutes
+        return bool(trainer.strategy.broadcast(elapsed, src=0))  # every rank saves together (rank 0's clock)
+
+    def _save(self, trainer: L.Trainer, path: Path) -> None:
+        trainer.save_checkpoint(path)
+        self._last_saved = time.monotonic()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,4 +1,4 @@
-"""The progress bar: loss, metric and the target block as b/L."""
+"""The progress bar: loss, metric, the target block as b/L and the last evaluation."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from leapkd.engine.callbacks.evaluation import EvaluateDuringTraining
+
 
 class CurriculumProgressBar(TQDMProgressBar):
-    def __init__(self, num_blocks: int) -> None:
+    def __init__(self, num_blocks: int, evaluation: EvaluateDuringTraining | None = None) -> None:
         super().__init__()
-        self.num_blocks = num_blocks
+        self.num_blocks, self.evaluation = num_blocks, evaluation
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
@@ -23,4 +25,7 @@ class CurriculumProgressBar(TQDMProgressBar):
             value = items.get(key)
             if isinstance(value, int | float | str):
                 items[key] = f"{float(value):.4f}"
+        latest = self.evaluation.latest if self.evaluation is not None else None
+        if latest is not None and self.evaluation is not None:
+            items[self.evaluation.metric] = f"{latest[self.evaluation.metric]:.3f}"
         return items
