@@ -12,9 +12,11 @@ from leapkd.engine.callbacks import (
     AtomicCheckpointIO,
     CheckpointPolicy,
     CurriculumProgressBar,
+    EvaluateDuringTraining,
     FlopAccounting,
     LockStepCheck,
     MetricsLog,
+    Scorer,
     Snapshots,
     StopOnSignal,
     StudentEma,
@@ -22,18 +24,21 @@ from leapkd.engine.callbacks import (
     TeacherHeadFitter,
 )
 from leapkd.engine.callbacks.metrics_log import metric_columns
+from leapkd.engine.trackers import Trackers
 from leapkd.methods import Method
 from leapkd.rundir import RunDirectory
 
 
 @dataclass
 class RunCallbacks:
-    """A run's callbacks, and the two whose results its summary reads."""
+    """A run's callbacks, and those whose results its summary reads."""
 
     flops: FlopAccounting
     stop: StopOnSignal
     teacher_head: TeacherHead | None
     ema: StudentEma | None
+    evaluation: EvaluateDuringTraining | None
+    trackers: Trackers
     every: list[Callback]
 
 
@@ -44,25 +49,40 @@ def run_callbacks(
     num_levels: int,
     progress: bool,
     fit_head: TeacherHeadFitter | None = None,
+    scorer: Scorer | None = None,
 ) -> RunCallbacks:
-    """Teacher head (logit KD), FLOPs, metrics log, snapshots, signals, checkpoints,
-    (debug) lock-step, progress bar; in the order their hooks must run."""
+    """Teacher head (logit KD), FLOPs, EMA, evaluation, metrics log and trackers, snapshots,
+    signals, checkpoints, (debug) lock-step, progress bar; in the order their hooks must run.
+    `scorer` scores the student during training (with `eval_every`)."""
     flops, stop = FlopAccounting(), StopOnSignal()
     head = TeacherHead(fit_head) if fit_head is not None else None
-    columns = metric_columns(method.loss_terms(), method.log_values)
-    tensorboard = run.path / "tensorboard" if cfg.logger == "tensorboard" else None
     ema = StudentEma(cfg.ema_decay) if cfg.ema_decay is not None else None
-    every: list[Callback] = [*([head] if head else []), flops, MetricsLog(run.metrics, columns, tensorboard)]
-    if ema is not None:
-        every.append(ema)
+    evaluation = _evaluation(cfg, run, scorer, ema)
+    figures = tuple(scorer.figures) if evaluation is not None and scorer is not None else ()
+    columns = metric_columns(method.loss_terms(), method.log_values, figures)
+    trackers = Trackers(cfg.logger, run, cfg.model_dump(), cfg.tracker_project, cfg.mlflow_tracking_uri)
+    every: list[Callback] = [*([head] if head else []), flops, *([ema] if ema else [])]
+    every += [*([evaluation] if evaluation else []), MetricsLog(run.metrics, columns, trackers)]
     if cfg.snapshot_every:
         every.append(Snapshots(cfg.snapshot_every, run.snapshot, ema))
-    every += [stop, CheckpointPolicy(run.last_checkpoint, cfg.checkpoint_every, stop)]
+    every += [stop, CheckpointPolicy(run.last_checkpoint, cfg.checkpoint_every, stop, cfg.checkpoint_every_minutes,
+                                     run.best_checkpoint, evaluation)]  # fmt: skip
     if LockStepCheck.enabled():
         every.append(LockStepCheck(run.path / "ranks"))
     if progress:
-        every.append(CurriculumProgressBar(num_levels))
-    return RunCallbacks(flops, stop, head, ema, every)
+        every.append(CurriculumProgressBar(num_levels, evaluation))
+    return RunCallbacks(flops, stop, head, ema, evaluation, trackers, every)
+
+
+def _evaluation(
+    cfg: DistillConfig, run: RunDirectory, scorer: Scorer | None, ema: StudentEma | None
+) -> EvaluateDuringTraining | None:
+    schedule = cfg.eval_schedule()
+    if schedule is None or scorer is None:
+        return None
+    every, unit = schedule
+    return EvaluateDuringTraining(scorer, every, unit, cfg.eval_metric, run.student_best,
+                                  cfg.early_stop_patience, cfg.early_stop_min_delta, ema)  # fmt: skip
 
 
 def build_trainer(

@@ -1,0 +1,131 @@
+"""Experiment trackers (`logger`): Lightning's TensorBoard, Weights & Biases and MLflow loggers.
+
+Each receives what metrics.csv receives (every scalar of every step, under the same names),
+the configuration when a run starts, and at the end the summary's figures, the curriculum's
+level-ups with their reasons and the full summary. Several can be used at once. A resumed run
+logs to the same tracker runs (their ids are kept in the run's trackers.json).
+
+W&B logs to <run>/wandb (offline with WANDB_MODE=offline); MLflow to `mlflow_tracking_uri`,
+by default a local SQLite file, <output_dir>/mlflow.db (MLflow 3 refuses its file store).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch.loggers import Logger
+
+from leapkd.errors import LeapkdError
+from leapkd.rundir import RunDirectory, write_text_atomic
+
+# tracker -> (modules it imports, install command)
+PACKAGES = {
+    "tensorboard": (("tensorboard",), "pip install 'leapkd[tensorboard]'"),
+    "wandb": (("wandb",), "pip install 'leapkd[wandb]'"),
+    "mlflow": (("mlflow", "sqlalchemy", "alembic"), "pip install 'leapkd[mlflow]'"),
+}
+
+
+def check_trackers(names: Sequence[str]) -> None:
+    """A LeapkdError with the install line when a tracker's package is missing."""
+    for name in names:
+        modules, install = PACKAGES.get(name, ((), ""))
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise LeapkdError(f"--logger {name} needs the package(s) {', '.join(missing)}", install)
+
+
+class Trackers:
+    """The run's trackers other than metrics.csv; rank 0 opens, feeds and closes them."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        run: RunDirectory,
+        config: dict[str, Any],
+        project: str = "leapkd",
+        mlflow_uri: str | None = None,
+    ) -> None:
+        self.names = [n for n in dict.fromkeys(names) if n != "csv"]
+        self.run, self.config, self.project = run, config, project
+        self.mlflow_uri = mlflow_uri or f"sqlite:///{(run.path.parent / 'mlflow.db').resolve()}"
+        self.loggers: dict[str, Any] = {}  # name -> Lightning Logger (each has its own `experiment`)
+
+    def open(self, resume_step: int | None) -> None:
+        """Start (or, on resume, reopen) each tracker's run; log the configuration on a fresh start."""
+        ids = json.loads(self.run.trackers.read_text()) if self.run.trackers.is_file() else {}
+        for name in self.names:
+            self.loggers[name] = getattr(self, f"_open_{name}")(ids, resume_step)
+        if self.loggers:
+            write_text_atomic(self.run.trackers, json.dumps(ids) + "\n")
+        if resume_step is None:
+            for logger in self.loggers.values():
+                logger.log_hyperparams(self.config)
+
+    def _open_tensorboard(self, ids: dict[str, str], resume_step: int | None) -> Logger:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        # steps at or after the resumed one are dropped from the event files (they are trained again)
+        return TensorBoardLogger(str(self.run.path), name="tensorboard", version="", default_hp_metric=False,
+                                 purge_step=resume_step)  # fmt: skip
+
+    def _open_wandb(self, ids: dict[str, str], resume_step: int | None) -> Logger:
+        from lightning.pytorch.loggers import WandbLogger
+
+        ids.setdefault("wandb", uuid.uuid4().hex[:12])
+        return WandbLogger(name=self.run.path.name, project=self.project, save_dir=str(self.run.path),
+                           id=ids["wandb"], resume="allow")  # fmt: skip
+
+    def _open_mlflow(self, ids: dict[str, str], resume_step: int | None) -> Logger:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        artifacts = (self.run.path.parent / "mlflow-artifacts").resolve().as_uri()
+        logger = MLFlowLogger(experiment_name=self.project, run_name=self.run.path.name, tracking_uri=self.mlflow_uri,
+                              run_id=ids.get("mlflow"), artifact_location=artifacts)  # fmt: skip
+        ids["mlflow"] = logger.run_id or ""
+        return logger
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        """One metrics.csv row (empty cells left out)."""
+        scalars = {k: float(v) for k, v in row.items() if k != "step" and isinstance(v, int | float)}
+        for logger in self.loggers.values():
+            logger.log_metrics(scalars, step=step)
+
+    def finish(self, summary: dict[str, Any], step: int) -> None:
+        """Summary figures (as `summary/<key>` at `step`), level-ups and early stop as text, the whole
+        summary as JSON; then close each tracker with the run's status."""
+        figures = {f"summary/{k}": float(v) for k, v in summary.items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+        events = [f"step {e['step']}: block {e['from_block']} → {e['to_block']} ({e['reason']})"
+                  for e in summary.get("level_up_events", [])]  # fmt: skip
+        stop = (summary.get("evaluation") or {}).get("early_stop")
+        if stop:
+            events.append(f"step {stop['step']}: early stop ({stop['reason']})")
+        text = {"curriculum": "\n".join(events) or "no level-ups", "summary": json.dumps(summary, indent=2)}
+        interrupted = summary.get("status") == "interrupted"
+        for name, logger in self.loggers.items():
+            logger.log_metrics(figures, step=step)
+            getattr(self, f"_text_{name}")(logger, text, step)
+            logger.finalize("KILLED" if interrupted and name == "mlflow" else "success")
+            if name == "wandb":
+                logger.experiment.finish()
+        self.loggers.clear()
+
+    @staticmethod
+    def _text_tensorboard(logger: Any, text: dict[str, str], step: int) -> None:
+        for key, value in text.items():
+            logger.experiment.add_text(key, f"```\n{value}\n```", step)
+
+    @staticmethod
+    def _text_wandb(logger: Any, text: dict[str, str], step: int) -> None:
+        logger.log_text("curriculum", columns=["event"], data=[[line] for line in text["curriculum"].splitlines()])
+        logger.experiment.summary["leapkd"] = json.loads(text["summary"])
+
+    @staticmethod
+    def _text_mlflow(logger: Any, text: dict[str, str], step: int) -> None:
+        for key, value in text.items():
+            logger.experiment.log_text(logger.run_id, value, f"{key}.{'json' if key == 'summary' else 'txt'}")
