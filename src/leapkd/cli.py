@@ -141,6 +141,16 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     ]
     if s["pending_block"] != s["final_block"]:
         rows.insert(3, {"figure": "next block (pending level-up)", "value": str(s["pending_block"])})
+    evaluation = s.get("evaluation")
+    if evaluation and evaluation.get("best"):
+        best, metric = evaluation["best"], evaluation["metric"]
+        share = f", {100 * evaluation['share_of_wall']:.1f}% of wall time" if evaluation["share_of_wall"] else ""
+        rows.append({"figure": f"best {metric}", "value": f"{100 * best[metric]:.2f}% at step {best['step']}"})
+        rows.append(
+            {"figure": "evaluations", "value": f"{len(evaluation['history'])}, {evaluation['seconds']:.1f} s{share}"}
+        )
+        if evaluation["early_stop"]:
+            rows.append({"figure": "early stop", "value": evaluation["early_stop"]["reason"]})
     if s["status"] != "completed":
         rows.append({"figure": "status", "value": f"{s['status']} after step {s['steps']}"})
     print(format_table(rows, ["figure", "value"]))
@@ -258,7 +268,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from leapkd.deploy import export
 
     for fmt in args.format.split(","):
-        r = export(args.run, fmt.strip(), out_dir=args.out, image_size=args.image_size)
+        r = export(args.run, fmt.strip(), out_dir=args.out, image_size=args.image_size, which=args.which)
         check = f"; max |diff| vs PyTorch {r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
         print(f"{fmt.strip()}: {', '.join(str(f) for f in r['files'])}{check}")
 
@@ -396,6 +406,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--format", default="safetensors", help="safetensors, timm, onnx, or a comma list")
     ex.add_argument("--image-size", type=int, help="rebuild the student at this resolution (default: the run's)")
     ex.add_argument("--out", help="output directory (default: <run>/export)")
+    ex.add_argument(
+        "--which",
+        choices=("last", "best"),
+        default="last",
+        help="the student at the last step, or at the best evaluation during training (runs with --eval_every)",
+    )
     ex.set_defaults(func=_cmd_export)
 
 

@@ -49,11 +49,14 @@ def export(
     format: str,
     out_dir: str | Path | None = None,
     image_size: int | None = None,
+    which: str = "last",
 ) -> dict[str, Any]:
     """Export the student of `run_dir` as `format`; returns the paths written and figures.
 
-    `image_size` rebuilds the student at another resolution (position embeddings resampled
-    as leapkd does at load time); by default the training size is kept.
+    `which` is "last" (the student at the last step) or "best" (at the best evaluation during
+    training, with eval_every). `image_size` rebuilds the student at another resolution
+    (position embeddings resampled as leapkd does at load time); by default the training
+    size is kept.
     """
     if format not in FORMATS:
         hint = closest_names(format, FORMATS)
@@ -62,16 +65,12 @@ def export(
             (f"did you mean {', '.join(hint)}? " if hint else "") + f"choose one of {', '.join(FORMATS)}",
         )
     run = RunDirectory(run_dir)
-    if not run.student.is_file():
-        raise LeapkdError(
-            f"{run.path} is not a finished leapkd run (no student.safetensors)",
-            "pass runs/<name> of a run that finished (distillation writes student.safetensors at the end)",
-        )
+    student_file = _student_file(run, which)
     if format == "onnx":
         _require_onnx()
     summary = run.read_summary()
     config = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
-    backbone = load_student_file(run.student, image_size).eval()
+    backbone = load_student_file(student_file, image_size).eval()
     out = Path(out_dir) if out_dir is not None else run.path / "export"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -81,16 +80,33 @@ def export(
         result = _export_timm(backbone, out)
     else:
         result = _export_onnx(backbone, out)
-    result = {"format": format, "run_dir": str(run.path), "image_size": backbone.image_size, **result}
+    result = {"format": format, "run_dir": str(run.path), "which": which, "image_size": backbone.image_size, **result}
     manifest = _update_manifest(out, run.path, result)
     card = out / "README.md"
-    write_text_atomic(card, model_card(run, summary, config, backbone, manifest))
+    write_text_atomic(card, model_card(run, summary, config, backbone, manifest, which))
     result["card"] = str(card)
     result["files"] = [*result["files"], str(card)]
     return result
 
 
 # ----- loading ----------------------------------------------------------------------------
+def _student_file(run: RunDirectory, which: str) -> Path:
+    """The student file `which` names ("last" or "best"), or a LeapkdError saying why there is none."""
+    if which not in ("last", "best"):
+        raise LeapkdError(f"unknown student '{which}'", "choose --which last or --which best")
+    if not run.student.is_file():
+        raise LeapkdError(
+            f"{run.path} is not a finished leapkd run (no student.safetensors)",
+            "pass runs/<name> of a run that finished (distillation writes student.safetensors at the end)",
+        )
+    if which == "best" and not run.student_best.is_file():
+        raise LeapkdError(
+            f"{run.path} has no best student (student_best.safetensors): it was not evaluated during training",
+            "export --which last, or train with --eval_every N to keep the best student",
+        )
+    return run.student if which == "last" else run.student_best
+
+
 def _require_onnx() -> None:
     try:
         import onnx  # noqa: F401
@@ -266,9 +282,14 @@ def _flops(x: float | None) -> str:
 
 
 def model_card(
-    run: RunDirectory, summary: dict[str, Any], config: dict[str, Any], backbone: Backbone, manifest: dict[str, Any]
+    run: RunDirectory,
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    backbone: Backbone,
+    manifest: dict[str, Any],
+    which: str = "last",
 ) -> str:
-    """The README.md written beside the exported files."""
+    """The README.md written beside the exported files (`which` student: "last" or "best")."""
     s, t = summary.get("student", {}), summary.get("teacher", {})
     teacher = t.get("name") or config.get("teacher", "unknown")
     method = summary.get("method") or config.get("method", "unknown")
@@ -282,6 +303,7 @@ def model_card(
             + f", {sum(p.numel() for p in backbone.parameters()) / 1e6:.2f} M parameters)",
         ),
         ("method", f"`{method}`"),
+        ("exported student", _which_row(summary, which)),
         ("data", f"`{data}`" + (f", {summary['train_images']} training images" if "train_images" in summary else "")),
         ("training image size", f"{s.get('image_size', config.get('image_size', '?'))} px"),
         ("steps", str(summary.get("steps", "?")) + (f" ({summary['epochs']} epochs)" if "epochs" in summary else "")),
@@ -327,6 +349,14 @@ def model_card(
     ]
     lines += _load_sections(backbone, manifest["formats"])
     return "\n".join(lines)
+
+
+def _which_row(summary: dict[str, Any], which: str) -> str:
+    best = (summary.get("evaluation") or {}).get("best")
+    if which == "best" and best:
+        metric = summary["evaluation"]["metric"]
+        return f"best evaluation during training ({metric} {_pct(best[metric])} at step {best['step']})"
+    return "the last step" if which == "last" else "best evaluation during training"
 
 
 def _load_sections(backbone: Backbone, formats: dict[str, dict[str, Any]]) -> list[str]:

@@ -94,17 +94,62 @@ def plot_accounting(summary: dict[str, Any], path: Path) -> Path:
     ax_f.set_xlabel("training TFLOP (measured)")
     ax_f.set_title(f"FLOPs: saving {100 * summary['flops_saving']:.1f}%")
     ax_f.legend(fontsize=8, loc="lower right")
-    parts = [("teacher", "teacher_seconds", "tab:blue"), ("student", "student_seconds", "tab:orange"),
-             ("metric", "metric_seconds", "tab:green")]  # fmt: skip
+    parts = [("teacher", summary["teacher_seconds"], "tab:blue"), ("student", summary["student_seconds"], "tab:orange"),
+             ("metric", summary["metric_seconds"], "tab:green")]  # fmt: skip
+    if summary.get("evaluation"):
+        parts.append(("evaluation", summary["evaluation"]["seconds"], "tab:purple"))
     left = 0.0
-    for label, key, colour in parts:
-        ax_t.barh(["this run"], [summary[key]], left=[left], color=colour, label=label)
-        left += summary[key]
+    for label, seconds, colour in parts:
+        ax_t.barh(["this run"], [seconds], left=[left], color=colour, label=label)
+        left += seconds
     other = max(0.0, summary["wall_seconds"] - left)
     ax_t.barh(["this run"], [other], left=[left], color="lightgrey", label="data, checkpoints, other")
     ax_t.set_xlabel("seconds (wall clock)")
     ax_t.set_title(f"time: {summary['wall_seconds']:.0f} s wall")
     ax_t.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_evaluation(
+    history: Sequence[dict[str, Any]],
+    metric: str,
+    rows: Sequence[dict[str, Any]],
+    level_ups: Sequence[int],
+    path: Path,
+) -> Path:
+    """The evaluation figures during training against optimizer steps, training FLOPs and
+    wall time; `metric` (the one that picks the best student) in bold with its best marked,
+    level-ups (steps, placed on the other axes through the metrics rows) as green lines."""
+    figures = [k for k in history[0] if k not in ("step", "flops", "wall_seconds", "seconds")]
+    axes_of = {
+        "step": ("optimizer steps", 1.0),
+        "flops": ("training TFLOP", 1e12),
+        "wall_seconds": ("wall seconds", 1.0),
+    }
+    by_step = {int(r["step"]): r for r in rows}
+    best = max(history, key=lambda e: e[metric])
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=110, sharey=True)
+    for ax, (key, (label, scale)) in zip(axes, axes_of.items()):
+        x = [e[key] / scale for e in history]
+        for name in figures:
+            bold = name == metric
+            ax.plot(x, [100 * e[name] for e in history], marker="o" if bold else None, ms=3,
+                    lw=2 if bold else 1, alpha=1 if bold else 0.6, label=name)  # fmt: skip
+        ax.plot([best[key] / scale], [100 * best[metric]], marker="*", ms=14, color="gold", mec="black", ls="",
+                label=f"best {metric}")  # fmt: skip
+        for step in level_ups:
+            row = by_step.get(int(step))
+            position = step if key == "step" else (row[key] / scale if row and row.get(key) is not None else None)
+            if position is not None:
+                ax.axvline(position, color="tab:green", lw=0.8, alpha=0.5)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Evaluation during training (green: level-ups)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

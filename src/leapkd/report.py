@@ -50,13 +50,51 @@ def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
         ("target block", f"{s.get('start_block')} → {s['final_block']} of {s['teacher']['blocks']}"),
         ("FLOPs saving vs fixed target", _pct(s["flops_saving"])),
         ("wall time", f"{s['wall_seconds']:.1f} s"),
-        ("status", "completed" if s.get("status") == "completed" else f"{s.get('status')} (continue with --resume)"),
+        ("status", _status(s)),
     ]
+    evaluation = s.get("evaluation")
+    if evaluation and evaluation.get("best"):
+        best, metric = evaluation["best"], evaluation["metric"]
+        rows.append((f"best {metric} during training", f"{_pct(best[metric])} at step {best['step']}"))
     for data, ev in s.get("eval", {}).items():
         for protocol, result in evaluated(ev):
             if protocol.headline:
                 rows += [(f"{label} on {data}", value) for label, value in protocol.rows(result)[:1]]
     return Section("At a glance", table=rows)
+
+
+def _status(s: dict[str, Any]) -> str:
+    if s.get("status") != "completed":
+        return f"{s.get('status')} (continue with --resume)"
+    stop = (s.get("evaluation") or {}).get("early_stop")
+    return f"completed (early stop after step {stop['step']})" if stop else "completed"
+
+
+def _evaluation_section(s: dict[str, Any], run: RunDirectory) -> Section | None:
+    """The evaluations during training (eval_every): the curve, the best, the cost."""
+    evaluation = s.get("evaluation")
+    if not evaluation or not evaluation.get("history"):
+        return None
+    metric, best, last = evaluation["metric"], evaluation["best"], evaluation["last"]
+    share = evaluation.get("share_of_wall")
+    rows = [
+        ("evaluated on", f"{evaluation['data']}, {evaluation['images_per_class']} fixed images per class and split"),
+        ("schedule", f"every {evaluation['every']}, before the first and after the last step"),
+        (f"best {metric}", f"{_pct(best[metric])} at step {best['step']} (student_best.safetensors)"),
+        (f"last {metric}", f"{_pct(last[metric])} at step {int(last['step'])} (student.safetensors)"),
+        ("evaluations / their cost", f"{len(evaluation['history'])} / {evaluation['seconds']:.1f} s"
+         + (f" ({_pct(share)} of wall time)" if share is not None else "")),
+    ]  # fmt: skip
+    if evaluation.get("early_stop"):
+        rows.append(
+            ("early stop", f"after step {evaluation['early_stop']['step']}: {evaluation['early_stop']['reason']}")
+        )
+    text = (
+        "The student scored on fixed, un-augmented images while it trained; the star marks the best "
+        f"{metric}, green lines the level-ups."
+    )
+    images = [run.plots / "evaluation.png"] if (run.plots / "evaluation.png").is_file() else []
+    return Section("Evaluation during training", text, rows, images)
 
 
 def _hardware_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
@@ -95,6 +133,9 @@ def build_sections(run: RunDirectory) -> list[Section]:
         )
         table = [(f"step {e['step']}", f"{e['from_block']} → {e['to_block']} ({e['reason']})") for e in events]
         sections.append(Section("Curriculum", text, table, [run.plots / "curriculum.png"]))
+    evaluation = _evaluation_section(s, run)
+    if evaluation is not None:
+        sections.append(evaluation)
     if (run.plots / "loss.png").is_file():
         sections.append(Section("Loss", images=[run.plots / "loss.png"]))
     accounting = plot_accounting(s, run.plots / "accounting.png")

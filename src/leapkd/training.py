@@ -7,7 +7,6 @@ writes the summary, plots, student and report.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import warnings
 from collections.abc import Callable
@@ -26,18 +25,20 @@ from leapkd.data import Augmentation, LabeledImages, build_dataset, image_files,
 from leapkd.data.transforms import Output
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.engine.accumulation import global_batch
+from leapkd.engine.trackers import check_trackers
 from leapkd.errors import LeapkdError
+from leapkd.eval.in_training import StudentScorer
 from leapkd.features import extract_features
 from leapkd.hardware import autocast_dtype, device_type, resolve_precision, resolve_workers
 from leapkd.linear_classifier import fit_linear_head
 from leapkd.methods import Method, build_method, load_config
 from leapkd.models import PRESETS, Backbone, check_teacher_has_weights, freeze, load_backbone, save_student_file
-from leapkd.plots import plot_curriculum, plot_loss
+from leapkd.plots import plot_curriculum, plot_evaluation, plot_loss
 from leapkd.report import write_report
 from leapkd.rundir import RunDirectory, read_metrics, usable_checkpoint
 
 # Keys that may change when a run is resumed (everything else must match the saved run).
-RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers"}
+RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "checkpoint_every", "checkpoint_every_minutes"}
 
 
 @dataclass
@@ -97,8 +98,7 @@ def distill(
                 "drop --resume to start a new run, or give the --name/--output-dir of the run to resume",
             )
         cfg = _resume_config(run, cfg, overrides)
-    if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise LeapkdError("--logger tensorboard needs the tensorboard package", "pip install tensorboard")
+    check_trackers(cfg.logger)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision, why = resolve_precision(cfg.precision, device_type(accelerator))
     if device_type(accelerator) == "cuda":
@@ -111,9 +111,12 @@ def distill(
     if devices != 1 or num_nodes > 1:
         strategy = _ddp_strategy(module, strategy)
     fit_head = _teacher_head_fitter(cfg, progress) if method.needs_teacher_head else None
-    callbacks = run_callbacks(cfg, method, run, teacher.num_levels, progress, fit_head)
+    scorer = _scorer(cfg, teacher)
+    callbacks = run_callbacks(cfg, method, run, teacher.num_levels, progress, fit_head, scorer)
     trainer = _trainer(cfg, precision, callbacks, devices, strategy, num_nodes, accelerator, progress)
     module.num_workers = resolve_workers(cfg.num_workers, processes_per_node=trainer.num_devices)
+    if scorer is not None:
+        scorer.num_workers = module.num_workers
     _check_fits(run, train_set, global_batch(cfg, trainer.world_size), resume, trainer.world_size)
     if _get_rank() in (None, 0):  # DDP children re-run this function; only the first rank writes
         run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite, world_size=trainer.world_size)
@@ -144,6 +147,24 @@ def _check_fits(run: RunDirectory, train_set: LabeledImages, batch: int, resume:
         )
     if resume:
         _check_same_world(run, world)
+
+
+def _scorer(cfg: DistillConfig, teacher: Backbone) -> StudentScorer | None:
+    """With `eval_every`: the student's scorer on fixed images of the labelled evaluation data
+    (`eval_data`, else the training data), checked before the run starts."""
+    if cfg.eval_every is None:
+        return None
+    data = cfg.eval_data or cfg.data
+    scorer = StudentScorer(data, cfg.image_size, teacher.mean, teacher.std, cfg.eval_images_per_class,
+                           cfg.eval_protocols, seed=cfg.seed, data_root=cfg.data_root if data == cfg.data else None,
+                           batch_size=2 * cfg.batch_size)  # fmt: skip
+    if cfg.eval_metric not in scorer.figures:
+        raise LeapkdError(
+            f"eval_metric {cfg.eval_metric} is not measured on {data} ({scorer.num_classes} classes: "
+            f"{', '.join(scorer.figures)})",
+            f"choose --eval_metric {scorer.figures[0]}",
+        )
+    return scorer
 
 
 def _models(cfg: DistillConfig, compute_dtype: torch.dtype | None) -> tuple[Backbone, Backbone]:
@@ -348,13 +369,28 @@ def _finish(
             "loss_terms": method.loss_terms(),
             **hardware,
             **method.summary(),
+            "evaluation": _evaluation_summary(cfg, callbacks, module.seconds["wall"]),
         }
     )
     run.write_summary(summary)
     _plots(run, method, module.teacher.num_levels, summary)
     save_student_file(callbacks.ema.student if callbacks.ema else module.student, run.student)
     write_report(run.path)
+    callbacks.trackers.finish(summary, module.global_step)
     return summary
+
+
+def _evaluation_summary(cfg: DistillConfig, callbacks: RunCallbacks, wall: float) -> dict[str, Any] | None:
+    """The evaluations during training (None without eval_every): history, best, cost, early stop."""
+    evaluation = callbacks.evaluation
+    if evaluation is None:
+        return None
+    return {
+        "data": cfg.eval_data or cfg.data,
+        "images_per_class": cfg.eval_images_per_class,
+        **evaluation.summary(),
+        "share_of_wall": evaluation.seconds / wall if wall > 0 else None,
+    }
 
 
 def _throughput(module: DistillModule, callbacks: RunCallbacks) -> dict[str, Any]:
@@ -378,3 +414,7 @@ def _plots(run: RunDirectory, method: Method, num_levels: int, summary: dict[str
         threshold = summary.get("threshold")
         plot_curriculum(rows, num_levels, run.plots / "curriculum.png", threshold, summary["level_ups"])
         plot_loss(rows, run.plots / "loss.png", [f"loss_{t}" for t in method.loss_terms()])
+    evaluation = summary.get("evaluation")
+    if evaluation and evaluation["history"]:
+        plot_evaluation(evaluation["history"], evaluation["metric"], rows, summary.get("level_ups", []),
+                        run.plots / "evaluation.png")  # fmt: skip
