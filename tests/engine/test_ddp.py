@@ -132,3 +132,23 @@ def test_sigterm_to_one_rank_stops_every_rank_and_resumes(tmp_path):
     assert [int(r["step"]) for r in read_metrics(run / "metrics.csv")] == list(
         range(100)
     )  # 400 images / global batch 8, 2 epochs
+
+
+def test_evaluation_and_early_stop_agree_on_every_rank(tmp_path):
+    """Rank 0 evaluates and broadcasts: both ranks keep the same best, stop after the same step
+    (min_delta 1 makes every evaluation after the first one a miss), and checkpoint on time
+    by rank 0's clock."""
+    args = ["--subset-per-class", "8", "--epochs", "2", "--eval-every", "2", "--eval-images-per-class", "3",
+            "--early-stop-patience", "2", "--early-stop-min-delta", "1",
+            "--checkpoint-every-minutes", "0.0001"]  # fmt: skip
+    done = launch(tmp_path, "ev", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "ev"
+    ranks = traces(run)
+    assert decisions(ranks[0]) == decisions(ranks[1])  # same steps, same weights at the end
+    summary = json.loads((run / "summary.json").read_text())
+    evaluation = summary["evaluation"]
+    assert [e["step"] for e in evaluation["history"]] == [0, 2, 4]
+    assert evaluation["early_stop"]["step"] == 4 and summary["steps"] == 4
+    assert evaluation["best"]["step"] == 0 and (run / "student_best.safetensors").is_file()
+    assert len(read_metrics(run / "metrics.csv")) == 4

@@ -304,3 +304,42 @@ def test_eval_of_revisited_data_without_its_root_leaves_nothing_behind(tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and "needs --data-root" in err and "fix:" in err
     assert not out.exists()
+
+
+def test_evaluation_keys_that_cannot_work_together(world, capsys):
+    expect_error(world, capsys, "--early-stop-patience", "3",
+                 says=["early_stop_patience needs eval_every"])  # fmt: skip
+    expect_error(world, capsys, "--eval-every", "2", "--eval-metric", "linear_top1",
+                 says=["eval_metric linear_top1 needs linear in eval_protocols"])  # fmt: skip
+    expect_error(world, capsys, "--eval-every", "two", says=["eval_every", "`1 epoch`"])
+    assert not (world["root"] / "runs" / "case").exists()
+
+
+def test_evaluation_on_unlabelled_images(world, capsys, tmp_path):
+    for i in range(8):
+        grey(value=i * 30).save(tmp_path / f"{i}.png")
+    expect_error(world, capsys, "--data", str(tmp_path), "--eval-every", "2",
+                 says=["evaluation during training needs class labels", "--eval_data"])  # fmt: skip
+    assert not (world["root"] / "runs" / "case").exists()
+
+
+def test_a_tracker_without_its_package(world, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    expect_error(world, capsys, "--logger", "csv,wandb", says=["--logger wandb needs", "pip install 'leapkd[wandb]'"])
+
+
+def test_export_best_of_a_run_evaluated_never(world, capsys):
+    code = main(["export", str(world["root"] / "runs" / "victim"), "--which", "best"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no best student" in err and "--eval_every" in err and "Traceback" not in err
+
+
+def test_top5_asked_of_two_classes(world, capsys, tmp_path):
+    data = folder(
+        tmp_path, {"a": [grey(value=v) for v in (10, 20, 30, 40)], "b": [grey(value=v) for v in (200, 210, 220, 230)]}
+    )
+    expect_error(world, capsys, "--data", str(data), "--eval-every", "2", "--eval-metric", "knn_top5",
+                 says=["eval_metric knn_top5 is not measured", "2 classes", "--eval_metric knn_top1"])  # fmt: skip
