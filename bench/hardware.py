@@ -15,7 +15,9 @@ machine load drifts over both alike):
   flip, uint8 batches) on a folder of real-size JPEGs, by number of workers;
 - compile: seconds per training step with and without `compile: true`;
 - scan: listing an ImageNet-1k-sized folder of unlabelled images (1,281,167 empty files
-  in 1,000 folders): seconds, the list's memory, and the peak Python memory of the scan.
+  in 1,000 folders): seconds, the list's memory, and the peak Python memory of the scan;
+- evaluation: the default demo without and with `eval_every: 1 epoch` (kNN on 20 fixed
+  images per class of each split), two rounds each: what watching a run costs.
 
 Results go to <out>/benchmarks/hardware.json (each part merged in as it finishes) and the
 page <out>/benchmarks.md is drawn again (bench/page.py).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -49,7 +52,7 @@ from leapkd.hardware import resolve_precision  # noqa: E402
 from leapkd.rundir import read_metrics  # noqa: E402
 from leapkd.training import distill  # noqa: E402
 
-PARTS = ("demo", "quality", "pipeline", "compile", "scan")
+PARTS = ("demo", "quality", "pipeline", "compile", "scan", "evaluation")
 OLD_DEFAULT = {"precision": "32", "num_workers": 0}  # the default before precision and workers were `auto`
 PRECISIONS = {"fp32": "32", "bf16": "bf16-mixed"}
 QUALITY_METHODS = ("fixed", "leap")
@@ -80,6 +83,40 @@ def measure_demo(runs_dir: Path, quick: bool) -> dict[str, Any]:
 
     rows = interleaved(settings, 1 if quick else 2, run)
     return {"rows": rows, "summary": _by_label(rows, ("wall_seconds", "total_seconds"))}
+
+
+# ----- evaluation during training on the demo ------------------------------------------------------
+def measure_evaluation(runs_dir: Path, assets: Path, quick: bool) -> dict[str, Any]:
+    extra = {"max_steps": 10, "eval_every": 5} if quick else {"eval_every": "1 epoch"}
+    settings = {"without evaluation": False, f"eval_every {extra['eval_every']}": True}
+
+    def run(label: str, evaluated: bool, r: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        overrides = {k: v for k, v in extra.items() if evaluated or k != "eval_every"}
+        result = distill(name=f"demo-eval-{'on' if evaluated else 'off'}-{r}", output_dir=str(runs_dir),
+                         overwrite=True, progress=False, **overrides)  # fmt: skip
+        s, evaluation = result.summary, result.summary.get("evaluation") or {}
+        if evaluated:
+            shutil.copy(result.run_dir / "plots" / "evaluation.png", assets / "evaluation_during_training.png")
+        return {
+            "total_seconds": time.perf_counter() - start,
+            "wall_seconds": s["wall_seconds"],
+            "steps": s["steps"],
+            "precision": s["precision"],
+            "eval_seconds": evaluation.get("seconds", 0.0),
+            "share_of_wall": evaluation.get("share_of_wall") or 0.0,
+            "history": [
+                {k: e[k] for k in ("step", "seconds", "knn_top1", "knn_top5")} for e in evaluation.get("history", [])
+            ],  # fmt: skip
+            "best": evaluation.get("best"),
+            "run_dir": str(result.run_dir),
+        }
+
+    rows = interleaved(settings, 1 if quick else 2, run)
+    return {
+        "rows": rows,
+        "summary": _by_label(rows, ("wall_seconds", "total_seconds", "eval_seconds", "share_of_wall")),
+    }
 
 
 # ----- quality in bf16 vs fp32 ----------------------------------------------------------------------
@@ -259,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": lambda: measure_pipeline(args.quick),
         "compile": lambda: measure_compile(runs_dir, args.quick),
         "scan": lambda: measure_scan(args.quick),
+        "evaluation": lambda: measure_evaluation(runs_dir, assets, args.quick),
     }
     auto_precision, why = resolve_precision("auto", "cpu")
     for part in args.part or PARTS:

@@ -251,7 +251,7 @@ def students_section(results: dict[str, Any]) -> list[str]:
 def hardware_section(results: dict[str, Any]) -> list[str]:
     """What precision auto, data workers and compile give on this machine (bench/hardware.py)."""
     lines = [
-        "## Hardware: precision, data workers, compile",
+        "## Hardware: precision, data workers, compile, evaluation during training",
         "",
         "Measured by `bench/hardware.py`, part by part; in each part the settings ran side by side in one "
         "process, interleaved (A, B, A, B).",
@@ -263,6 +263,7 @@ def hardware_section(results: dict[str, Any]) -> list[str]:
         "pipeline": _pipeline_part,
         "compile": _compile_part,
         "scan": _scan_part,
+        "evaluation": _evaluation_part,
     }
     for name, draw in parts.items():
         if name in results:
@@ -367,6 +368,36 @@ def _scan_part(part: dict[str, Any]) -> list[str]:
         f"| `train-images.npz` in the run directory | {part['index_file_bytes'] / mib:.0f} MiB, "
         f"written in {part['save_seconds']:.1f} s |",
     ]
+
+
+def _evaluation_part(part: dict[str, Any]) -> list[str]:
+    lines = [
+        *_part_header("What watching a run costs: the demo with `eval_every`", part),
+        "| setting | training loop s | of which evaluating s | share of the loop | whole command s |",
+        "|---|---|---|---|---|",
+    ]
+    for label, row in part["summary"].items():
+        lines.append(
+            f"| {label} | {row['wall_seconds']:.1f} | {row['eval_seconds']:.1f} | {100 * row['share_of_wall']:.1f}% "
+            f"| {row['total_seconds']:.1f} |"
+        )
+    off, on = list(part["summary"].values())[:2]
+    evaluated = [r for r in part["rows"] if r["history"]]
+    first = evaluated[0]
+    curve = ", ".join(f"{e['step']}: {100 * e['knn_top1']:.1f}" for e in first["history"])
+    lines += [
+        "",
+        f"Side by side, the loop took {on['wall_seconds'] / off['wall_seconds']:.2f}x as long with evaluations; "
+        f"inside the evaluated runs they took {100 * on['share_of_wall']:.1f}% of it "
+        f"({len(first['history'])} evaluations of {on['eval_seconds'] / len(first['history']):.2f} s "
+        "on average). Per round: " + ", ".join(f"{r['label']} {r['wall_seconds']:.0f} s" for r in part["rows"]) + ".",
+        "",
+        f"kNN top-1 (%) by step, first evaluated run: {curve}; best {100 * first['best']['knn_top1']:.1f}% "
+        f"at step {first['best']['step']}.",
+        "",
+        "![evaluation during training](benchmarks/evaluation_during_training.png)",
+    ]
+    return lines
 
 
 def _part_header(title: str, part: dict[str, Any]) -> list[str]:
