@@ -96,7 +96,7 @@ def measure_evaluation(runs_dir: Path, assets: Path, quick: bool) -> dict[str, A
         result = distill(name=f"demo-eval-{'on' if evaluated else 'off'}-{r}", output_dir=str(runs_dir),
                          overwrite=True, progress=False, **overrides)  # fmt: skip
         s, evaluation = result.summary, result.summary.get("evaluation") or {}
-        if evaluated:
+        if evaluated and r == 0:  # the run the page's curve is read from
             shutil.copy(result.run_dir / "plots" / "evaluation.png", assets / "evaluation_during_training.png")
         return {
             "total_seconds": time.perf_counter() - start,

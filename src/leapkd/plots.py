@@ -131,7 +131,7 @@ def plot_evaluation(
     }
     by_step = {int(r["step"]): r for r in rows}
     best = max(history, key=lambda e: e[metric])
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=110, sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.2), dpi=110, sharey=True)
     for ax, (key, (label, scale)) in zip(axes, axes_of.items()):
         x = [e[key] / scale for e in history]
         for name in figures:
@@ -148,9 +148,10 @@ def plot_evaluation(
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle("Evaluation during training (green: level-ups)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
