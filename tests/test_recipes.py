@@ -21,6 +21,11 @@ TINY = {
         student_kwargs={"embed_dim": 24, "num_heads": [1, 2, 2, 4]},
         size=64,
     ),
+    "leap-paper": dict(
+        teacher_kwargs={"embed_dim": 48, "num_heads": 2, "depth": 4},
+        student_kwargs={"embed_dim": 32, "num_heads": 2, "depth": 3},
+        size=28,
+    ),
     "demo": dict(size=56),
     "demo-cnn": dict(size=56),
 }
@@ -69,3 +74,11 @@ def test_every_recipe_runs_three_steps(name, tmp_path):
     assert r.summary["teacher"]["name"] == recipe["teacher"] and r.summary["student"]["name"] == recipe["student"]
     if recipe["method"] == "spectralkd":
         assert r.summary["loss_terms"] == ["spectral", "ce", "kd"]
+    if name == "leap-paper":  # LARS at the sqrt-scaled LR, its groups as the reference's
+        import torch
+
+        assert r.summary["peak_lr"] == pytest.approx(9.0 * (4 / 1536) ** 0.5)
+        groups = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)["optimizer_states"][0]
+        assert [g["trust_coeff"] for g in groups["param_groups"]] == [0.001, 0.001]
+        assert [g["always_adapt"] for g in groups["param_groups"]] == [True, False]
+        assert [g["weight_decay"] for g in groups["param_groups"]] == [1e-6, 0.0]

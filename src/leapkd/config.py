@@ -48,8 +48,8 @@ class MethodArgs(StrictKeys):
     """Base of a method's own keys (declared by each registered method as `Args`)."""
 
 
-class DistillConfig(StrictKeys):
-    """The keys every run has, whatever its method. Defaults: the embedded CPU demo (minutes)."""
+class ModelKeys(StrictKeys):
+    """The run and its models (the first keys of every run)."""
 
     # ----- run -----
     name: str | None = Field(None, description="run name; default <method>-<teacher>-<student>-s<seed>")
@@ -67,7 +67,9 @@ class DistillConfig(StrictKeys):
     )
     teacher_weights: str | None = Field(None, description="local weight file for the teacher")
     teacher_pretrained: bool = Field(
-        False, description="load timm's pretrained weights for a timm-name teacher (downloads: needs a network)"
+        False,
+        description="load timm's pretrained weights for a timm-name teacher (downloads: needs a network); "
+        "teacher_weights, when given, wins",
     )
     allow_random_teacher: bool = Field(
         False, description="accept a randomly initialised teacher (tests and speed benchmarks only)"
@@ -82,6 +84,11 @@ class DistillConfig(StrictKeys):
     student_kwargs: dict[str, Any] | None = Field(
         None, description="extra arguments of the student's timm constructor, e.g. {drop_path_rate: 0.1}"
     )
+
+
+class DataKeys(ModelKeys):
+    """The training data and its augmentation."""
+
     # ----- data -----
     data: str = Field(
         "fashion-mnist",
@@ -100,6 +107,11 @@ class DistillConfig(StrictKeys):
     )
     image_size: int = Field(112, ge=14, description="input resolution in pixels")
     augment: bool = Field(True, description="augment training images (the aug_* keys); false: a plain resize")
+    mixup: bool = Field(
+        False,
+        description="mix every batch with a shuffled copy of itself, one lambda ~ U(0, 1) per batch, images only "
+        "(the LEAP reference's)",
+    )
     aug_crop_scale: tuple[float, float] = Field((0.5, 1.0), description="random resized crop: area fraction range")
     aug_flip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
     aug_jitter: float = Field(0.0, ge=0, le=1, description="colour jitter probability")
@@ -112,18 +124,46 @@ class DistillConfig(StrictKeys):
     num_workers: int | Literal["auto"] = Field(
         "auto", description="data loader processes per training process; auto: the cores of its share minus one"
     )
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be at least 0, or auto")
+        return value
+
+    @field_validator("subset_per_class")
+    @classmethod
+    def _positive_subset(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or all, or auto")
+        return value
+
+
+class DistillConfig(DataKeys):
+    """The keys every run has, whatever its method (the run, models and data keys of its bases, then
+    optimisation, outputs and evaluation). Defaults: the embedded CPU demo (minutes)."""
+
     # ----- optimisation -----
     epochs: int = Field(10, ge=1, description="training epochs")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     batch_size: int = Field(32, ge=1, description="images per batch (per device)")
     accumulate_grad_batches: int = Field(1, ge=1, description="batches accumulated into one optimizer step")
-    lr: float = Field(5e-4, gt=0, description="peak learning rate (AdamW), before lr_scale")
+    optimizer: Literal["adamw", "lars"] = Field(
+        "adamw", description="adamw, or lars (the LEAP reference's: trust ratio on weight matrices, SGD momentum)"
+    )
+    lr: float = Field(5e-4, gt=0, description="peak learning rate, before lr_scale")
+    momentum: float = Field(0.9, ge=0, lt=1, description="LARS: SGD momentum")
+    lars_trust_coefficient: float = Field(0.001, gt=0, description="LARS: the trust coefficient")
     lr_scale: Literal["none", "linear", "sqrt"] = Field(
         "none", description="scale lr by the global batch (batch x accumulation x devices) / lr_reference_batch"
     )
     lr_reference_batch: int = Field(256, ge=1, description="the global batch at which lr is the given value")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (not on norms, biases, tokens)")
     warmup_steps: int = Field(20, ge=0, description="linear warm-up steps")
+    warmup_epochs: float | None = Field(
+        None, ge=0, description="linear warm-up in epochs (of optimizer steps); when set, replaces warmup_steps"
+    )
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of the peak")
     grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
     ema_decay: float | None = Field(
@@ -188,20 +228,6 @@ class DistillConfig(StrictKeys):
         "stop", description="on a NaN/Inf loss: stop with an error, or skip the batch without updating"
     )
 
-    @field_validator("num_workers")
-    @classmethod
-    def _workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 0:
-            raise ValueError("must be at least 0, or auto")
-        return value
-
-    @field_validator("subset_per_class")
-    @classmethod
-    def _positive_subset(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1, or all, or auto")
-        return value
-
     @field_validator("eval_every")
     @classmethod
     def _eval_schedule(cls, value: int | str | None) -> int | str | None:
@@ -222,6 +248,8 @@ class DistillConfig(StrictKeys):
         protocol = self.eval_metric.split("_")[0]
         if self.eval_every is not None and protocol not in self.eval_protocols:
             raise ValueError(f"eval_metric {self.eval_metric} needs {protocol} in eval_protocols")
+        if self.mixup and getattr(self, "ce_weight", 0.0) > 0:
+            raise ValueError("mixup mixes images, not labels: it cannot be used with ce_weight > 0")
         if self.early_stop_patience is not None and self.eval_every is None:
             raise ValueError("early_stop_patience needs eval_every (early stopping acts on evaluations)")
         return self

@@ -52,6 +52,44 @@ _SPECTRALKD_NOTES = (
     "leapkd; warm-up is set in steps (the paper: 5 epochs, 20 for Swin, from 1e-6)",
 )
 
+# LEAP (SPEC 5.1): the reference's training around the curriculum, LightlyTrain's DistillationV2.
+_LEAP_PAPER: dict[str, Any] = {
+    "method": "leap",
+    "teacher": "vit_giant_patch14_reg4_dinov2",
+    "teacher_pretrained": True,  # timm's DINOv2 weights (downloads); or give --teacher_weights
+    "student": "vit_small_patch14_dinov2",  # DINOv2's ViT-S/14, LayerScale init 1e-5
+    "image_size": 224,
+    "epochs": 100,
+    "batch_size": 128,  # per device; the LR follows the global batch (sqrt scaling from 1536)
+    "optimizer": "lars",
+    "lr": 9.0,
+    "lr_scale": "sqrt",
+    "lr_reference_batch": 1536,
+    "momentum": 0.9,
+    "weight_decay": 1e-6,
+    "lars_trust_coefficient": 0.001,
+    "grad_clip": 1.0,
+    "warmup_epochs": 10,  # min(10, epochs / 10)
+    "min_lr_ratio": 0.001,
+    "mixup": True,
+    "aug_crop_scale": (0.14, 1.0),
+    "aug_flip": 0.5,
+    "aug_jitter": 0.8,
+    "aug_jitter_strength": (0.4, 0.4, 0.2, 0.1),
+    "aug_grayscale": 0.2,
+    "aug_blur": 1.0,
+    "aug_blur_sigma": (
+        0.01,
+        0.1,
+    ),  # the reference's (0, 0.1): torchvision needs sigma > 0; both are a near-delta kernel
+    "projector": "linear",
+    "projector_init": "trunc_normal",
+    "threshold": 0.85,
+    "alpha": 1.0,
+    "max_epochs_per_block": 5,
+    "subset_per_class": "all",
+}
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -64,6 +102,18 @@ RECIPES: dict[str, Recipe] = {
             "demo-cnn",
             "the embedded DINOv2-S/14 teacher into a MobileNetV3-Small student with LEAP, a few minutes on 2 CPU cores",
             {**_DEMO, "student": "mobilenetv3_small_100"},
+        ),
+        Recipe(
+            "leap-paper",
+            "LEAP as the reference trains it: DINOv2 ViT-g/14 reg4 -> ViT-S/14, LARS, mixup, DistillationV2 "
+            "augmentation, 100 epochs (SPEC 5.1)",
+            _LEAP_PAPER,
+            (
+                "the reference trains on ImageNet-100: give your data with --data",
+                "warm-up is min(10, epochs / 10) epochs in the reference; the recipe sets 10 (for its 100 epochs): "
+                "set --warmup_epochs with another --epochs",
+                "the reference trains in fp16-mixed with TF32; precision auto picks bf16-mixed on GPUs that have it",
+            ),
         ),
         Recipe(
             "spectralkd-deit",

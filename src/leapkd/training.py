@@ -178,7 +178,7 @@ def _models(cfg: DistillConfig, compute_dtype: torch.dtype | None) -> tuple[Back
             cfg.teacher,
             cfg.image_size,
             cfg.teacher_weights,
-            pretrained=cfg.teacher_pretrained,
+            pretrained=cfg.teacher_pretrained and cfg.teacher_weights is None,  # a local file wins
             model_kwargs=cfg.teacher_kwargs,
         )
     )

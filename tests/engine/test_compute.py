@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from leapkd import hardware
 from leapkd.config import DistillConfig
-from leapkd.engine.module import scaled_lr
+from leapkd.engine.optimizers import scaled_lr
 from leapkd.rundir import read_metrics
 from leapkd.training import distill
 

@@ -53,3 +53,10 @@ def optimizer_steps(trainer: L.Trainer, per_step: int) -> int:
     optimisation it does not know that `per_step` of them make a step)."""
     steps = int(trainer.max_epochs or 1) * (int(trainer.num_training_batches) // per_step)
     return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
+
+
+def warmup_steps(trainer: L.Trainer, cfg: DistillConfig) -> int:
+    """Linear warm-up in optimizer steps: `warmup_steps`, or `warmup_epochs` epochs of steps when set."""
+    if cfg.warmup_epochs is None:
+        return cfg.warmup_steps
+    return round(cfg.warmup_epochs * (int(trainer.num_training_batches) // cfg.accumulate_grad_batches))

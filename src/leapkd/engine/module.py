@@ -19,15 +19,17 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from leapkd.config import DistillConfig
 from leapkd.data import LabeledImages, skipped_mask
+from leapkd.data.mixup import mix_images
 from leapkd.data.sampling import seeded_loader
 from leapkd.data.transforms import normalize
-from leapkd.engine.accumulation import MicroBatches, global_batch, optimizer_steps
+from leapkd.engine.accumulation import MicroBatches, global_batch, optimizer_steps, warmup_steps
 from leapkd.engine.non_finite import NonFiniteLosses
+from leapkd.engine.optimizers import build_optimizer, scaled_lr
 from leapkd.hardware import autocast_dtype
 from leapkd.methods import Method, StudentOutput
 from leapkd.models import Backbone
@@ -100,12 +102,11 @@ class DistillModule(L.LightningModule):
                              accumulate=cfg.accumulate_grad_batches)  # fmt: skip
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = weight_decay_groups((self.student, self.method), self.cfg.weight_decay)
         self.lr = scaled_lr(self.cfg, self.global_batch)
         # the fused kernel is one call per step instead of a Python loop over tensors (CPU and
         # GPU); Lightning's mixed-precision plugin refuses to clip gradients of fused optimizers
         fused = self.device.type in ("cpu", "cuda") and self.precision == "32"
-        return torch.optim.AdamW(groups, lr=self.lr, fused=fused)
+        return build_optimizer(self.cfg, (self.student, self.method), self.lr, fused)
 
     @property
     def global_batch(self) -> int:
@@ -121,7 +122,7 @@ class DistillModule(L.LightningModule):
         """After Lightning restored the loops and optimizer: the schedule and the run state."""
         opt = self._optimizer().optimizer
         total = optimizer_steps(self.trainer, self.cfg.accumulate_grad_batches)
-        self.scheduler = WarmupCosine(opt, total, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
+        self.scheduler = WarmupCosine(opt, total, warmup_steps(self.trainer, self.cfg), self.cfg.min_lr_ratio)
         if self.restored is not None:
             self.scheduler.load_state_dict(self.restored["scheduler"])
             self.scheduler.total_steps = total  # a resume may extend the run: the cosine spans the new length
@@ -148,6 +149,8 @@ class DistillModule(L.LightningModule):
     # ----- one step -------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = self.normalize(batch[0]), batch[1]
+        if self.cfg.mixup:  # the LEAP reference's: images only, calibration included
+            images = mix_images(images)
         method, step = self.method, self.global_step
         self.record = None  # stays None for a skipped batch
         first_batch_blocks = 0
@@ -269,24 +272,6 @@ def _merge_skipped_images(module: DistillModule) -> None:
     if mask is not None and module.trainer.world_size > 1:
         total = module.trainer.strategy.reduce(mask.to(module.device, torch.float32), reduce_op="sum")
         mask.copy_(total.cpu() > 0)
-
-
-def scaled_lr(cfg: DistillConfig, global_batch: int) -> float:
-    """The peak LR: `lr` as given, or scaled by global_batch / lr_reference_batch (linearly or
-    by its square root)."""
-    ratio = global_batch / cfg.lr_reference_batch
-    return cfg.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[cfg.lr_scale]
-
-
-def weight_decay_groups(modules: tuple[nn.Module, ...], weight_decay: float) -> list[dict[str, Any]]:
-    """Optimizer groups: weight decay on weight matrices, none on norms, biases, tokens, pos_embed."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for module in modules:
-        for name, p in module.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "token" in name or "pos_embed" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def untrained_parameters(module: DistillModule, images: Tensor, labels: Tensor) -> list[str]:

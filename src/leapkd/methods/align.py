@@ -21,22 +21,38 @@ from torch import Tensor, nn
 from leapkd.models import Features
 
 ProjectorKind = Literal["linear", "mlp"]
+ProjectorInit = Literal["torch", "trunc_normal"]
 MLP_HIDDEN = 2048
 
 
-def projector(in_dim: int, out_dim: int, kind: ProjectorKind = "linear") -> nn.Module:
+def projector(in_dim: int, out_dim: int, kind: ProjectorKind = "linear", init: ProjectorInit = "torch") -> nn.Module:
+    """A linear or 2-layer MLP projector; `init` "trunc_normal": its Linear weights ~ trunc-normal
+    (std 0.02), biases 0."""
     if kind == "linear":
-        return nn.Linear(in_dim, out_dim)
-    return nn.Sequential(
-        nn.Linear(in_dim, MLP_HIDDEN), nn.LayerNorm(MLP_HIDDEN), nn.GELU(), nn.Linear(MLP_HIDDEN, out_dim)
-    )
+        head: nn.Module = nn.Linear(in_dim, out_dim)
+    else:
+        head = nn.Sequential(
+            nn.Linear(in_dim, MLP_HIDDEN), nn.LayerNorm(MLP_HIDDEN), nn.GELU(), nn.Linear(MLP_HIDDEN, out_dim)
+        )
+    if init == "trunc_normal":
+        for layer in head.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                nn.init.zeros_(layer.bias)
+    return head
 
 
 class Aligner(nn.Module):
-    def __init__(self, student_width: int, target_widths: Iterable[int], kind: ProjectorKind = "linear") -> None:
+    def __init__(
+        self,
+        student_width: int,
+        target_widths: Iterable[int],
+        kind: ProjectorKind = "linear",
+        init: ProjectorInit = "torch",
+    ) -> None:
         super().__init__()
         self.projectors = nn.ModuleDict(
-            {str(w): projector(student_width, w, kind) for w in dict.fromkeys(target_widths)}
+            {str(w): projector(student_width, w, kind, init) for w in dict.fromkeys(target_widths)}
         )
         self._initial = {w: copy.deepcopy(p.state_dict()) for w, p in self.projectors.items()}
 

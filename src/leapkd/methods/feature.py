@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from leapkd.config import MethodArgs
 from leapkd.errors import LeapkdError
 from leapkd.losses import ClsMSE, CrossEntropy, FeatureMSE, LogitKD, PatchEmbedLoss, SpectralLoss
-from leapkd.methods.align import Aligner, ProjectorKind
+from leapkd.methods.align import Aligner, ProjectorInit, ProjectorKind
 from leapkd.methods.base import LossOutput, Method, StudentOutput, Targets
 from leapkd.metrics import get_metric
 from leapkd.models import Backbone, Features
@@ -50,6 +50,10 @@ class FeatureArgs(MethodArgs):
     metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")
     projector: ProjectorKind = Field(
         "linear", description="projector per target width: linear, or mlp (LightlyTrain's 2-layer head, hidden 2048)"
+    )
+    projector_init: ProjectorInit = Field(
+        "torch",
+        description="projector weights: torch's default, or trunc_normal (std 0.02, bias 0: the LEAP reference's)",
     )
 
     @model_validator(mode="after")
@@ -139,7 +143,9 @@ class FeatureDistillation(Method):
         self.teacher_head = nn.Linear(teacher.width, kd_classes).requires_grad_(False) if kd_classes else None
         # only modules that receive gradients exist (DDP refuses parameters without one)
         uses_projector = self.feature_weight > 0 or args.cls_weight > 0
-        self.aligner = Aligner(student.width, target_widths, args.projector) if uses_projector else None
+        self.aligner = (
+            Aligner(student.width, target_widths, args.projector, args.projector_init) if uses_projector else None
+        )
         self.feature_loss = FeatureMSE()
         self.cls_loss = ClsMSE()
         self.patch_embed_loss = (
