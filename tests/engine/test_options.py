@@ -24,6 +24,47 @@ def test_fixed_last_n_concatenates_blocks(tiny):
     assert all(row["teacher_blocks_run"] == 6 for row in read_metrics(r.run_dir / "metrics.csv"))
 
 
+def test_fixed_last_two_with_a_cls_term(tiny):
+    """The LEAP paper's concatenation baseline: last two blocks' patch and CLS tokens."""
+    r = distill(name="last2cls", method="fixed", fixed_last_n=2, cls_weight=1.0, **{**tiny, "epochs": 1})
+    rows = read_metrics(r.run_dir / "metrics.csv")
+    assert all(row["loss"] == pytest.approx(row["loss_feature"] + row["loss_cls"], rel=1e-5) for row in rows)
+
+
+def test_fixed_level_runs_the_teacher_that_deep_only(tiny):
+    last = distill(name="last", method="fixed", **{**tiny, "epochs": 1})
+    level = distill(name="level3", method="fixed", fixed_level=3, **{**tiny, "epochs": 1})
+    rows = read_metrics(level.run_dir / "metrics.csv")
+    assert all(row["teacher_blocks_run"] == 3 and row["target_block"] == 3 for row in rows)
+    # 3 of 6 blocks: about half the teacher FLOPs, counted as a saving against the last-block baseline
+    assert 0.4 < level.summary["teacher_flops"] / last.summary["teacher_flops"] < 0.6
+    assert level.summary["flops_saving"] > 0 and last.summary["flops_saving"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fixed_average_is_the_mean_of_every_level():
+    from leapkd.methods import build_method, load_config
+    from leapkd.models import load_backbone
+
+    teacher = load_backbone("vit-nano", 32).eval()
+    student = load_backbone("vit-nano", 32, patch_size=teacher.patch_size)
+    method = build_method(load_config(None, {"method": "fixed", "fixed_average": True}), teacher, student, None)
+    images = torch.randn(2, 3, 32, 32)
+    targets = method.targets(teacher, images)
+    with torch.no_grad():
+        raw = teacher.forward_levels(images, range(1, 7), norm=False)
+        expected = torch.stack([teacher.normalize(b, raw[b]).patches for b in range(1, 7)]).mean(0)
+    assert targets.depth == 6 and torch.allclose(targets.patch, expected, atol=1e-6)
+    assert method.target_width() == teacher.width
+
+
+def test_one_fixed_target_at_a_time():
+    from leapkd.errors import LeapkdError
+    from leapkd.methods import load_config
+
+    with pytest.raises(LeapkdError, match="choose one fixed target"):
+        load_config(None, {"method": "fixed", "fixed_level": 2, "fixed_average": True})
+
+
 def test_checkpoint_never_holds_the_teacher(tiny):
     r = distill(name="ck", **{**tiny, "epochs": 1})
     ckpt = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)

@@ -174,6 +174,10 @@ class FeatureDistillation(Method):
     def target_width(self) -> int:
         return sum(self.teacher_levels[b - 1].width for b in self.target_blocks())
 
+    def combine(self, tokens: list[Tensor]) -> Tensor:
+        """One target from the target levels' tokens (patch or CLS): their concatenation along channels."""
+        return torch.cat(tokens, dim=-1)
+
     @property
     def needs_patch_projection(self) -> bool:
         return self.patch_embed_loss is not None
@@ -208,10 +212,10 @@ class FeatureDistillation(Method):
             logits = self.teacher_head(normed[len(self.teacher_levels)].pooled())
         cls = None
         if self.weights["cls"] > 0:
-            cls = torch.cat([_cls_of(normed[b], teacher, b) for b in blocks], dim=-1)
+            cls = self.combine([_cls_of(normed[b], teacher, b) for b in blocks])
         return Targets(
             depth=max(blocks + spectral),
-            patch=torch.cat([normed[b].patches for b in blocks], dim=-1),
+            patch=self.combine([normed[b].patches for b in blocks]),
             grid=normed[blocks[0]].grid,
             cls=cls,
             embed=teacher.patch_projection(images) if self.patch_embed_loss is not None else None,
