@@ -186,6 +186,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         data=args.data,
         protocols=protocols,
         features=args.features,
+        transform=args.transform,
         image_size=args.image_size,
         train_per_class=args.train_per_class,
         val_per_class=args.val_per_class,
@@ -336,10 +337,18 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--protocol",
         default="knn,linear,retrieval",
-        help="comma list of registered protocols: knn, linear, retrieval, cka-map built in, "
+        help="comma list of registered protocols: knn, linear, linear-reference (the LEAP reference's probe), "
+        "retrieval, cka-map built in, "
         "more with leapkd.register_protocol (an unknown name lists those registered)",
     )
     e.add_argument("--features", default="cls", choices=["cls", "avgpool"], help="CLS token or mean patch token")
+    e.add_argument(
+        "--transform",
+        default="resize",
+        choices=["resize", "center-crop"],
+        help="resize to the image size, or center-crop: resize to size * 256 / 224 (bicubic) and keep the centre "
+        "(the LEAP reference's eval transform)",
+    )
     e.add_argument("--image-size", type=int, help="default: the run's, else 112")
     e.add_argument("--patch-size", type=int, help="for a model name: build it with this patch size")
     e.add_argument("--block", type=_blocks, help="evaluate this level (a comma list: several, from one pass)")

@@ -14,7 +14,7 @@ from leapkd.data.builtin import BUILTINS, get_builtin, load_builtin
 from leapkd.data.folder import ImageFolderDataset
 from leapkd.data.image_files import ImageFiles
 from leapkd.data.labeled import LabeledImages
-from leapkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation, Output, build_transform
+from leapkd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation, EvalTransform, Output, build_transform
 from leapkd.data.unlabeled import is_glob, is_labelled_folder, unlabelled_images
 from leapkd.errors import LeapkdError
 
@@ -145,6 +145,7 @@ def build_dataset(
     index: Path | None = None,
     augmentation: Augmentation | None = None,
     output: Output = "float",
+    eval_transform: EvalTransform = "resize",
 ) -> LabeledImages:
     """A dataset of (float32 tensor 3 x S x S, int label) with ``.classes`` and ``.targets``.
 
@@ -155,11 +156,12 @@ def build_dataset(
     ``.classes`` is empty. ``index``: a saved image list (`ImageFiles.save_index`) read
     instead of scanning, so a resumed run sees exactly the images it started with.
     ``augment`` selects the random training transform `augmentation` (False: deterministic
-    resize); ``output`` "uint8" leaves scaling and normalising to `normalize`, on the device.
+    resize, or `eval_transform`); ``output`` "uint8" leaves scaling and normalising to `normalize`, on the device.
     ``subset_per_class`` keeps ``min(n, available)`` images per class, chosen with ``seed``:
     the same seed gives the same images every time.
     """
-    transform = build_transform(image_size, augment, mean=mean, std=std, augmentation=augmentation, output=output)
+    transform = build_transform(image_size, augment, mean=mean, std=std, augmentation=augmentation, output=output,
+                                eval_transform=eval_transform)  # fmt: skip
     dataset: LabeledImages
     if name_or_path in BUILTINS:
         images, labels, classes = load_builtin(name_or_path, split, root=root)

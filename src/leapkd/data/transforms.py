@@ -15,6 +15,8 @@ from torchvision.transforms.v2 import functional as TF
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Output = Literal["float", "uint8"]
+EvalTransform = Literal["resize", "center-crop"]
+CENTER_CROP_FRACTION = 224 / 256  # "center-crop": resize the short side to S * 256 / 224, keep the central S
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,15 @@ def build_transform(
     std: Sequence[float] = IMAGENET_STD,
     augmentation: Augmentation | None = None,
     output: Output = "float",
+    eval_transform: EvalTransform = "resize",
 ) -> Callable[[Any], torch.Tensor]:
     """Transform from a PIL image, HxW(xC) uint8 array or CxHxW tensor to (3, S, S).
 
     Grey images become 3 identical channels. With ``augment=False`` the transform is
-    deterministic: resize the short side to S, then centre-crop S (a plain resize for
-    square images); with ``augment=True`` it is `augmentation` (default: the demo's).
+    deterministic: `eval_transform` "resize" resizes the short side to S, then centre-crops
+    S (a plain resize for square images); "center-crop" resizes the short side to
+    int(S * 256 / 224) (bicubic) and keeps the central S x S (the LEAP reference's eval
+    transform). With ``augment=True`` it is `augmentation` (default: the demo's).
     ``output="uint8"`` stops before scaling and normalising (`normalize` does both, on the
     device, for a whole batch); "float" gives float32 normalised with `mean`, `std`.
     """
@@ -77,7 +82,7 @@ def build_transform(
         geometry = aug.geometry(image_size)
         colour = aug.photometric(image_size)
     else:
-        geometry, colour = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)], []
+        geometry, colour = _deterministic(image_size, eval_transform), []
     steps: list[v2.Transform] = [
         v2.ToImage(),
         *geometry,
@@ -87,6 +92,16 @@ def build_transform(
     if output == "float":
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
     return v2.Compose([*steps, v2.ToPureTensor()])
+
+
+def _deterministic(image_size: int, kind: EvalTransform) -> list[v2.Transform]:
+    if kind == "center-crop":
+        resized = int(image_size / CENTER_CROP_FRACTION)
+        return [
+            v2.Resize(resized, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(image_size),
+        ]
+    return [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
 
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

@@ -1,11 +1,13 @@
 """Evaluations of frozen backbones (the protocols of SPEC section 3), as registered plug-ins.
 
-Importing this package registers the built-in protocols: knn, linear, retrieval, cka-map.
+Importing this package registers the built-in protocols: knn, linear, linear-reference,
+retrieval, cka-map.
 """
 
 from leapkd.eval.cka_map import CkaMapProtocol, cka_map
 from leapkd.eval.knn import KnnProtocol, knn_accuracy, knn_classify
 from leapkd.eval.linear import LinearProbeProtocol, linear_probe
+from leapkd.eval.linear_reference import ReferenceLinearProbeProtocol, reference_linear_probe
 from leapkd.eval.protocol import PROTOCOLS, EvalContext, EvalOptions, Protocol, register_protocol
 from leapkd.eval.retrieval import (
     RetrievalImages,
@@ -24,6 +26,7 @@ __all__ = [
     "KnnProtocol",
     "LinearProbeProtocol",
     "Protocol",
+    "ReferenceLinearProbeProtocol",
     "RetrievalImages",
     "RetrievalProtocol",
     "cka_map",
@@ -33,6 +36,7 @@ __all__ = [
     "linear_probe",
     "load_revisited",
     "rank_database",
+    "reference_linear_probe",
     "register_protocol",
     "revisited_map",
 ]

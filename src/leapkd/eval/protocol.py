@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from leapkd.data import LabeledImages, build_dataset
+from leapkd.data.transforms import EvalTransform
 from leapkd.features import FeatureKind, extract_levels
 from leapkd.models import Backbone
 from leapkd.registry import Registry
@@ -38,6 +39,7 @@ class EvalOptions:
     """The options of one `evaluate` call; each protocol reads the ones it uses."""
 
     features: FeatureKind = "cls"
+    transform: EvalTransform = "resize"  # or "center-crop" (resize to S * 256 / 224, bicubic; centre crop)
     block: int | None = None  # None: the last level
     blocks: tuple[int, ...] = ()  # every level of the call, extracted in one pass
     autocast: torch.dtype | None = None  # the feature extraction's autocast dtype
@@ -90,6 +92,7 @@ class EvalContext:
             std=self.model.std,
             subset_per_class=per_class,
             seed=self.seed,
+            eval_transform=self.options.transform,
         )
 
     def train_and_val(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -114,6 +117,8 @@ class EvalContext:
                 "mean": self.model.mean,
                 "std": self.model.std,
             }
+            if self.options.transform != "resize":  # the default stays out of the key: earlier caches hold
+                key["transform"] = self.options.transform
             level = self.options.block or self.model.num_levels
             found = extract_levels(
                 self.model,

@@ -197,7 +197,8 @@ def load_revisited(
 
 
 class RetrievalImages(Dataset):
-    """Images by path, as RGB, each cropped to its box [x1, y1, x2, y2] when `boxes` is given.
+    """Images by path, as RGB, each cropped to its box [x1, y1, x2, y2] (clamped to the image) when
+    `boxes` is given.
 
     No EXIF rotation is applied, so boxes refer to the stored pixel grid (as in the protocol).
     Items are `transform(image)`, or the PIL image when `transform` is None.
@@ -221,9 +222,10 @@ class RetrievalImages(Dataset):
     def __getitem__(self, i: int) -> Any:
         with Image.open(self.paths[i]) as img:
             image = img.convert("RGB")
-        if self.boxes is not None:
+        if self.boxes is not None:  # clamped to the image: a box past an edge crops no black border
             x1, y1, x2, y2 = self.boxes[i]
-            image = image.crop((x1, y1, x2, y2))
+            w, h = image.size
+            image = image.crop((max(0, x1), max(0, y1), min(w, x2), min(h, y2)))
         return image if self.transform is None else self.transform(image)
 
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from leapkd.data.transforms import EvalTransform
 from leapkd.errors import LeapkdError
 from leapkd.eval.protocol import PROTOCOLS, EvalContext, EvalOptions, Protocol, evaluated
 from leapkd.eval.retrieval import REVISITED
@@ -31,6 +32,7 @@ def evaluate(
     data: str | None = None,
     protocols: tuple[str, ...] = DEFAULT_PROTOCOLS,
     features: FeatureKind = "cls",
+    transform: EvalTransform = "resize",
     image_size: int | None = None,
     train_per_class: int | None = 100,
     val_per_class: int | None = 50,
@@ -62,7 +64,7 @@ def evaluate(
     "blocks". The model runs on the accelerator (default: a GPU when there is one) in
     `precision` ("32" by default, for numbers comparable across machines; "auto" or
     "bf16-mixed" autocast), fed by `num_workers` loader processes; `devices` > 1 splits
-    every batch over that many CUDA GPUs.
+    every batch over that many CUDA GPUs; `transform` is `build_transform`'s `eval_transform`.
     """
     chosen = [PROTOCOLS.get(name)() for name in dict.fromkeys(protocols)]
     model, run, defaults = load_target(target, image_size, seed, patch_size, weights)
@@ -74,22 +76,13 @@ def evaluate(
     if not labelled:
         chosen = _without_labels(chosen, data, tuple(protocols) == DEFAULT_PROTOCOLS)
     out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
-    options = EvalOptions(
-        features=features,
-        blocks=tuple(blocks),
-        train_per_class=train_per_class,
-        val_per_class=val_per_class,
-        k=k,
-        cka_images=cka_images,
-        reference=reference,
-        reference_weights=reference_weights,
-        data_root=data_root,
-        progress=progress,
-        autocast=autocast_dtype(resolve_precision(precision, device)[0]),
-        num_workers=resolve_workers(num_workers),
-        devices=devices,
-    )
-    header = {"target": str(target) if labelled else defaults["name"], "model": model.describe(), "data": data}
+    options = EvalOptions(features=features, transform=transform, blocks=tuple(blocks),
+                          train_per_class=train_per_class, val_per_class=val_per_class, k=k, cka_images=cka_images,
+                          reference=reference, reference_weights=reference_weights, data_root=data_root,
+                          progress=progress, autocast=autocast_dtype(resolve_precision(precision, device)[0]),
+                          num_workers=resolve_workers(num_workers), devices=devices)  # fmt: skip
+    header = {"target": str(target) if labelled else defaults["name"], "model": model.describe(), "data": data,
+              "transform": transform}  # fmt: skip
     if labelled:
         header |= {"weights": str(weights) if weights else None, "train_per_class": train_per_class,
                    "val_per_class": val_per_class, "seed": seed}  # fmt: skip
