@@ -141,6 +141,10 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     ]
     if s["pending_block"] != s["final_block"]:
         rows.insert(3, {"figure": "next block (pending level-up)", "value": str(s["pending_block"])})
+    if s.get("student_classification"):
+        rows.append(
+            {"figure": "student head top-1 (val)", "value": f"{100 * s['student_classification']['top1']:.2f}%"}
+        )
     evaluation = s.get("evaluation")
     if evaluation and evaluation.get("best"):
         best, metric = evaluation["best"], evaluation["metric"]

@@ -215,8 +215,10 @@ class DistillConfig(DataKeys):
     eval_images_per_class: int = Field(
         20, ge=1, description="fixed, un-augmented images per class of each split (train: kNN bank / probe fit; val)"
     )
-    eval_metric: Literal["knn_top1", "knn_top5", "linear_top1", "linear_top5"] = Field(
-        "knn_top1", description="the figure that picks the best student (student_best.safetensors) and early stopping"
+    eval_metric: Literal["knn_top1", "knn_top5", "linear_top1", "linear_top5", "student_top1", "student_top5"] = Field(
+        "knn_top1",
+        description="the figure that picks the best student (student_best.safetensors) and early stopping; "
+        "student_*: the student's own head (ce_weight or kd_weight > 0)",
     )
     early_stop_patience: int | None = Field(
         None, ge=1, description="stop after this many evaluations without improving eval_metric; None: never"
@@ -246,7 +248,7 @@ class DistillConfig(DataKeys):
     @model_validator(mode="after")
     def _evaluation_keys_agree(self) -> DistillConfig:
         protocol = self.eval_metric.split("_")[0]
-        if self.eval_every is not None and protocol not in self.eval_protocols:
+        if self.eval_every is not None and protocol not in (*self.eval_protocols, "student"):
             raise ValueError(f"eval_metric {self.eval_metric} needs {protocol} in eval_protocols")
         if self.mixup and getattr(self, "ce_weight", 0.0) > 0:
             raise ValueError("mixup mixes images, not labels: it cannot be used with ce_weight > 0")

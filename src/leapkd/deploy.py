@@ -15,6 +15,7 @@ Every export (re)writes a model card `README.md` describing all formats in the d
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import yaml
 
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import evaluated
-from leapkd.models import PRESETS, Backbone, is_timm_name, load_student_file, save_student_file, wrap
+from leapkd.models import PRESETS, Backbone, head_file_of, is_timm_name, load_student_file, save_student_file, wrap
 from leapkd.rundir import RunDirectory, write_text_atomic
 
 FORMATS = ("safetensors", "timm", "onnx")
@@ -76,6 +77,10 @@ def export(
 
     if format == "safetensors":
         result = _export_safetensors(backbone, summary, out)
+        head = head_file_of(student_file)
+        if head.is_file():  # the student's own classifier travels with it
+            shutil.copy(head, out / "student_head.safetensors")
+            result["files"] = [*result["files"], str(out / "student_head.safetensors")]
     elif format == "timm":
         result = _export_timm(backbone, out)
     else:
@@ -304,6 +309,7 @@ def model_card(
         ),
         ("method", f"`{method}`"),
         ("exported student", _which_row(summary, which)),
+        ("classification head", _head_row(summary)),
         ("data", f"`{data}`" + (f", {summary['train_images']} training images" if "train_images" in summary else "")),
         ("training image size", f"{s.get('image_size', config.get('image_size', '?'))} px"),
         ("steps", str(summary.get("steps", "?")) + (f" ({summary['epochs']} epochs)" if "epochs" in summary else "")),
@@ -349,6 +355,14 @@ def model_card(
     ]
     lines += _load_sections(backbone, manifest["formats"])
     return "\n".join(lines)
+
+
+def _head_row(summary: dict[str, Any]) -> str:
+    scores = summary.get("student_classification")
+    if not scores:
+        return "none (the run trained no student head)"
+    return (f"`student_head.safetensors` (nn.Linear on the pooled last level), top-1 {_pct(scores['top1'])} on "
+            f"{scores['images_per_class']} validation images per class of `{scores['data']}`")  # fmt: skip
 
 
 def _which_row(summary: dict[str, Any], which: str) -> str:

@@ -52,6 +52,10 @@ def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
         ("wall time", f"{s['wall_seconds']:.1f} s"),
         ("status", _status(s)),
     ]
+    if s.get("student_classification"):
+        scores = s["student_classification"]
+        rows.append(("student head top-1 / top-5", f"{_pct(scores['top1'])} / {_pct(scores.get('top5', 0.0))} "
+                     f"({scores['images_per_class']} val images per class)"))  # fmt: skip
     evaluation = s.get("evaluation")
     if evaluation and evaluation.get("best"):
         best, metric = evaluation["best"], evaluation["metric"]

@@ -32,7 +32,16 @@ from leapkd.features import extract_features
 from leapkd.hardware import autocast_dtype, device_type, resolve_precision, resolve_workers
 from leapkd.linear_classifier import fit_linear_head
 from leapkd.methods import Method, build_method, load_config
-from leapkd.models import PRESETS, Backbone, check_teacher_has_weights, freeze, load_backbone, save_student_file
+from leapkd.models import (
+    PRESETS,
+    Backbone,
+    check_teacher_has_weights,
+    freeze,
+    head_file_of,
+    load_backbone,
+    save_head_file,
+    save_student_file,
+)
 from leapkd.plots import plot_curriculum, plot_evaluation, plot_loss
 from leapkd.report import write_report
 from leapkd.rundir import RunDirectory, read_metrics, usable_checkpoint
@@ -111,7 +120,7 @@ def distill(
     if devices != 1 or num_nodes > 1:
         strategy = _ddp_strategy(module, strategy)
     fit_head = _teacher_head_fitter(cfg, progress) if method.needs_teacher_head else None
-    scorer = _scorer(cfg, teacher)
+    scorer = _scorer(cfg, teacher, classifier=method.student_classifier is not None)
     callbacks = run_callbacks(cfg, method, run, teacher.num_levels, progress, fit_head, scorer)
     trainer = _trainer(cfg, precision, callbacks, devices, strategy, num_nodes, accelerator, progress)
     module.num_workers = resolve_workers(cfg.num_workers, processes_per_node=trainer.num_devices)
@@ -135,7 +144,7 @@ def distill(
             "teacher_dtype": str(next(teacher.parameters()).dtype).removeprefix("torch."),
             "num_workers": module.num_workers,
         }
-        summary = _finish(run, cfg, module, callbacks, len(train_set), hardware)
+        summary = _finish(run, cfg, module, callbacks, len(train_set), hardware, scorer)
     return DistillResult(run.path, summary)
 
 
@@ -149,20 +158,23 @@ def _check_fits(run: RunDirectory, train_set: LabeledImages, batch: int, resume:
         _check_same_world(run, world)
 
 
-def _scorer(cfg: DistillConfig, teacher: Backbone) -> StudentScorer | None:
-    """With `eval_every`: the student's scorer on fixed images of the labelled evaluation data
-    (`eval_data`, else the training data), checked before the run starts."""
-    if cfg.eval_every is None:
+def _scorer(cfg: DistillConfig, teacher: Backbone, classifier: bool) -> StudentScorer | None:
+    """The student's scorer on fixed images of the labelled evaluation data (`eval_data`, else the
+    training data), checked before the run starts: with `eval_every`, or to score the student's
+    own head at the end (`classifier`)."""
+    if cfg.eval_every is None and not classifier:
         return None
     data = cfg.eval_data or cfg.data
     scorer = StudentScorer(data, cfg.image_size, teacher.mean, teacher.std, cfg.eval_images_per_class,
                            cfg.eval_protocols, seed=cfg.seed, data_root=cfg.data_root if data == cfg.data else None,
-                           batch_size=2 * cfg.batch_size)  # fmt: skip
-    if cfg.eval_metric not in scorer.figures:
+                           batch_size=2 * cfg.batch_size, classifier=classifier)  # fmt: skip
+    if cfg.eval_every is not None and cfg.eval_metric not in scorer.figures:
+        head = cfg.eval_metric.startswith("student")
         raise LeapkdError(
             f"eval_metric {cfg.eval_metric} is not measured on {data} ({scorer.num_classes} classes: "
-            f"{', '.join(scorer.figures)})",
-            f"choose --eval_metric {scorer.figures[0]}",
+            f"{', '.join(scorer.figures)})" + ("; this run trains no student head" if head else ""),
+            ("set --ce_weight or --kd_weight above 0 to train one, or " if head else "")
+            + f"choose --eval_metric {scorer.figures[0]}",
         )
     return scorer
 
@@ -340,8 +352,10 @@ def _finish(
     callbacks: RunCallbacks,
     train_images: int,
     hardware: dict[str, Any],
+    scorer: StudentScorer | None = None,
 ) -> dict[str, Any]:
-    """Write summary.json, plots and the student; return the summary."""
+    """Write summary.json, plots, the student (and its head, scored on the validation images);
+    return the summary."""
     method = module.method
     assert callbacks.flops.ledger is not None
     summary = run.read_summary()  # keep what other commands (eval) merged in
@@ -372,9 +386,18 @@ def _finish(
             "evaluation": _evaluation_summary(cfg, callbacks, module.seconds["wall"]),
         }
     )
+    student = callbacks.ema.student if callbacks.ema else module.student
+    head = method.student_classifier
+    if head is not None and scorer is not None:  # the student's own classifier: saved and scored
+        save_head_file(head, head_file_of(run.student), list(module.train_set.classes))
+        summary["student_classification"] = {
+            **scorer.classify(student, head, autocast_dtype(module.precision)),
+            "data": cfg.eval_data or cfg.data,
+            "images_per_class": cfg.eval_images_per_class,
+        }
     run.write_summary(summary)
     _plots(run, method, module.teacher.num_levels, summary)
-    save_student_file(callbacks.ema.student if callbacks.ema else module.student, run.student)
+    save_student_file(student, run.student)
     write_report(run.path)
     callbacks.trackers.finish(summary, module.global_step)
     return summary

@@ -85,7 +85,7 @@ def _scripted_scores(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> No
     """The scorer returns `values` in turn (kNN top-1), so the best and the patience are known."""
     queue = list(values)
 
-    def score(self, student, autocast_dtype=None):
+    def score(self, student, autocast_dtype=None, classifier=None):
         value = queue.pop(0)
         return {"knn_top1": value, "knn_top5": value}
 

@@ -1,4 +1,5 @@
-"""Scoring the student while it trains (`eval_every`): kNN and, on request, the linear probe.
+"""Scoring the student while it trains (`eval_every`): kNN, on request the linear probe, and the
+top-1 / top-5 of the student's own classification head when the method trains one.
 
 The images are fixed and un-augmented: `images_per_class` seeded images of each class of
 the labelled data's `train` split (the kNN bank, the probe's training set) and as many of
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from leapkd.data import LabeledImages, LabeledSubset, build_dataset, subset_indices
@@ -19,6 +21,7 @@ from leapkd.errors import LeapkdError
 from leapkd.eval.knn import knn_accuracy
 from leapkd.eval.linear import linear_probe
 from leapkd.features import extract_features
+from leapkd.metrics import top_accuracy
 from leapkd.models import Backbone
 
 IN_MEMORY_BYTES = 512 * 2**20  # decoded evaluation images up to this size are kept in memory
@@ -45,8 +48,10 @@ class StudentScorer:
         num_workers: int = 0,
         k: int = 20,
         in_memory_bytes: int = IN_MEMORY_BYTES,
+        classifier: bool = False,
     ) -> None:
         self.protocols, self.batch_size, self.num_workers, self.k = tuple(protocols), batch_size, num_workers, k
+        self.classifier = classifier  # the student has a head: its top-1 / top-5 are figures too
         splits = {}
         for split in ("train", "val"):
             images = build_dataset(data, split, image_size, augment=False, mean=mean, std=std, root=data_root)
@@ -65,12 +70,18 @@ class StudentScorer:
     def figures(self) -> list[str]:
         """The names of the figures each call returns, in order."""
         tops = ["top1", "top5"] if self.num_classes >= 5 else ["top1"]
-        return [f"{protocol}_{top}" for protocol in self.protocols for top in tops]
+        sources = [*self.protocols, *(["student"] if self.classifier else [])]
+        return [f"{source}_{top}" for source in sources for top in tops]
 
-    def __call__(self, student: Backbone, autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
+    def __call__(
+        self, student: Backbone, autocast_dtype: torch.dtype | None = None, classifier: nn.Module | None = None
+    ) -> dict[str, float]:
+        """The figures of `student` (and of its `classifier` on the queries' pooled features)."""
         bank, bank_labels = self._features(student, self.bank, autocast_dtype)
         queries, query_labels = self._features(student, self.queries, autocast_dtype)
         figures: dict[str, float] = {}
+        if classifier is not None:
+            figures |= {f"student_{top}": v for top, v in _classified(classifier, queries, query_labels).items()}
         if "knn" in self.protocols:
             knn = knn_accuracy(bank, bank_labels, queries, query_labels, k=self.k, num_classes=self.num_classes)
             figures |= {f"knn_{top}": value for top, value in knn.items()}
@@ -79,12 +90,26 @@ class StudentScorer:
             figures |= {f"linear_{top}": probe[top] for top in ("top1", "top5") if top in probe}
         return figures
 
+    def classify(
+        self, student: Backbone, classifier: nn.Module, autocast_dtype: torch.dtype | None = None
+    ) -> dict[str, float]:
+        """{"top1", "top5"?} of the student's own head on the validation images."""
+        queries, query_labels = self._features(student, self.queries, autocast_dtype)
+        return _classified(classifier, queries, query_labels)
+
     def _features(
         self, student: Backbone, images: Dataset, dtype: torch.dtype | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         workers = 0 if self.in_memory else self.num_workers
         return extract_features(student, images, "cls", batch_size=self.batch_size, progress=False,
                                 autocast_dtype=dtype, num_workers=workers)  # fmt: skip
+
+
+def _classified(classifier: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    parameter = next(classifier.parameters())
+    with torch.no_grad():
+        logits = classifier(features.to(parameter.device, parameter.dtype)).float().cpu()
+    return top_accuracy(logits, labels)
 
 
 def _in_memory(images: LabeledImages, limit: int) -> Dataset:

@@ -107,6 +107,11 @@ class Method(nn.Module):
     def set_teacher_head(self, state: dict[str, Tensor]) -> None:
         raise NotImplementedError(f"method {self.name} has no teacher head")
 
+    @property
+    def student_classifier(self) -> nn.Module | None:
+        """The student's classification head on its pooled last-level features, when the method trains one."""
+        return None
+
     # ----- one step ---------------------------------------------------------------
     @property
     def target_block(self) -> int:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from leapkd.config import MethodArgs
 from leapkd.errors import LeapkdError
-from leapkd.losses import ClsMSE, CrossEntropy, FeatureMSE, LogitKD, PatchEmbedLoss, SpectralLoss
+from leapkd.losses import ClsMSE, CrossEntropy, FeatureMSE, KdMode, LogitKD, PatchEmbedLoss, SpectralLoss
 from leapkd.methods.align import Aligner, ProjectorInit, ProjectorKind
 from leapkd.methods.base import LossOutput, Method, StudentOutput, Targets
 from leapkd.metrics import get_metric
@@ -46,6 +46,10 @@ class FeatureArgs(MethodArgs):
     ce_weight: float = Field(0.0, ge=0, description="cross-entropy on labels through a student linear head")
     kd_weight: float = Field(0.0, ge=0, description="logit KD weight: kd_weight * T^2 * KL(student/T || teacher/T)")
     kd_temperature: float = Field(1.0, gt=0, description="logit KD temperature T")
+    kd_mode: KdMode = Field(
+        "soft", description="logit KD: soft (T^2 KL) or hard (DeiT's: cross-entropy against the teacher's top class)"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy (ce_weight)")
     metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
     metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")
     projector: ProjectorKind = Field(
@@ -152,8 +156,8 @@ class FeatureDistillation(Method):
             PatchEmbedLoss(_embed_width(student), _embed_width(teacher)) if args.patch_embed_weight else None
         )
         self.spectral_loss = SpectralLoss()
-        self.ce_loss = CrossEntropy()
-        self.kd_loss = LogitKD(args.kd_temperature)
+        self.ce_loss = CrossEntropy(args.label_smoothing)
+        self.kd_loss = LogitKD(args.kd_temperature, args.kd_mode)
         self.metric_fn = get_metric(args.metric)
         self.metric_images = args.metric_images
         self._metric_gen = torch.Generator().manual_seed(seed + 7919)
@@ -185,6 +189,10 @@ class FeatureDistillation(Method):
     @property
     def needs_teacher_head(self) -> bool:
         return self.teacher_head is not None
+
+    @property
+    def student_classifier(self) -> nn.Module | None:
+        return self.student_head
 
     @torch.no_grad()
     def set_teacher_head(self, state: dict[str, Tensor]) -> None:

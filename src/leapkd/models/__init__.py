@@ -12,7 +12,14 @@ from leapkd.models.contract import (
     resample_patches,
 )
 from leapkd.models.families import LevelledModel, wrap
-from leapkd.models.files import load_student_file, read_student_metadata, save_student_file
+from leapkd.models.files import (
+    head_file_of,
+    load_head_file,
+    load_student_file,
+    read_student_metadata,
+    save_head_file,
+    save_student_file,
+)
 from leapkd.models.registry import (
     EMBEDDED_TEACHER,
     MODELS,
@@ -40,10 +47,13 @@ __all__ = [
     "is_timm_name",
     "freeze",
     "load_backbone",
+    "head_file_of",
+    "load_head_file",
     "load_student_file",
     "read_student_metadata",
     "register_model",
     "resample_patches",
+    "save_head_file",
     "save_student_file",
     "wrap",
 ]

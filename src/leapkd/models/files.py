@@ -8,6 +8,7 @@ from typing import Any
 
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from leapkd.errors import LeapkdError
 from leapkd.models.contract import Backbone
@@ -50,3 +51,26 @@ def load_student_file(path: str | Path, image_size: int | None = None) -> Backbo
     if build is None:  # files written before the build record: a ViT with its patch size
         build = {"patch_size": info.get("patch_size")}
     return load_backbone(info["name"], size, weights=path, **build)
+
+
+def head_file_of(student_file: str | Path) -> Path:
+    """Where the classification head of a student file lives: `<stem>_head.safetensors` beside it."""
+    path = Path(student_file)
+    return path.with_name(f"{path.stem}_head.safetensors")
+
+
+def save_head_file(head: nn.Module, path: str | Path, classes: list[str]) -> Path:
+    """A student's linear classification head (on its pooled last-level features), with its class names."""
+    state = {k: v.detach().float().contiguous().clone() for k, v in head.state_dict().items()}
+    save_file(state, str(path), metadata={"classes": json.dumps(classes), "pooling": "cls"})
+    return Path(path)
+
+
+def load_head_file(path: str | Path) -> tuple[nn.Linear, list[str]]:
+    """(the head as an nn.Linear, its class names) from `save_head_file`'s file."""
+    with safe_open(str(path), "pt") as f:
+        classes = json.loads((f.metadata() or {}).get("classes", "[]"))
+        weight, bias = f.get_tensor("weight"), f.get_tensor("bias")
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict({"weight": weight, "bias": bias})
+    return head, classes

@@ -17,20 +17,24 @@ from typing import Any, Literal, Protocol
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch import nn
 
 from leapkd.engine.callbacks.ema import StudentEma
 from leapkd.engine.module import DistillModule
 from leapkd.hardware import autocast_dtype
-from leapkd.models import Backbone, save_student_file
+from leapkd.models import Backbone, head_file_of, save_head_file, save_student_file
 
 
 class Scorer(Protocol):
-    """Scores a student: {figure: value} for each of `figures` (e.g. "knn_top1")."""
+    """Scores a student (and its classifier, when the method trains one): {figure: value} for each
+    of `figures` (e.g. "knn_top1", "student_top1")."""
 
     @property
     def figures(self) -> list[str]: ...
 
-    def __call__(self, student: Backbone, autocast_dtype: torch.dtype | None) -> dict[str, float]: ...
+    def __call__(
+        self, student: Backbone, autocast_dtype: torch.dtype | None, classifier: nn.Module | None
+    ) -> dict[str, float]: ...
 
 
 class EvaluateDuringTraining(Callback):
@@ -106,7 +110,7 @@ class EvaluateDuringTraining(Callback):
         cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=cuda):  # data loaders draw seeds from the global RNG
-                return self.scorer(student, autocast_dtype(pl_module.precision))
+                return self.scorer(student, autocast_dtype(pl_module.precision), pl_module.method.student_classifier)
         finally:
             student.train(was_training)
 
@@ -137,6 +141,9 @@ class EvaluateDuringTraining(Callback):
         assert isinstance(module, DistillModule)
         student = self.ema.student if self.ema is not None else module.student
         save_student_file(student, self.best_path, step=step, flops=flops, wall_seconds=module.wall_seconds())
+        head = module.method.student_classifier
+        if head is not None:
+            save_head_file(head, head_file_of(self.best_path), list(module.train_set.classes))
 
     def summary(self) -> dict[str, Any]:
         """What summary.json records of the evaluations."""

@@ -1,0 +1,75 @@
+"""Supervised distillation (SpectralKD's setting): the loss arithmetic, the student's own head,
+its top-1 at each evaluation and at the end, and its round trip through export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leapkd import distill
+from leapkd.deploy import export
+from leapkd.errors import LeapkdError
+from leapkd.eval.in_training import StudentScorer
+from leapkd.methods import StudentOutput, build_method, load_config
+from leapkd.models import Features, load_backbone, load_head_file, load_student_file
+
+SUPERVISED = dict(method="spectralkd", ce_weight=0.1, kd_weight=0.9, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_supervised_loss_arithmetic_with_a_headed_teacher(mode):
+    teacher = load_backbone("vit-nano", 32).eval()
+    student = load_backbone("vit-nano", 32, patch_size=teacher.patch_size)
+    cfg = load_config(None, {**SUPERVISED, "kd_temperature": 2.0, "kd_mode": mode, "spectral_weight": 0.0})
+    method = build_method(cfg, teacher, student, 10)
+    torch.manual_seed(0)
+    method.set_teacher_head({"weight": torch.randn(10, teacher.width), "bias": torch.randn(10)})
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 3, 9])
+    targets = method.targets(teacher, images)
+    features = student.forward_to(images, student.num_levels)
+    out = method.loss(StudentOutput(features, None, {}), targets, labels)
+    student_logits = method.student_classifier(features.pooled())
+    teacher_logits = method.teacher_head(teacher.forward_to(images, teacher.num_levels).pooled())
+    assert torch.allclose(targets.logits, teacher_logits, atol=1e-5)  # the teacher's head gives the KD targets
+    ce = F.cross_entropy(student_logits, labels, label_smoothing=0.1)
+    if mode == "soft":
+        kd = 4.0 * F.kl_div(
+            F.log_softmax(student_logits / 2, -1), F.softmax(teacher_logits / 2, -1), reduction="batchmean"
+        )
+    else:
+        kd = F.cross_entropy(student_logits, teacher_logits.argmax(-1))
+    assert out.parts["loss_ce"] == pytest.approx(ce.item(), rel=1e-5)
+    assert out.parts["loss_kd"] == pytest.approx(kd.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(0.1 * ce.item() + 0.9 * kd.item(), rel=1e-5)
+
+
+def test_student_head_is_scored_at_each_evaluation_kept_at_its_best_and_exported(tiny, tmp_path):
+    r = distill(name="sup", eval_every=5, eval_images_per_class=5, eval_metric="student_top1", **SUPERVISED, **tiny)
+    evaluation, final = r.summary["evaluation"], r.summary["student_classification"]
+    assert all("student_top1" in e and "student_top5" in e for e in evaluation["history"])
+    assert evaluation["best"]["student_top1"] == max(e["student_top1"] for e in evaluation["history"])
+    assert final["top1"] == pytest.approx(evaluation["last"]["student_top1"], abs=1e-6)  # the same student and images
+    assert (r.run_dir / "student_head.safetensors").is_file() and (
+        r.run_dir / "student_best_head.safetensors"
+    ).is_file()
+    # the round trip: the exported student and head give the top-1 the run reported
+    result = export(r.run_dir, "safetensors", out_dir=tmp_path / "out")
+    assert str(tmp_path / "out" / "student_head.safetensors") in result["files"]
+    student = load_student_file(tmp_path / "out" / "student.safetensors")
+    head, classes = load_head_file(tmp_path / "out" / "student_head.safetensors")
+    assert len(classes) == 10 and head.out_features == 10
+    scorer = StudentScorer("fashion-mnist", 64, student.mean, student.std, 5, classifier=True)
+    assert scorer.classify(student, head)["top1"] == pytest.approx(final["top1"], abs=1e-6)
+    assert "classification head" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_student_metric_without_a_head_is_refused(tiny):
+    with pytest.raises(LeapkdError) as err:
+        distill(name="nohead", eval_every=5, eval_metric="student_top1", **tiny)
+    assert "trains no student head" in str(err.value) and "--ce_weight" in err.value.fix
+
+
+def test_features_pooled_for_the_head_are_the_cls_token():
+    feats = Features(patches=torch.randn(2, 4, 8), grid=(2, 2), prefix=torch.randn(2, 1, 8))
+    assert torch.equal(feats.pooled(), feats.prefix[:, 0])
