@@ -319,7 +319,7 @@ def _explain(err: ValidationError, model: type[BaseModel], elsewhere: Mapping[st
         else:
             lines.append(f"{key}: {str(e['msg']).removeprefix('Value error, ')} (got {e.get('input')!r})")
             fixes.append(f"set {key} to a valid value (`leapkd distill --help` lists ranges)")
-    return LeapkdError("; ".join(lines), " ".join(dict.fromkeys(fixes)))
+    return LeapkdError("; ".join(lines), "; ".join(dict.fromkeys(fixes)))
 
 
 def validate(values: Mapping[str, Any], model: type[C], elsewhere: Mapping[str, str] | None = None) -> C:
