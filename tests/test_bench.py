@@ -103,3 +103,28 @@ def test_quick_benchmark_writes_the_table(tmp_path):
     assert all(math.isfinite(x) for x in _finite_numbers(students["tables"]))
     for student in students["tables"]:
         assert f"| `{student}` | `leap` |" in page
+
+    # the recipes benchmark: leap vs fixed by recipe and dataset, SpectralKD's supervised comparison
+    recipes = [
+        sys.executable,
+        str(BENCH / "recipes.py"),
+        "--quick",
+        "--out",
+        str(out),
+        "--runs-dir",
+        str(tmp_path / "r"),
+    ]
+    subprocess.run(recipes, check=True, cwd=tmp_path, timeout=600)
+    page = (out / "benchmarks.md").read_text()
+    assert "## The papers' recipes and comparisons" in page
+    for setting in (
+        "fashion-mnist / demo",
+        "fashion-mnist / leap-paper",
+        "animal-mnist / demo",
+        "animal-mnist / leap-paper",
+    ):
+        assert f"| {setting} | `leap` |" in page and f"- {setting}: kNN " in page
+    assert "- SpectralKD claims CE + KD + FFT above CE + KD:" in page
+    results = json.loads((out / "benchmarks" / "recipes.json").read_text())
+    assert all(math.isfinite(x) for x in _finite_numbers(results["supervised"]["table"]))
+    assert results["leap_paper_at_demo_scale"]["optimizer"] == "lars" and results["leap_paper_at_demo_scale"]["mixup"]

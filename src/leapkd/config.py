@@ -121,6 +121,20 @@ class DataKeys(ModelKeys):
     aug_grayscale: float = Field(0.0, ge=0, le=1, description="random grayscale probability")
     aug_blur: float = Field(0.0, ge=0, le=1, description="Gaussian blur probability")
     aug_blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="Gaussian blur: sigma range")
+    aug_randaugment: str | None = Field(
+        None, description="timm RandAugment, e.g. rand-m9-mstd0.5-inc1 (DeiT's), after the crop and flip; None: off"
+    )
+    aug_erasing: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="random erasing probability per image (DeiT: 0.25), on the device after normalising",
+    )
+    repeated_augmentation: int = Field(
+        1,
+        ge=1,
+        description="repeated augmentation: each epoch takes ~1/R of the images, each in R augmentations (DeiT: 3)",
+    )
     num_workers: int | Literal["auto"] = Field(
         "auto", description="data loader processes per training process; auto: the cores of its share minus one"
     )

@@ -28,10 +28,21 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     "ce_weight": 0.1,  # (1 - alpha)
     "kd_weight": 0.9,  # alpha
     "kd_temperature": 1.0,
-    "lr": 5e-4,  # for a global batch of 512 (8 devices x 64)
+    "label_smoothing": 0.1,
+    "lr": 5e-4,  # x global batch / 512
+    "lr_scale": "linear",
+    "lr_reference_batch": 512,
     "weight_decay": 0.05,
     "grad_clip": None,
     "min_lr_ratio": 0.02,  # cosine floor 1e-5 of 5e-4
+    "warmup_epochs": 5,
+    "ema_decay": 0.99996,
+    # DeiT's augmentation; timm applies no colour jitter when RandAugment is on, so neither does the recipe
+    "aug_crop_scale": (0.08, 1.0),
+    "aug_randaugment": "rand-m9-mstd0.5-inc1",
+    "aug_jitter": 0.0,
+    "aug_erasing": 0.25,
+    "repeated_augmentation": 3,
     "image_size": 224,
     "batch_size": 64,
     "subset_per_class": "all",
@@ -46,10 +57,10 @@ _DEMO = {
     "batch_size": 32,
 }
 _SPECTRALKD_NOTES = (
-    "the paper's teacher logits come from its own ImageNet classifier; leapkd fits a linear head on the "
-    "teacher's features (headed teachers: the recipes issue)",
-    "RandAugment, random erasing, repeated augmentation, label smoothing 0.1 and model EMA are not yet in "
-    "leapkd; warm-up is set in steps (the paper: 5 epochs, 20 for Swin, from 1e-6)",
+    "the paper's teacher logits come from the teacher's own ImageNet classifier; leapkd fits a linear head on "
+    "the teacher's frozen features instead (a timm teacher's own head is not used yet)",
+    "warm-up starts from 0 (the paper: from 1e-6); the random resized crop is bilinear (the paper: bicubic); "
+    "RandAugment magnitudes stop at 9.99 (Pillow refuses timm's posterize at 10)",
 )
 
 # LEAP (SPEC 5.1): the reference's training around the curriculum, LightlyTrain's DistillationV2.
@@ -140,6 +151,7 @@ RECIPES: dict[str, Recipe] = {
                 "teacher_layers": [2, 4, 22, 24],  # Swin-S depths (2, 2, 18, 2)
                 "spectral_weight": 0.05,
                 "epochs": 500,
+                "warmup_epochs": 20,
             },
             _SPECTRALKD_NOTES,
         ),

@@ -289,6 +289,7 @@ def training_images(
         grayscale_p=cfg.aug_grayscale,
         blur_p=cfg.aug_blur,
         blur_sigma=cfg.aug_blur_sigma,
+        randaugment=cfg.aug_randaugment,
     )
     return build_dataset(
         cfg.data,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from leapkd import distill
-from leapkd.data.mixup import mix_images
+from leapkd.data.batch_augment import BatchAugment, mix_images
 from leapkd.engine.accumulation import warmup_steps
 from leapkd.engine.optimizers import build_optimizer
 from leapkd.errors import LeapkdError
@@ -59,11 +59,11 @@ def test_mixup_is_the_references_formula_on_a_fixed_seed():
 
 
 def test_teacher_and_student_see_the_same_mixed_batch_calibration_included(tiny, monkeypatch):
-    from leapkd.engine import module
+    from leapkd.data import batch_augment
     from leapkd.methods.leap import Leap
 
     mixed: list[torch.Tensor] = []
-    real_mix, real_targets, real_first = module.mix_images, Leap.targets, Leap.on_first_batch
+    real_mix, real_targets, real_first = batch_augment.mix_images, Leap.targets, Leap.on_first_batch
     seen: dict[str, list[torch.Tensor]] = {"targets": [], "calibration": []}
 
     def mix(images, generator=None):
@@ -78,7 +78,7 @@ def test_teacher_and_student_see_the_same_mixed_batch_calibration_included(tiny,
         seen["calibration"].append(images)
         return real_first(self, teacher, student_output, images)
 
-    monkeypatch.setattr(module, "mix_images", mix)
+    monkeypatch.setattr(batch_augment, "mix_images", mix)
     monkeypatch.setattr(Leap, "targets", targets)
     monkeypatch.setattr(Leap, "on_first_batch", first)
     distill(name="mix", mixup=True, max_steps=3, **tiny)
@@ -106,3 +106,71 @@ def test_trunc_normal_projector_init():
     assert head.weight.std().item() == pytest.approx(0.02, rel=0.02)
     mlp = projector(64, 32, "mlp", "trunc_normal")
     assert all(torch.count_nonzero(m.bias) == 0 for m in mlp.modules() if isinstance(m, nn.Linear))
+
+
+def test_random_erasing_erases_whole_images_at_probability_one():
+    torch.manual_seed(0)
+    images = torch.zeros(4, 3, 16, 16)
+    assert torch.equal(BatchAugment(erasing=0.0)(images), images)
+    erased = BatchAugment(erasing=1.0)(images)
+    changed = (erased != 0).flatten(1).any(1)
+    assert changed.all() and torch.equal(images, torch.zeros(4, 3, 16, 16))  # a copy is erased, not the input
+
+
+def test_repeated_augmentation_gives_each_image_its_copies_with_their_own_keys():
+    from leapkd.data.sampling import EpochSeededSampler
+
+    plain = list(EpochSeededSampler(12, seed=0, batch_size=4))
+    assert {key for key, _ in plain} == {0} and sorted(i for _, i in plain) == list(range(12))
+    sampler = EpochSeededSampler(12, seed=0, batch_size=4, repeats=3)
+    sampler.set_epoch(2)
+    items = list(sampler)
+    assert len(items) == 12
+    indices = [i for _, i in items]
+    assert all(indices[j] == indices[j + 1] == indices[j + 2] for j in range(0, 12, 3))  # 4 images, 3 copies each
+    assert [key for key, _ in items] == [6, 7, 8] * 4  # epoch 2 * 3 + copy: a different augmentation per copy
+    assert indices[::3] == [i for _, i in plain][:4] or len(set(indices)) == 4
+
+
+def test_randaugment_from_a_timm_string():
+    from PIL import Image
+
+    from leapkd.data.sampling import SeededItems
+    from leapkd.data.transforms import Augmentation, build_transform
+
+    image = Image.fromarray(torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8).numpy())
+    ra = Augmentation(randaugment="rand-m9-mstd0.5-inc1")
+    items = {}
+    for key in range(6):  # the same (epoch, index) key gives the same augmented image, others differ
+        transform = build_transform(32, True, augmentation=ra, output="uint8")
+        seeded = SeededItems(_Transformed(image, transform), seed=0)
+        items[key] = seeded[(key, 0)][0]
+        assert torch.equal(items[key], seeded[(key, 0)][0])
+        plain = SeededItems(_Transformed(image, build_transform(32, True, output="uint8")), seed=0)[(key, 0)][0]
+        items[key, "plain"] = plain
+    assert any(not torch.equal(items[k], items[k, "plain"]) for k in range(6))  # RandAugment changed something
+    with pytest.raises(LeapkdError, match="is not a timm RandAugment string"):
+        build_transform(32, True, augmentation=Augmentation(randaugment="rand-q9"))
+
+
+class _Transformed:
+    """One image seen through `transform` (a one-item dataset)."""
+
+    classes = ["x"]
+    targets = [0]
+
+    def __init__(self, image, transform):
+        self.image, self.transform = image, transform
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return self.transform(self.image), 0
+
+
+def test_deit_augmentation_trains(tiny):
+    r = distill(name="deit-aug", method="spectralkd", ce_weight=0.1, kd_weight=0.9, label_smoothing=0.1,
+                aug_randaugment="rand-m9-mstd0.5-inc1", aug_erasing=0.25, repeated_augmentation=3, max_steps=3,
+                **tiny)  # fmt: skip
+    assert r.summary["steps"] == 3

@@ -7,9 +7,11 @@ see exactly the images and augmentations an uninterrupted single-process run wou
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -17,17 +19,28 @@ from leapkd.data.labeled import LabeledImages
 
 
 class EpochSeededSampler(Sampler[tuple[int, int]]):
-    """Shuffles with a generator seeded by (seed, epoch); yields (epoch, index) pairs.
+    """Shuffles with a generator seeded by (seed, epoch); yields (augmentation key, index) pairs.
 
     Each rank takes every `world_size`-th position of the permutation after dropping the
     tail that does not fill a global batch (so every rank runs the same number of steps);
     with `accumulate` batches per optimizer step, a global batch is that many batches.
+    With `repeats` R > 1 (DeiT's repeated augmentation), every image of the permutation
+    comes R times in a row, each copy with its own augmentation key, so an epoch covers
+    about 1/R of the images in R augmentations each (spread over the ranks); the key is
+    the epoch when R is 1.
     """
 
     def __init__(
-        self, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1, accumulate: int = 1
+        self,
+        size: int,
+        seed: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        accumulate: int = 1,
+        repeats: int = 1,
     ) -> None:
-        self.size = size
+        self.size, self.repeats = size, repeats
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -59,20 +72,25 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=g)[: self.per_rank * self.world_size]
-        mine = order[self.rank :: self.world_size].tolist()
+        order = torch.randperm(self.size, generator=g).repeat_interleave(self.repeats)
+        # the augmentation key of copy c of an image: epoch * repeats + c (just the epoch without repeats)
+        keys = self.epoch * self.repeats + torch.arange(len(order)) % self.repeats
+        used = self.per_rank * self.world_size
+        mine = list(
+            zip(keys[:used][self.rank :: self.world_size].tolist(), order[:used][self.rank :: self.world_size].tolist())
+        )
         if self._resume is not None and self._resume[0] == self.epoch:
             mine = mine[self._resume[1] * self.batch_size :]
             self._resume = None
-        for i in mine:
-            yield self.epoch, i
+        yield from mine
 
 
 class SeededItems(Dataset):
     """Wraps a dataset so item (epoch, index) is drawn under a seed made of both.
 
-    Random transforms inside the wrapped dataset use torch's global generator; it is
-    forked and seeded per item, so augmentation does not depend on what ran before.
+    Random transforms inside the wrapped dataset use the global generators (torch's; Python's
+    and numpy's for timm's RandAugment); they are seeded per item and restored afterwards, so
+    augmentation does not depend on what ran before.
     """
 
     def __init__(self, dataset: LabeledImages, seed: int) -> None:
@@ -84,11 +102,19 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
         epoch, index = key
-        with torch.random.fork_rng(devices=[]):
-            # the CPU generator only: torch.manual_seed would also queue a CUDA seeding call,
-            # with a captured stack trace, per item on CUDA builds without a GPU
-            torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
-            return self.dataset[index]
+        item_seed = (self.seed * 1_000_003 + epoch) * 10_000_019 + index
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                # the CPU generator only: torch.manual_seed would also queue a CUDA seeding call,
+                # with a captured stack trace, per item on CUDA builds without a GPU
+                torch.default_generator.manual_seed(item_seed)
+                random.seed(item_seed)  # timm's RandAugment draws from Python's and numpy's generators
+                np.random.seed(item_seed % 2**32)
+                return self.dataset[index]
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def seeded_loader(
@@ -101,10 +127,12 @@ def seeded_loader(
     resume_at: dict[str, Any] | None = None,
     pin_memory: bool = False,
     accumulate: int = 1,
+    repeats: int = 1,
 ) -> DataLoader:
     """The training loader of one rank: seeded order and augmentation, resumable mid-epoch
-    (`resume_at`: {"epoch", "batches_done"} of a checkpoint); `pin_memory` for a CUDA device."""
-    sampler = EpochSeededSampler(len(dataset), seed, batch_size, rank, world_size, accumulate)
+    (`resume_at`: {"epoch", "batches_done"} of a checkpoint); `pin_memory` for a CUDA device;
+    `repeats`: repeated augmentation."""
+    sampler = EpochSeededSampler(len(dataset), seed, batch_size, rank, world_size, accumulate, repeats)
     if resume_at is not None:
         sampler.resume_at(resume_at["epoch"], resume_at["batches_done"])
     return DataLoader(

@@ -12,6 +12,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from leapkd.errors import LeapkdError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Output = Literal["float", "uint8"]
@@ -37,6 +39,7 @@ class Augmentation:
     grayscale_p: float = 0.0
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    randaugment: str | None = None  # a timm RandAugment string, e.g. "rand-m9-mstd0.5-inc1"
 
     def geometry(self, image_size: int) -> list[v2.Transform]:
         """The geometric and photometric steps, on uint8 images."""
@@ -46,8 +49,10 @@ class Augmentation:
         return steps
 
     def photometric(self, image_size: int) -> list[v2.Transform]:
-        """Colour steps, after the image is RGB."""
+        """RandAugment (on a PIL image, as timm applies it) and colour steps, after the image is RGB."""
         steps: list[v2.Transform] = []
+        if self.randaugment:
+            steps += [v2.ToPILImage(), randaugment(self.randaugment, image_size), v2.ToImage()]
         if self.jitter_p > 0:
             steps.append(v2.RandomApply([v2.ColorJitter(*self.jitter)], p=self.jitter_p))
         if self.grayscale_p > 0:
@@ -56,6 +61,24 @@ class Augmentation:
             kernel = max(3, (image_size // 10) | 1)  # odd, about a tenth of the image
             steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=self.blur_sigma)], p=self.blur_p))
         return steps
+
+
+def randaugment(config: str, image_size: int) -> Any:
+    """timm's RandAugment from its config string (fill: the ImageNet mean, translations up to 45%,
+    magnitudes at most 9.99)."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    # magnitudes (with their noise) stop just below timm's 10: at 10 its increasing posterize keeps 0 bits,
+    # which Pillow refuses; 9.99 keeps 1
+    hparams = {"translate_const": int(image_size * 0.45), "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
+               "magnitude_max": 9.99}  # fmt: skip
+    try:
+        return rand_augment_transform(config, hparams)
+    except (AssertionError, ValueError, KeyError, IndexError) as err:
+        raise LeapkdError(
+            f"aug_randaugment '{config}' is not a timm RandAugment string ({err})",
+            "write it as timm does, e.g. rand-m9-mstd0.5-inc1 (m: magnitude, mstd: its noise, n: ops)",
+        ) from None
 
 
 def build_transform(

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from leapkd.config import DistillConfig
 from leapkd.data import LabeledImages, skipped_mask
-from leapkd.data.mixup import mix_images
+from leapkd.data.batch_augment import BatchAugment
 from leapkd.data.sampling import seeded_loader
 from leapkd.data.transforms import normalize
 from leapkd.engine.accumulation import MicroBatches, global_batch, optimizer_steps, warmup_steps
@@ -88,6 +88,7 @@ class DistillModule(L.LightningModule):
         self.non_finite = NonFiniteLosses(cfg.nan_policy)
         self.last_trained_block: int | None = None
         self.micro_batches = MicroBatches(cfg.accumulate_grad_batches)
+        self.batch_augment = BatchAugment(cfg.mixup, cfg.aug_erasing)
         self._clock_start = 0.0
         self._wall_before = 0.0
 
@@ -99,7 +100,7 @@ class DistillModule(L.LightningModule):
         cfg = self.cfg
         return seeded_loader(self.train_set, cfg.seed, cfg.batch_size, self.num_workers, self.global_rank,
                              self.trainer.world_size, position, pin_memory=self.device.type == "cuda",
-                             accumulate=cfg.accumulate_grad_batches)  # fmt: skip
+                             accumulate=cfg.accumulate_grad_batches, repeats=cfg.repeated_augmentation)  # fmt: skip
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self.lr = scaled_lr(self.cfg, self.global_batch)
@@ -149,8 +150,7 @@ class DistillModule(L.LightningModule):
     # ----- one step -------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = self.normalize(batch[0]), batch[1]
-        if self.cfg.mixup:  # the LEAP reference's: images only, calibration included
-            images = mix_images(images)
+        images = self.batch_augment(images)  # mixup, random erasing (calibration included)
         method, step = self.method, self.global_step
         self.record = None  # stays None for a skipped batch
         first_batch_blocks = 0
