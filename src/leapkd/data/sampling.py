@@ -88,14 +88,15 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
 class SeededItems(Dataset):
     """Wraps a dataset so item (epoch, index) is drawn under a seed made of both.
 
-    Random transforms inside the wrapped dataset use the global generators (torch's; Python's
-    and numpy's for timm's RandAugment); they are seeded per item and restored afterwards, so
-    augmentation does not depend on what ran before.
+    Random transforms inside the wrapped dataset use the global generators (torch's; with
+    `python_rngs`, Python's and numpy's too, which timm's RandAugment draws from); they are
+    seeded per item and restored afterwards, so augmentation does not depend on what ran before.
     """
 
-    def __init__(self, dataset: LabeledImages, seed: int) -> None:
+    def __init__(self, dataset: LabeledImages, seed: int, python_rngs: bool = False) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.python_rngs = python_rngs  # also seed Python's and numpy's generators (about 0.1 ms an item)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -103,18 +104,23 @@ class SeededItems(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
         epoch, index = key
         item_seed = (self.seed * 1_000_003 + epoch) * 10_000_019 + index
+        if not self.python_rngs:
+            return self._item(index, item_seed)
         python_state, numpy_state = random.getstate(), np.random.get_state()
         try:
-            with torch.random.fork_rng(devices=[]):
-                # the CPU generator only: torch.manual_seed would also queue a CUDA seeding call,
-                # with a captured stack trace, per item on CUDA builds without a GPU
-                torch.default_generator.manual_seed(item_seed)
-                random.seed(item_seed)  # timm's RandAugment draws from Python's and numpy's generators
-                np.random.seed(item_seed % 2**32)
-                return self.dataset[index]
+            random.seed(item_seed)  # timm's RandAugment draws from Python's and numpy's generators
+            np.random.seed(item_seed % 2**32)
+            return self._item(index, item_seed)
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
+
+    def _item(self, index: int, item_seed: int) -> tuple[Any, int]:
+        with torch.random.fork_rng(devices=[]):
+            # the CPU generator only: torch.manual_seed would also queue a CUDA seeding call,
+            # with a captured stack trace, per item on CUDA builds without a GPU
+            torch.default_generator.manual_seed(item_seed)
+            return self.dataset[index]
 
 
 def seeded_loader(
@@ -128,15 +134,16 @@ def seeded_loader(
     pin_memory: bool = False,
     accumulate: int = 1,
     repeats: int = 1,
+    python_rngs: bool = False,
 ) -> DataLoader:
     """The training loader of one rank: seeded order and augmentation, resumable mid-epoch
     (`resume_at`: {"epoch", "batches_done"} of a checkpoint); `pin_memory` for a CUDA device;
-    `repeats`: repeated augmentation."""
+    `repeats`: repeated augmentation; `python_rngs`: the transforms draw from Python's and numpy's generators."""
     sampler = EpochSeededSampler(len(dataset), seed, batch_size, rank, world_size, accumulate, repeats)
     if resume_at is not None:
         sampler.resume_at(resume_at["epoch"], resume_at["batches_done"])
     return DataLoader(
-        SeededItems(dataset, seed),
+        SeededItems(dataset, seed, python_rngs),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,

@@ -100,7 +100,8 @@ class DistillModule(L.LightningModule):
         cfg = self.cfg
         return seeded_loader(self.train_set, cfg.seed, cfg.batch_size, self.num_workers, self.global_rank,
                              self.trainer.world_size, position, pin_memory=self.device.type == "cuda",
-                             accumulate=cfg.accumulate_grad_batches, repeats=cfg.repeated_augmentation)  # fmt: skip
+                             accumulate=cfg.accumulate_grad_batches, repeats=cfg.repeated_augmentation,
+                             python_rngs=cfg.aug_randaugment is not None)  # fmt: skip
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self.lr = scaled_lr(self.cfg, self.global_batch)
