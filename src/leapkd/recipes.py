@@ -57,8 +57,9 @@ _DEMO = {
     "batch_size": 32,
 }
 _SPECTRALKD_NOTES = (
-    "the paper's teacher logits come from the teacher's own ImageNet classifier; leapkd fits a linear head on "
-    "the teacher's frozen features instead (a timm teacher's own head is not used yet)",
+    "the paper's teacher logits come from the teacher's own ImageNet classifier: build the teacher with it "
+    "(--teacher_kwargs '{num_classes: 1000}' with weights that hold the head) and train on those classes; "
+    "otherwise leapkd fits a linear head on the teacher's frozen features",
     "warm-up starts from 0 (the paper: from 1e-6); the random resized crop is bilinear (the paper: bicubic); "
     "RandAugment magnitudes stop at 9.99 (Pillow refuses timm's posterize at 10)",
 )

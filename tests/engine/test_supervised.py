@@ -73,3 +73,29 @@ def test_student_metric_without_a_head_is_refused(tiny):
 def test_features_pooled_for_the_head_are_the_cls_token():
     feats = Features(patches=torch.randn(2, 4, 8), grid=(2, 2), prefix=torch.randn(2, 1, 8))
     assert torch.equal(feats.pooled(), feats.prefix[:, 0])
+
+
+HEADED = dict(teacher="vit_tiny_patch16_224", teacher_kwargs={"num_classes": 10, "depth": 2, "embed_dim": 48,
+              "num_heads": 2}, image_size=32)  # fmt: skip
+
+
+def test_the_teachers_own_classifier_gives_the_kd_logits(tiny):
+    teacher = load_backbone(HEADED["teacher"], 32, model_kwargs=HEADED["teacher_kwargs"]).eval()
+    student = load_backbone("vit-nano", 32, patch_size=teacher.patch_size)
+    method = build_method(load_config(None, SUPERVISED), teacher, student, 10)
+    assert method.own_teacher_classifier and not method.needs_teacher_head  # nothing to fit
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(method.targets(teacher, images).logits, teacher.model(images), atol=1e-5)
+    r = distill(name="own", **SUPERVISED, **{**tiny, **HEADED, "epochs": 1})
+    assert r.summary["teacher_classifier"] == "own" and r.summary["teacher_head_seconds"] == 0.0
+
+
+def test_a_classifier_for_other_classes_is_fitted_over_or_refused():
+    kwargs = {**HEADED["teacher_kwargs"], "num_classes": 7}
+    teacher = load_backbone(HEADED["teacher"], 32, model_kwargs=kwargs).eval()
+    student = load_backbone("vit-nano", 32, patch_size=teacher.patch_size)
+    auto = build_method(load_config(None, SUPERVISED), teacher, student, 10)
+    assert not auto.own_teacher_classifier and auto.needs_teacher_head  # auto: a fitted head instead
+    with pytest.raises(LeapkdError, match="a classifier of 7 classes, the data 10 classes"):
+        build_method(load_config(None, {**SUPERVISED, "teacher_classifier": "own"}), teacher, student, 10)

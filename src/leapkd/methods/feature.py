@@ -50,6 +50,11 @@ class FeatureArgs(MethodArgs):
         "soft", description="logit KD: soft (T^2 KL) or hard (DeiT's: cross-entropy against the teacher's top class)"
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy (ce_weight)")
+    teacher_classifier: Literal["auto", "own", "fitted"] = Field(
+        "auto",
+        description="logit KD's teacher logits: own (the teacher's classifier, ViT-family teachers built with "
+        "num_classes), fitted (a linear head fitted on its frozen features), auto (own when it has the data's classes)",
+    )
     metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
     metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")
     projector: ProjectorKind = Field(
@@ -142,8 +147,9 @@ class FeatureDistillation(Method):
         # creation order fixes the random initialisation: student head, teacher head, projectors, the rest
         heads = args.ce_weight > 0 or args.kd_weight > 0
         self.student_head = nn.Linear(student.width, num_classes) if heads and num_classes else None
+        self.own_teacher_classifier = _own_classifier(args, teacher, num_classes)
         # frozen; its weights come from set_teacher_head (fitted before training) or a checkpoint
-        kd_classes = num_classes if args.kd_weight > 0 else None
+        kd_classes = num_classes if args.kd_weight > 0 and not self.own_teacher_classifier else None
         self.teacher_head = nn.Linear(teacher.width, kd_classes).requires_grad_(False) if kd_classes else None
         # only modules that receive gradients exist (DDP refuses parameters without one)
         uses_projector = self.feature_weight > 0 or args.cls_weight > 0
@@ -163,6 +169,13 @@ class FeatureDistillation(Method):
         self._metric_gen = torch.Generator().manual_seed(seed + 7919)
 
     # ----- declarations ------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        kd = self.weights["kd"] > 0
+        return {
+            **super().summary(),
+            "teacher_classifier": ("own" if self.own_teacher_classifier else "fitted") if kd else None,
+        }
+
     def loss_terms(self) -> list[str]:
         terms = [t for t, w in self.weights.items() if w > 0]
         return [t for t in terms if t != "spectral" or self.spectral_pairs]
@@ -216,8 +229,11 @@ class FeatureDistillation(Method):
         raw = teacher.forward_levels(images, blocks + spectral, norm=False)
         normed = {b: teacher.normalize(b, raw[b]) for b in blocks}
         logits = None
-        if self.teacher_head is not None:  # kd is refused for leap: the last level always ran
-            logits = self.teacher_head(normed[len(self.teacher_levels)].pooled())
+        last = len(self.teacher_levels)  # kd is refused for leap and fixed_level: the last level always ran
+        if self.own_teacher_classifier:
+            logits = teacher.classify(normed[last])
+        elif self.teacher_head is not None:
+            logits = self.teacher_head(normed[last].pooled())
         cls = None
         if self.weights["cls"] > 0:
             cls = self.combine([_cls_of(normed[b], teacher, b) for b in blocks])
@@ -289,6 +305,22 @@ class FeatureDistillation(Method):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self._metric_gen.set_state(state["metric_generator"])
+
+
+def _own_classifier(args: FeatureArgs, teacher: Backbone, num_classes: int | None) -> bool:
+    """Whether logit KD takes the teacher's own classifier (else a fitted linear head); refuses `own`
+    when the teacher has none or one for other classes."""
+    if args.kd_weight <= 0 or args.teacher_classifier == "fitted":
+        return False
+    matches = teacher.num_classes > 0 and teacher.num_classes == num_classes
+    if args.teacher_classifier == "own" and not matches:
+        has = f"a classifier of {teacher.num_classes} classes" if teacher.num_classes else "no classifier it exposes"
+        raise LeapkdError(
+            f"teacher_classifier own: the teacher {teacher.name} has {has}, the data {num_classes} classes",
+            "build a ViT-family teacher with its head (--teacher_kwargs '{num_classes: N}' and weights that hold it), "
+            "or use --teacher_classifier fitted",
+        )
+    return matches
 
 
 def _cls_of(features: Features, teacher: Backbone, level: int) -> Tensor:

@@ -55,6 +55,11 @@ class FixedTarget(FeatureDistillation):
                     f"fixed_level is {args.fixed_level}, but the teacher {teacher.name} has {L} levels",
                     f"set --fixed_level between 1 and {L}",
                 )
+            if args.kd_weight > 0 and args.fixed_level < L:
+                raise LeapkdError(
+                    "kd_weight needs the teacher's last level every step, and fixed_level stops the teacher earlier",
+                    "drop --kd_weight, or use --fixed_level with the last level",
+                )
             self.blocks = [args.fixed_level]
         elif self.average:
             self.blocks = list(range(1, L + 1))

@@ -16,9 +16,9 @@ over positions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -201,6 +201,15 @@ class Backbone(nn.Module):
         if not 1 <= level <= self.num_levels:
             raise ValueError(f"{self.name}: level {level} is outside 1..{self.num_levels}")
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of the model's own classifier (`classify`); 0 when it has none or the family does not expose it."""
+        return 0
+
+    def classify(self, last: Features) -> Tensor:
+        """Logits of the model's own classifier from its normalised last level."""
+        raise NotImplementedError(f"{self.name} ({self.family}) exposes no classifier")
+
     def describe(self) -> dict[str, Any]:
         """Static facts as a plain dict (for summaries, student files and `leapkd models`)."""
         return {
@@ -217,6 +226,22 @@ class Backbone(nn.Module):
             "build": self.build,
             "params": sum(p.numel() for p in self.parameters()),
         }
+
+
+class TokenClassifier:
+    """For families whose timm `forward_head` takes the normalised last level's tokens, prefix
+    first (ViT, DeiT, DINOv2, Eva, CaiT): the model's own classifier, when built with one."""
+
+    model: nn.Module
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model, "num_classes", 0))
+
+    def classify(self, last: Features) -> Tensor:
+        """timm's head on the normalised last level (a distilled DeiT averages its two heads)."""
+        forward_head = cast(Callable[[Tensor], Tensor], self.model.forward_head)  # timm's, not a submodule
+        return forward_head(last.tokens())
 
 
 def freeze(backbone: Backbone) -> Backbone:

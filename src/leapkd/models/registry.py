@@ -139,8 +139,9 @@ def check_teacher_has_weights(source: str, weights: str | None, pretrained: bool
 
 
 def _create_timm(name: str, image_size: int, patch_size: int | None, kwargs: dict[str, Any]) -> nn.Module:
-    """A timm model without its classifier, at `image_size` where the family takes one."""
-    kwargs = dict(pretrained=False, num_classes=0, **kwargs)
+    """A timm model without its classifier (unless `num_classes` is in `kwargs`), at `image_size`
+    where the family takes one."""
+    kwargs = {"pretrained": False, "num_classes": 0, **kwargs}  # `num_classes` in kwargs keeps a classifier
     if patch_size is not None:
         kwargs["patch_size"] = patch_size
     try:  # transformers are built for the image size; CNNs take any size and refuse the argument
@@ -154,7 +155,7 @@ def _create_timm(name: str, image_size: int, patch_size: int | None, kwargs: dic
 def _download_pretrained(name: str, model_kwargs: dict[str, Any] | None) -> dict:
     """The pretrained weights of a timm model at its native size (needs a network)."""
     try:
-        native = timm.create_model(name, pretrained=True, num_classes=0, **(model_kwargs or {}))
+        native = timm.create_model(name, pretrained=True, **{"num_classes": 0, **(model_kwargs or {})})
     except Exception as err:
         raise LeapkdError(
             f"could not download pretrained weights for '{name}': {err}",

@@ -103,7 +103,11 @@ def to_timm_layout(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str,
 
 
 def _is_head(key: str, model: nn.Module) -> bool:
-    """Whether `key` belongs to a classifier the backbone (built without one) does not have."""
+    """Whether `key` belongs to a classifier the backbone (built without one) does not have; a
+    model built with a classifier (`num_classes` > 0: a teacher whose own head gives KD logits)
+    keeps its head's keys."""
+    if getattr(model, "num_classes", 0):
+        return False
     cfg = getattr(model, "pretrained_cfg", None) or {}
     names = cfg.get("classifier") or ("head", "fc", "classifier")
     heads = (names,) if isinstance(names, str) else tuple(names)

@@ -9,10 +9,10 @@ from timm.layers import PatchEmbed
 from timm.models.cait import Cait
 from torch import Tensor, nn
 
-from leapkd.models.contract import Backbone, Features, Level
+from leapkd.models.contract import Backbone, Features, Level, TokenClassifier
 
 
-class CaitBackbone(Backbone):
+class CaitBackbone(TokenClassifier, Backbone):
     family = "cait"
     model: Cait
 

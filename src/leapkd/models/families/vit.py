@@ -10,12 +10,12 @@ from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from leapkd.models.contract import Backbone, Features, Level
+from leapkd.models.contract import Backbone, Features, Level, TokenClassifier
 
 TokenModel = VisionTransformer | Eva
 
 
-class TokenBackbone(Backbone):
+class TokenBackbone(TokenClassifier, Backbone):
     family = "vit"
     model: TokenModel
 
