@@ -37,6 +37,8 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     "min_lr_ratio": 0.02,  # cosine floor 1e-5 of 5e-4
     "warmup_epochs": 5,
     "ema_decay": 0.99996,
+    "eval_every": "1 epoch",  # the paper scores the student every epoch and keeps the best by its top-1
+    "eval_metric": "student_top1",
     # DeiT's augmentation; timm applies no colour jitter when RandAugment is on, so neither does the recipe
     "aug_crop_scale": (0.08, 1.0),
     "aug_randaugment": "rand-m9-mstd0.5-inc1",
