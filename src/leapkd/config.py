@@ -139,18 +139,13 @@ class DataKeys(ModelKeys):
         "auto", description="data loader processes per training process; auto: the cores of its share minus one"
     )
 
-    @field_validator("num_workers")
+    @field_validator("num_workers", "subset_per_class")
     @classmethod
-    def _workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 0:
-            raise ValueError("must be at least 0, or auto")
-        return value
-
-    @field_validator("subset_per_class")
-    @classmethod
-    def _positive_subset(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1, or all, or auto")
+    def _count_or_choice(cls, value: int | str, info: ValidationInfo) -> int | str:
+        """A count (at least 0 workers, at least 1 image per class) or one of the key's words."""
+        least, words = {"num_workers": (0, "auto"), "subset_per_class": (1, "all, or auto")}[str(info.field_name)]
+        if isinstance(value, int) and value < least:
+            raise ValueError(f"must be at least {least}, or {words}")
         return value
 
 

@@ -25,6 +25,7 @@ from leapkd.data import Augmentation, LabeledImages, build_dataset, image_files,
 from leapkd.data.transforms import Output
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.engine.accumulation import global_batch
+from leapkd.engine.callbacks.ema import kept_student
 from leapkd.engine.trackers import check_trackers
 from leapkd.errors import LeapkdError
 from leapkd.eval.in_training import StudentScorer
@@ -164,7 +165,7 @@ def _scorer(cfg: DistillConfig, teacher: Backbone, classifier: bool) -> StudentS
     own head at the end (`classifier`)."""
     if cfg.eval_every is None and not classifier:
         return None
-    data = cfg.eval_data or cfg.data
+    data = _eval_images(cfg)["data"]
     scorer = StudentScorer(data, cfg.image_size, teacher.mean, teacher.std, cfg.eval_images_per_class,
                            cfg.eval_protocols, seed=cfg.seed, data_root=cfg.data_root if data == cfg.data else None,
                            batch_size=2 * cfg.batch_size, classifier=classifier)  # fmt: skip
@@ -387,15 +388,12 @@ def _finish(
             "evaluation": _evaluation_summary(cfg, callbacks, module.seconds["wall"]),
         }
     )
-    student = callbacks.ema.student if callbacks.ema else module.student
+    student = kept_student(module, callbacks.ema)
     head = method.student_classifier
     if head is not None and scorer is not None:  # the student's own classifier: saved and scored
         save_head_file(head, head_file_of(run.student), list(module.train_set.classes))
-        summary["student_classification"] = {
-            **scorer.classify(student, head, autocast_dtype(module.precision)),
-            "data": cfg.eval_data or cfg.data,
-            "images_per_class": cfg.eval_images_per_class,
-        }
+        summary["student_classification"] = {**_head_scores(scorer, student, head, module, callbacks),
+                                             **_eval_images(cfg)}  # fmt: skip
     run.write_summary(summary)
     _plots(run, method, module.teacher.num_levels, summary)
     save_student_file(student, run.student)
@@ -404,14 +402,29 @@ def _finish(
     return summary
 
 
+def _eval_images(cfg: DistillConfig) -> dict[str, Any]:
+    """Which images the student is scored on: the labelled evaluation data and how many per class."""
+    return {"data": cfg.eval_data or cfg.data, "images_per_class": cfg.eval_images_per_class}
+
+
+def _head_scores(
+    scorer: StudentScorer, student: Backbone, head: nn.Module, module: DistillModule, callbacks: RunCallbacks
+) -> dict[str, float]:
+    """The student head's top-1 / top-5 on the validation images: the last evaluation's when it
+    scored this very student (after the last step), else measured now."""
+    latest = callbacks.evaluation.latest if callbacks.evaluation is not None else None
+    if latest is not None and latest["step"] == module.global_step and "student_top1" in latest:
+        return {k.removeprefix("student_"): v for k, v in latest.items() if k.startswith("student_")}
+    return scorer.classify(student, head, autocast_dtype(module.precision))
+
+
 def _evaluation_summary(cfg: DistillConfig, callbacks: RunCallbacks, wall: float) -> dict[str, Any] | None:
     """The evaluations during training (None without eval_every): history, best, cost, early stop."""
     evaluation = callbacks.evaluation
     if evaluation is None:
         return None
     return {
-        "data": cfg.eval_data or cfg.data,
-        "images_per_class": cfg.eval_images_per_class,
+        **_eval_images(cfg),
         **evaluation.summary(),
         "share_of_wall": evaluation.seconds / wall if wall > 0 else None,
     }

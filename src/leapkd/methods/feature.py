@@ -52,8 +52,9 @@ class FeatureArgs(MethodArgs):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy (ce_weight)")
     teacher_classifier: Literal["auto", "own", "fitted"] = Field(
         "auto",
-        description="logit KD's teacher logits: own (the teacher's classifier, ViT-family teachers built with "
-        "num_classes), fitted (a linear head fitted on its frozen features), auto (own when it has the data's classes)",
+        description="logit KD's teacher logits: own (the teacher's classifier: ViT, DeiT, DINOv2, Eva or CaiT "
+        "teachers built with num_classes), fitted (a linear head fitted on its frozen features), "
+        "auto (own when it has the data's classes)",
     )
     metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
     metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")

@@ -46,3 +46,8 @@ class StudentEma(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = dict(state_dict)
+
+
+def kept_student(module: DistillModule, ema: StudentEma | None) -> Backbone:
+    """The student a run saves, snapshots and evaluates: the EMA one when there is one."""
+    return ema.student if ema is not None else module.student

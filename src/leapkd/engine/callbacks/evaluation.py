@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from leapkd.engine.callbacks.ema import StudentEma
+from leapkd.engine.callbacks.ema import StudentEma, kept_student
 from leapkd.engine.module import DistillModule
 from leapkd.hardware import autocast_dtype
 from leapkd.models import Backbone, head_file_of, save_head_file, save_student_file
@@ -105,7 +105,7 @@ class EvaluateDuringTraining(Callback):
         return entry
 
     def _score(self, pl_module: DistillModule) -> dict[str, float]:
-        student = self.ema.student if self.ema is not None else pl_module.student
+        student = kept_student(pl_module, self.ema)
         was_training = student.training
         cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
         try:
@@ -139,7 +139,7 @@ class EvaluateDuringTraining(Callback):
     def _save_best(self, trainer: L.Trainer, step: int, flops: int) -> None:
         module = trainer.lightning_module
         assert isinstance(module, DistillModule)
-        student = self.ema.student if self.ema is not None else module.student
+        student = kept_student(module, self.ema)
         save_student_file(student, self.best_path, step=step, flops=flops, wall_seconds=module.wall_seconds())
         head = module.method.student_classifier
         if head is not None:

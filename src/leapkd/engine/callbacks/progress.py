@@ -25,7 +25,6 @@ class CurriculumProgressBar(TQDMProgressBar):
             value = items.get(key)
             if isinstance(value, int | float | str):
                 items[key] = f"{float(value):.4f}"
-        latest = self.evaluation.latest if self.evaluation is not None else None
-        if latest is not None and self.evaluation is not None:
-            items[self.evaluation.metric] = f"{latest[self.evaluation.metric]:.3f}"
+        if self.evaluation is not None and self.evaluation.latest is not None:
+            items[self.evaluation.metric] = f"{self.evaluation.latest[self.evaluation.metric]:.3f}"
         return items

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from leapkd.engine.callbacks.ema import StudentEma
+from leapkd.engine.callbacks.ema import StudentEma, kept_student
 from leapkd.engine.module import DistillModule
 from leapkd.models import save_student_file
 
@@ -37,5 +37,5 @@ class Snapshots(Callback):
             return
         path = Path(self.path_of_step(trainer.global_step))
         path.parent.mkdir(exist_ok=True)
-        student = self.ema.student if self.ema is not None else pl_module.student
+        student = kept_student(pl_module, self.ema)
         save_student_file(student, path, step=trainer.global_step, flops=flops, wall_seconds=pl_module.wall_seconds())
