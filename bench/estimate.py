@@ -1,32 +1,45 @@
 """Paper estimates of what a distillation needs on a GPU: FLOPs, memory, throughput.
 
 Usage:
-  python bench/estimate.py          # writes docs/estimates.md, a few minutes on 2 CPU cores
+  python bench/estimate.py          # writes docs/estimates.md, a minute or two on 2 CPU cores
 
-Nothing here ran on a GPU. For each (teacher, student) pair at 224 px this counts, on the
-CPU with random weights (the shapes are what matter):
-- FLOPs per image of one training step: the teacher's forward at full depth and the
-  student's forward and backward with a linear projector (leapkd's FLOP counter);
-- memory: the student's fp32 weights, gradients and AdamW's two moments (16 bytes per
-  parameter), the teacher stored in bf16 (2 bytes per parameter, `precision: auto` on an
-  Ampere GPU), and the activations the student's backward keeps per image, measured as
-  the bytes autograd saves under bf16 autocast;
-- throughput: images/s = an assumed sustained rate / FLOPs per image, for the assumptions
-  listed (fractions of the GPUs' published dense bf16 peaks). Real figures depend on the
-  kernels, the input pipeline and the batch; measure yours with `summary.json`'s
-  `images_per_second`.
+Nothing here ran on a GPU. The counting is `leapkd.plan`'s (the same as `leapkd plan`): for
+each (teacher, student) pair at 224 px, with random weights (the shapes are what matter),
+- FLOPs per image of one `fixed` training step: the teacher's forward at full depth and the
+  student's forward and backward through the method's loss and projector (leapkd's FLOP
+  counter, as a run's ledger counts them);
+- memory: the student's and the projector's fp32 weights, gradients and AdamW's two moments
+  (16 bytes per parameter), the teacher stored in bf16 (2 bytes per parameter, what
+  `distill` does under bf16-mixed), and the tensors the student's backward keeps, measured
+  under bf16 autocast: per image, plus the once-per-step autocast copies of the weights;
+- throughput: images/s = MFU x the GPU's published dense bf16 peak / FLOPs per image, with
+  the MFU of `leapkd.plan.GPUS` (assumed 35% until a GPU run measures it). Real figures
+  depend on the kernels, the input pipeline and the batch; measure yours with
+  `summary.json`'s `images_per_second`.
+The page ends with the output of `leapkd plan` for its defaults, run by this script.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from leapkd.accounting import student_step_flops, teacher_flops_by_depth
-from leapkd.models import freeze, load_backbone
+from leapkd.plan import (
+    ASSUMED_MFU,
+    GPUS,
+    KNOWN_SIZES,
+    Measured,
+    Plan,
+    PlanRequest,
+    leap_largest_saving,
+    make_plan,
+    measure,
+)
 
 IMAGE_SIZE = 224
 PAIRS = (
@@ -35,91 +48,82 @@ PAIRS = (
     ("vit_large_patch14_dinov2", "vit_base_patch14_dinov2"),
     ("vit_base_patch14_dinov2", "mobilenetv4_conv_medium"),
 )
-# (GPU, published dense bf16 peak TFLOP/s); the sustained rate assumed is 35% of it
-GPUS = (("A100", 312.0), ("H100 SXM", 989.0), ("L4", 121.0))
-SUSTAINED = 0.35
 BATCH = 128  # per GPU, for the memory column
+EPOCHS, CAP = 100, 1  # LEAP's column: ImageNet-1k for 100 epochs, leap's default cap of 1 epoch per block
 
 
-def saved_activation_bytes(step) -> int:
-    """Bytes autograd keeps for the backward of `step()` (each storage counted once)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = step()
-    loss.backward()
-    return sum(seen.values())
+def plans(teacher: str, student: str) -> tuple[Measured, dict[str, Plan]]:
+    """One count of a `fixed` step, and its plan on every GPU kind leapkd.plan knows."""
+    request = PlanRequest(teacher, student, image_size=IMAGE_SIZE, batch_size=BATCH, method="fixed")
+    measured = measure(request)
+    return measured, {g: make_plan(dataclasses.replace(request, gpu=g), measured) for g in GPUS}
 
 
-def estimate(teacher_name: str, student_name: str) -> dict[str, float]:
-    teacher = freeze(load_backbone(teacher_name, IMAGE_SIZE))
-    student = load_backbone(student_name, IMAGE_SIZE, patch_size=teacher.patch_size if "-" in student_name else None)
-    image = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE)
-    teacher_flops = teacher_flops_by_depth(teacher, image)[-1]
-    with torch.no_grad():
-        target = teacher.forward_to(image, teacher.num_levels).patches
-    projector = torch.nn.Linear(student.width, teacher.width)
-
-    def step() -> torch.Tensor:
-        tokens = student.forward_to(image, student.num_levels).patches
-        if tokens.shape[1] != target.shape[1]:  # another grid: compare pooled features
-            return torch.nn.functional.mse_loss(projector(tokens.mean(1)), target.mean(1))
-        return torch.nn.functional.mse_loss(projector(tokens), target)
-
-    student_flops = student_step_flops(step)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        activations = saved_activation_bytes(step)
-    n_student = sum(p.numel() for p in student.parameters()) + sum(p.numel() for p in projector.parameters())
-    n_teacher = sum(p.numel() for p in teacher.parameters())
-    return {
-        "teacher_params_m": n_teacher / 1e6,
-        "student_params_m": n_student / 1e6,
-        "gflops_per_image": (teacher_flops + student_flops) / 1e9,
-        "teacher_share": teacher_flops / (teacher_flops + student_flops),
-        "fixed_gib": (16 * n_student + 2 * n_teacher) / 2**30,
-        "activation_mib_per_image": activations / 2**20,
-    }
+def leap_column(m: Measured) -> float:
+    """LEAP's largest saving for the same counts (ViT levels share a width, so the student step is the same)."""
+    images = KNOWN_SIZES["imagenet-1k"]
+    return leap_largest_saving(m.teacher_flops_by_depth, m.student_step_flops, EPOCHS, CAP, images, BATCH)
 
 
-def page(rows: list[tuple[str, str, dict[str, float]]]) -> str:
-    gpu_cols = " | ".join(f"{g} images/s" for g, _ in GPUS)
+def default_plan_output() -> str:
+    """What `leapkd plan` prints for its defaults (run as a user would)."""
+    done = subprocess.run([sys.executable, "-m", "leapkd", "plan"], capture_output=True, text=True, check=True)
+    return done.stdout.rstrip()
+
+
+def page(rows: list[tuple[str, str, Measured, dict[str, Plan]]], example: str) -> str:
+    gpu_cols = " | ".join(f"{g.label.split()[0]} images/s" for g in GPUS.values())
+    mfu_note = "assumed, not measured" if all(g.mfu == ASSUMED_MFU for g in GPUS.values()) else "see leapkd/plan.py"
     lines = [
         "# Estimates: memory and throughput on GPUs",
         "",
-        "**Estimates on paper, not measurements**: no GPU was used. Written by `python bench/estimate.py`; "
-        "see its docstring for what is counted and how.",
+        "**Estimates on paper, not measurements**: no GPU was used. Written by `python bench/estimate.py` with "
+        "`leapkd.plan` (what `leapkd plan` runs); see its docstring for what is counted and how.",
         "",
-        f"- {IMAGE_SIZE} px, teacher at full depth (the `fixed` method; `leap` runs the teacher shallower for "
-        "part of the run and needs less), bf16-mixed, AdamW.",
-        f"- Memory per GPU = fixed part (student weights, gradients and AdamW moments in fp32, teacher in bf16) "
-        f"+ batch x activations per image; the column is for a batch of {BATCH} per GPU. CUDA's allocator, "
-        "kernels' workspaces and the data loader's pinned memory add to it.",
-        f"- images/s per GPU = {int(SUSTAINED * 100)}% of the GPU's published dense bf16 peak / FLOPs per "
-        "image. Multiply by the number of GPUs for data-parallel training, if the input pipeline keeps "
-        "up: decoding and cropping ImageNet-sized JPEGs ran at about 450 images/s on one core of this "
-        "machine (docs/benchmarks.md, input pipeline), so a rate R needs about R / 450 such cores per GPU.",
+        f"- {IMAGE_SIZE} px, the `fixed` method (teacher at full depth every step), bf16-mixed, AdamW.",
+        f"- Memory per GPU = fixed part (student and projector weights, gradients and AdamW moments in fp32, "
+        f"teacher in bf16, autocast's bf16 copies of the student's weights) + batch x activations per image; the "
+        f"column is for a batch of {BATCH} per GPU. CUDA's allocator, kernels' workspaces and the data loader's "
+        "pinned memory add to it.",
+        f"- images/s per GPU = MFU x the GPU's published dense bf16 peak / FLOPs per image, MFU "
+        f"{100 * ASSUMED_MFU:.0f}% ({mfu_note}). Multiply by the number of GPUs for data-parallel training, if the "
+        "input pipeline keeps up: decoding and cropping ImageNet-sized JPEGs ran at about 450 images/s on one core "
+        "of this machine (docs/benchmarks.md, input pipeline), so a rate R needs about R / 450 such cores per GPU.",
+        f"- LEAP column: the largest FLOP saving of `leap` over {EPOCHS} epochs of ImageNet-1k with its default cap "
+        f"of {CAP} epoch per block (every block used to its cap from block 1; calibration and threshold level-ups "
+        "make it smaller).",
         "",
         f"| teacher | student | params T / S (M) | GFLOP / image / step | teacher share | fixed GiB "
-        f"| activations MiB / image | GiB at batch {BATCH} | {gpu_cols} |",
-        "|---|---|---|---|---|---|---|---|" + "---|" * len(GPUS),
+        f"| activations MiB / image | GiB at batch {BATCH} | {gpu_cols} | LEAP largest saving |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * (len(GPUS) + 1),
     ]
-    for teacher, student, r in rows:
-        total = r["fixed_gib"] + BATCH * r["activation_mib_per_image"] / 1024
-        speeds = " | ".join(f"{SUSTAINED * peak * 1e12 / (r['gflops_per_image'] * 1e9):,.0f}" for _, peak in GPUS)
+    for teacher, student, m, by_gpu in rows:
+        any_plan = next(iter(by_gpu.values()))
+        speeds = " | ".join(f"{p.images_per_second_per_gpu:,.0f}" for p in by_gpu.values())
         lines.append(
-            f"| `{teacher}` | `{student}` | {r['teacher_params_m']:.0f} / {r['student_params_m']:.0f} "
-            f"| {r['gflops_per_image']:.1f} | {100 * r['teacher_share']:.0f}% | {r['fixed_gib']:.2f} "
-            f"| {r['activation_mib_per_image']:.1f} | {total:.1f} | {speeds} |"
+            f"| `{teacher}` | `{student}` | {m.teacher_params / 1e6:.0f} / {m.student_params / 1e6:.0f} "
+            f"| {any_plan.flops_per_image / 1e9:.1f} | {100 * any_plan.teacher_share:.0f}% "
+            f"| {any_plan.fixed_memory_bytes / 2**30:.2f} | {m.activation_bytes_per_image / 2**20:.1f} "
+            f"| {any_plan.memory_bytes / 2**30:.1f} | {speeds} | {100 * leap_column(m):.1f}% |"
         )
     lines += [
         "",
         "An epoch of ImageNet-100 (126,689 training images) at a rate of R images/s takes 126,689 / R seconds; "
         "ImageNet-1k (1,281,167 images) ten times as long.",
+        "",
+        "## Before you train: `leapkd plan`",
+        "",
+        "`leapkd plan` makes this estimate for one configuration: teacher, student, image size, batch per GPU, "
+        "training images (`--images N`, or `--data` with a built-in dataset, an image folder, `imagenet-1k` or "
+        "`imagenet-100`), epochs, method, GPU kind (`h200`, `h100`, `a100`, `l4`) and count; `--json` for "
+        "machine-readable output. The MFU is **assumed (35% of the dense peak), not measured**, until the H200 "
+        "run (`bench/gpu.py`, docs/benchmarks/gpu.json) measures it; `--mfu` takes your own figure. With its "
+        "defaults (DINOv2 ViT-L/14 -> `vit-small`, 224 px, batch 128, ImageNet-1k, 100 epochs, `leap`, one H200):",
+        "",
+        "```text",
+        "$ leapkd plan",
+        example,
+        "```",
         "",
     ]
     return "\n".join(lines)
@@ -133,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for teacher, student in PAIRS:
         print(f"counting {teacher} -> {student}", flush=True)
-        rows.append((teacher, student, estimate(teacher, student)))
-    args.out.write_text(page(rows))
+        rows.append((teacher, student, *plans(teacher, student)))
+    print("running leapkd plan", flush=True)
+    args.out.write_text(page(rows, default_plan_output()))
     print(args.out.read_text())
     return 0
 

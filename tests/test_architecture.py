@@ -16,7 +16,7 @@ LAYERS = [
     ["leapkd.methods"],
     ["leapkd.engine"],
     ["leapkd.eval", "leapkd.analysis"],
-    ["leapkd.report", "leapkd.deploy"],
+    ["leapkd.report", "leapkd.deploy", "leapkd.plan"],
     ["leapkd.training"],
     ["leapkd.cli", "leapkd.__main__", "leapkd"],
 ]

@@ -278,6 +278,33 @@ def _cmd_export(args: argparse.Namespace) -> None:
         print(f"{fmt.strip()}: {', '.join(str(f) for f in r['files'])}{check}")
 
 
+def _cmd_plan(args: argparse.Namespace) -> None:
+    import dataclasses
+    import json
+    import threading
+
+    from leapkd.plan import PlanRequest, estimate_plan, training_images
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PlanRequest) if hasattr(args, f.name)}
+    if args.images is None:  # the size of --data's training split
+        given.update(images=training_images(args.data), data=args.data)
+    else:
+        given.update(data="given")
+    request = PlanRequest(**given)
+    note = f"counting {args.teacher} -> {args.student} at {args.image_size} px on the CPU (a few seconds) ..."
+    slow = threading.Timer(1.0, lambda: print(note, file=sys.stderr, flush=True))
+    slow.start()
+    try:
+        plan = estimate_plan(request, mfu=args.mfu)
+    finally:
+        slow.cancel()
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return
+    print(format_table(plan.rows(), ["figure", "value"]))
+    print("\n".join(["", "assumptions:", *(f"- {line}" for line in plan.assumptions())]))
+
+
 def build_parser(help_method: str | None = None) -> argparse.ArgumentParser:
     """The command line; `help_method` is the method whose keys `leapkd distill --help` lists
     (None: no key list, so commands that do not need it never import torch)."""
@@ -300,7 +327,7 @@ def build_parser(help_method: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     _add_distill(sub, help_method)
-    for add in (_add_eval, _add_spectrum, _add_report, _add_export):
+    for add in (_add_eval, _add_spectrum, _add_report, _add_export, _add_plan):
         add(sub)
     return parser
 
@@ -426,6 +453,35 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="the student at the last step, or at the best evaluation during training (runs with --eval_every)",
     )
     ex.set_defaults(func=_cmd_export)
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    pl = sub.add_parser(
+        "plan",
+        help="estimate FLOPs, memory per GPU, images/s and hours of a run before it starts (counted on the CPU)",
+        description="A pre-flight estimate: FLOPs per image of one training step (leapkd's counter, the run's own "
+        "step), memory per GPU, images/s and hours on a GPU kind, and LEAP's largest FLOP saving. Random weights: "
+        "only the shapes matter. The GPU's MFU is assumed (35% of the dense peak) unless --mfu gives yours.",
+        allow_abbrev=False,
+    )
+    pl.add_argument("--teacher", default="vit_large_patch14_dinov2", help="teacher model name (default: %(default)s)")
+    pl.add_argument("--student", default="vit-small", help="student model name (default: %(default)s)")
+    pl.add_argument("--image-size", type=int, default=224, help="input resolution in pixels (default: 224)")
+    pl.add_argument("--batch-size", type=int, default=128, help="images per batch per GPU (default: 128)")
+    data = pl.add_mutually_exclusive_group()
+    data.add_argument("--images", type=int, help="training images per epoch")
+    data.add_argument("--data", default="imagenet-1k",
+                      help="a built-in dataset, an image folder, imagenet-1k or imagenet-100: its training split's "
+                      "size (default: imagenet-1k, 1,281,167 images)")  # fmt: skip
+    pl.add_argument("--epochs", type=int, default=100, help="training epochs (default: 100)")
+    pl.add_argument("--method", default="leap", choices=["leap", "fixed", "spectralkd"], help="default: leap")
+    pl.add_argument("--max-epochs-per-block", type=int, help="leap: the epoch cap of one level (default: leap's)")
+    pl.add_argument("--gpu", default="h200", help="GPU kind: h200, h100, a100 or l4 (default: h200)")
+    pl.add_argument("--gpus", type=int, default=1, help="number of GPUs, data parallel (default: 1)")
+    pl.add_argument("--precision", default="bf16-mixed", choices=["bf16-mixed", "32"], help="default: bf16-mixed")
+    pl.add_argument("--mfu", type=float, help="your measured model-FLOPs utilisation, a fraction of the dense peak")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.set_defaults(func=_cmd_plan)
 
 
 def _int_or_str(text: str) -> int | str:
