@@ -27,17 +27,19 @@ import random
 import statistics
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from leapkd.data import build_dataset
-from leapkd.data.sampling import EpochSeededSampler, SeededItems
+from leapkd.data.sampling import seeded_loader
+from leapkd.data.transforms import normalize
+from leapkd.hardware import autocast_dtype
 from leapkd.metrics import linear_cka
-from leapkd.models import freeze, load_backbone
+from leapkd.models import PRESETS, freeze, load_backbone
 from leapkd.rundir import read_metrics
 from leapkd.training import distill
 
@@ -46,45 +48,76 @@ WARMUP = 3
 
 
 class BareLoop:
-    """The engine's per-step compute written as a plain PyTorch loop."""
+    """The engine's per-step compute written as a plain PyTorch loop, on any device and precision.
 
-    def __init__(self, image_size: int, batch_size: int, subset_per_class: int, num_workers: int) -> None:
+    The same data pipeline as `distill` (dataset, augmentation, seeded sampler and loader
+    of uint8 batches, normalised on the device, pinned memory on CUDA), the teacher stored
+    in the compute dtype under mixed precision (as `distill` stores it), autocast around the
+    forward passes, projector + MSE in float32, backward, clipping, AdamW (fused in full
+    precision, as the engine's), and the CKA metric's one host transfer per step.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        batch_size: int,
+        subset_per_class: int | None,
+        num_workers: int,
+        *,
+        teacher: str = TEACHER,
+        student: str = STUDENT,
+        data: str = DATA,
+        device: str = "cpu",
+        precision: str = "32",
+        teacher_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         torch.manual_seed(0)
-        self.teacher = freeze(load_backbone(TEACHER, image_size))
-        self.student = load_backbone(STUDENT, image_size, patch_size=self.teacher.patch_size)
-        self.projector = torch.nn.Linear(self.student.width, self.teacher.width)
+        self.device = torch.device(device)
+        self.dtype = autocast_dtype(precision)
+        frozen = freeze(load_backbone(teacher, image_size, model_kwargs=teacher_kwargs))
+        patch = frozen.patch_size if student in PRESETS else None
+        self.student = load_backbone(student, image_size, patch_size=patch).to(self.device)
+        self.teacher = frozen.to(self.device, dtype=self.dtype)
+        self.projector = torch.nn.Linear(self.student.width, self.teacher.width).to(self.device)
         self.params = [*self.student.parameters(), *self.projector.parameters()]
-        self.opt = torch.optim.AdamW(self.params, lr=5e-4)
-        data = build_dataset(DATA, "train", image_size, augment=True, subset_per_class=subset_per_class, seed=0)
-        sampler = EpochSeededSampler(len(data), seed=0, batch_size=batch_size)
-        loader = DataLoader(
-            SeededItems(data, 0),
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=num_workers,
-            persistent_workers=num_workers > 0,
-        )
+        fused = precision == "32" and self.device.type in ("cpu", "cuda")
+        self.opt = torch.optim.AdamW(self.params, lr=5e-4, fused=fused)
+        dataset = build_dataset(data, "train", image_size, augment=True, mean=self.teacher.mean, std=self.teacher.std,
+                                subset_per_class=subset_per_class, seed=0, output="uint8")  # fmt: skip
+        loader = seeded_loader(dataset, 0, batch_size, num_workers, rank=0, world_size=1,
+                               pin_memory=self.device.type == "cuda")  # fmt: skip
         self.batches = itertools.chain.from_iterable(itertools.repeat(loader))
 
+    def _autocast(self) -> AbstractContextManager[Any]:
+        return nullcontext() if self.dtype is None else torch.autocast(self.device.type, dtype=self.dtype)
+
     def step(self, depth: int) -> None:
-        images = next(self.batches)[0]
-        with torch.no_grad():
-            target = self.teacher.forward_to(images, depth).patches
-        projected = self.projector(self.student.forward_to(images, self.student.num_levels).patches)
-        loss = F.mse_loss(projected, target)
+        images = next(self.batches)[0].to(self.device, non_blocking=True)
+        images = normalize(images, self.teacher.mean, self.teacher.std)
+        with self._autocast():
+            with torch.no_grad():
+                target = self.teacher.forward_to(images, depth).patches
+            projected = self.projector(self.student.forward_to(images, self.student.num_levels).patches)
+        loss = F.mse_loss(projected.float(), target.float())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
-        float(linear_cka(projected.detach(), target))
+        float(linear_cka(projected.detach().float(), target.float()))  # the metric's host transfer
 
-    def seconds_per_step(self, depth: int, steps: int) -> float:
-        for _ in range(WARMUP):
+    def seconds_per_step(self, depth: int, steps: int, warmup: int = WARMUP) -> float:
+        for _ in range(warmup):
             self.step(depth)
+        self._synchronize()
         start = time.perf_counter()
         for _ in range(steps):
             self.step(depth)
+        self._synchronize()
         return (time.perf_counter() - start) / steps
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 def engine_seconds_per_step(

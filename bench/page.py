@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from gpu_page import render_section, replace_section  # noqa: E402
 
 
 def _labels(runs: list[dict[str, Any]]) -> list[str]:
@@ -91,7 +92,11 @@ def write_page(out: Path) -> Path:
     results = read("results.json")
     assert results is not None, f"{assets / 'results.json'} is missing: run bench/compare.py first"
     page = out / "benchmarks.md"
-    page.write_text(render(results, read("students.json"), read("hardware.json"), read("recipes.json")))
+    text = render(results, read("students.json"), read("hardware.json"), read("recipes.json"))
+    gpu = read("gpu.json")  # bench/gpu.py's section, measured on a GPU (a dry run is never drawn here)
+    if gpu is not None and not gpu.get("dry_run"):
+        text = replace_section(text, render_section(gpu))
+    page.write_text(text)
     return page
 
 
