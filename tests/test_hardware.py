@@ -91,9 +91,11 @@ def test_autocast_dtype():
 
 
 @pytest.mark.parametrize(
-    "cores,processes,expected", [(2, 1, 1), (1, 1, 0), (16, 1, 8), (16, 4, 3), (64, 8, 7), (4, 8, 0)]
+    "cores,processes,expected",
+    [(2, 1, 1), (1, 1, 0), (16, 1, 15), (16, 4, 3), (64, 8, 7), (4, 8, 0), (32, 1, 31), (128, 1, 32), (128, 2, 32)],
 )
 def test_auto_workers_leave_each_process_a_core(monkeypatch, cores, processes, expected):
+    """Every core of the process's share but one (a 16-core single-GPU machine: 15), at most 32."""
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setattr(hardware, "cpus_available", lambda: cores)
     assert resolve_workers("auto", processes) == expected
@@ -104,6 +106,8 @@ def test_auto_workers_under_slurm_use_the_tasks_cores(monkeypatch):
     monkeypatch.setattr(hardware, "cpus_available", lambda: 64)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     assert resolve_workers("auto", processes_per_node=4) == 5  # not 64 / 4 - 1: SLURM gave the task 6
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "48")
+    assert resolve_workers("auto", processes_per_node=1) == 32  # the cap holds under SLURM too
 
 
 def test_evaluation_device_checks_what_is_here(cuda_with):

@@ -93,14 +93,13 @@ def extract_levels(
     # DataLoader reads any map-style dataset (len and [int]) but is typed for Dataset subclasses
     loader = DataLoader(cast(Dataset, dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")  # fmt: skip
-    pooled: nn.Module = PooledLevels(backbone, todo, kind)
+    pooled: nn.Module = PooledLevels(backbone, todo, kind, autocast_dtype)
     if devices > 1:  # the batch split over the devices, the results gathered on the first
         pooled = nn.DataParallel(pooled, device_ids=list(range(devices)))
     feats: dict[int, list[Tensor]] = {b: [] for b in todo}
     labels = []
     for images, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            outs = pooled(images.to(device, non_blocking=True))
+        outs = pooled(images.to(device, non_blocking=True))  # autocast is entered inside, in every replica
         for b in todo:
             feats[b].append(outs[str(b)].float().cpu())
         labels.append(torch.as_tensor(y))
@@ -118,15 +117,26 @@ def extract_levels(
 
 class PooledLevels(nn.Module):
     """A backbone's pooled features at some levels as a module (what `nn.DataParallel` splits):
-    images -> {"<level>": (B, D)}."""
+    images -> {"<level>": (B, D)}, computed under autocast to `autocast_dtype` when it is set.
 
-    def __init__(self, backbone: Backbone, levels: list[int], kind: FeatureKind) -> None:
+    The module enters autocast itself, on the device of its input: `nn.DataParallel` runs
+    each replica in a thread of its own, autocast's state (its dtype included) belongs to
+    each thread, and torch re-enters autocast in those threads without the dtype, so an
+    autocast entered by the caller would reach the replicas as the device's default dtype
+    (float16 on CUDA) instead of the one asked for.
+    """
+
+    def __init__(
+        self, backbone: Backbone, levels: list[int], kind: FeatureKind, autocast_dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
-        self.backbone, self.levels, self.kind = backbone, levels, kind
+        self.backbone, self.levels, self.kind, self.autocast_dtype = backbone, levels, kind, autocast_dtype
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        outs = self.backbone.forward_levels(images, self.levels)
-        return {str(b): outs[b].pooled(self.kind) for b in self.levels}
+        dtype = self.autocast_dtype
+        with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            outs = self.backbone.forward_levels(images, self.levels)
+            return {str(b): outs[b].pooled(self.kind) for b in self.levels}
 
 
 def _cache_path(

@@ -20,7 +20,11 @@ from leapkd.errors import LeapkdError
 
 Precision = Literal["auto", "32", "bf16-mixed", "16-mixed"]
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-MAX_AUTO_WORKERS = 8
+# `auto` data workers per training process: every core of its share but one, at most this many.
+# The cap only guards very large shares (a 128-core node and one process): a loader's start-up
+# and the batches its workers hold in shared memory grow with every worker, while 32 JPEG
+# decoders (~340 images/s each at 224 px, docs/benchmarks.md "Input pipeline alone") feed ~10k images/s.
+MAX_AUTO_WORKERS = 32
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -101,7 +105,8 @@ def cores_per_process(processes_per_node: int = 1) -> int:
 
 def resolve_workers(requested: int | str, processes_per_node: int = 1) -> int:
     """Data workers per training process: `auto` leaves one core of each process's share to
-    the process itself and uses the rest (at most 8); a number is taken as given."""
+    the process itself and uses all the others (at most `MAX_AUTO_WORKERS`, 32: a 16-core
+    single-GPU machine gets 15); a number is taken as given."""
     if requested != "auto":
         return int(requested)
     return max(0, min(MAX_AUTO_WORKERS, cores_per_process(processes_per_node) - 1))

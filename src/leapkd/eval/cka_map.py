@@ -28,11 +28,16 @@ from leapkd.models import Backbone, load_backbone  # noqa: E402
 
 @torch.no_grad()
 def level_rows(model: Backbone, images: Tensor, grid: tuple[int, int], batch_size: int = 64) -> list[Tensor]:
-    """Normalised patch features of every level, pooled to `grid`, each flattened to (N * P, D)."""
+    """Normalised patch features of every level, pooled to `grid`, each flattened to (N * P, D).
+
+    `images` may live anywhere: each batch is moved to the model's device, where the rows stay.
+    """
     per_level: list[list[Tensor]] = [[] for _ in range(model.num_levels)]
     model.eval()
+    device = next(model.parameters()).device
     for i in range(0, len(images), batch_size):
-        outs = model.forward_levels(images[i : i + batch_size], range(1, model.num_levels + 1))
+        batch = images[i : i + batch_size].to(device, non_blocking=True)
+        outs = model.forward_levels(batch, range(1, model.num_levels + 1))
         for b, feats in outs.items():
             pooled = F.adaptive_avg_pool2d(feats.as_map().float(), grid) if feats.grid != grid else feats.as_map()
             per_level[b - 1].append(pooled.float().flatten(2).transpose(1, 2).reshape(-1, pooled.shape[1]))
@@ -46,11 +51,15 @@ def common_grid(*models: Backbone) -> tuple[int, int]:
 
 
 def cka_map(rows_model: Backbone, cols_model: Backbone, images: Tensor) -> Tensor:
-    """(L_rows, L_cols) matrix of linear CKA between level outputs on `images`."""
+    """(L_rows, L_cols) matrix (on the CPU) of linear CKA between level outputs on `images`.
+
+    Each model runs on its own device; the CKA is computed on `rows_model`'s and copied
+    to the CPU once, not once per pair of levels.
+    """
     grid = common_grid(rows_model, cols_model)
     a = level_rows(rows_model, images, grid)
-    b = level_rows(cols_model, images, grid)
-    return torch.tensor([[float(linear_cka(x, y)) for y in b] for x in a])
+    b = [y.to(a[0].device) for y in level_rows(cols_model, images, grid)]
+    return torch.stack([torch.stack([linear_cka(x, y) for y in b]) for x in a]).float().cpu()
 
 
 def save_cka_map(matrix: Tensor, row_name: str, col_name: str, png: Path, csv_path: Path) -> None:
@@ -77,7 +86,8 @@ def save_cka_map(matrix: Tensor, row_name: str, col_name: str, png: Path, csv_pa
 class CkaMapProtocol(Protocol):
     """CKA map of the model against a reference (`--reference`, default: the run's teacher).
 
-    Computed on `--cka-images` seeded validation images; writes cka_map.png and cka_map.csv.
+    Computed on `--cka-images` seeded validation images, with the reference on the target's
+    (the evaluation's) device; writes cka_map.png and cka_map.csv.
     """
 
     def run(self, ctx: EvalContext) -> dict[str, Any]:
@@ -86,7 +96,7 @@ class CkaMapProtocol(Protocol):
         if ref_name is None:
             raise LeapkdError("cka-map needs a reference model", "pass --reference (e.g. the teacher)")
         ref_weights = opts.reference_weights if opts.reference else ctx.defaults.get("reference_weights")
-        ref = load_backbone(ref_name, ctx.image_size, weights=ref_weights)
+        ref = load_backbone(ref_name, ctx.image_size, weights=ref_weights).to(ctx.device)
         ds = ctx.dataset("val", None)
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(ctx.seed))[: opts.cka_images]
         images = torch.stack([ds[int(i)][0] for i in idx])

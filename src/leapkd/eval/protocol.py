@@ -76,6 +76,11 @@ class EvalContext:
         default_factory=dict, init=False, repr=False
     )
 
+    @property
+    def device(self) -> torch.device:
+        """The device the evaluation runs on: the model's (`evaluate` moves it there)."""
+        return next(self.model.parameters()).device
+
     def output(self, name: str) -> Path:
         """The path of a file a protocol writes into the output directory (created on demand)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)

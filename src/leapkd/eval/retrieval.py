@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from leapkd.data.transforms import build_transform
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import EvalContext, Protocol, percent, register_protocol
-from leapkd.features import extract_features
+from leapkd.features import extract_levels
 
 REVISITED = ("roxford5k", "rparis6k")
 
@@ -230,7 +230,7 @@ class RetrievalImages(Dataset):
 
 
 class _Unlabelled(Dataset):
-    """(image, index) pairs, so unlabelled images go through `extract_features`."""
+    """(image, index) pairs, so unlabelled images go through the feature extraction."""
 
     def __init__(self, images: RetrievalImages) -> None:
         self.images = images
@@ -254,17 +254,22 @@ def _revisited_map_of(ctx: EvalContext) -> dict[str, dict[str, float]]:
     model, size = ctx.model, ctx.image_size
     transform = build_transform(size, augment=False, mean=model.mean, std=model.std)
     key = {"data": name, "root": str(Path(root).resolve()), "size": size, "mean": model.mean, "std": model.std}
+    level = opts.block or model.num_levels
     feats = {}
     for part, paths, crops in (("database", db_paths, None), ("queries", q_paths, boxes)):
-        feats[part], _ = extract_features(
+        found = extract_levels(  # with the call's precision, loader workers and devices, as ctx.features
             model,
             _Unlabelled(RetrievalImages(paths, crops, transform)),
+            [level],
             opts.features,
-            opts.block,
             cache_key={**key, "part": part},
             progress=opts.progress,
             desc=f"{name} {part}",
+            autocast_dtype=opts.autocast,
+            num_workers=opts.num_workers,
+            devices=opts.devices,
         )
+        feats[part] = found[level][0]
     return revisited_map(rank_database(feats["queries"], feats["database"]), gnd)
 
 
