@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from leapkd.data import Augmentation, LabeledImages, build_dataset, image_files,
 from leapkd.data.transforms import Output
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.engine.accumulation import global_batch
+from leapkd.engine.callbacks import TeacherHeadFitter
 from leapkd.engine.callbacks.ema import kept_student
 from leapkd.engine.trackers import check_trackers
 from leapkd.errors import LeapkdError
@@ -145,7 +147,8 @@ def distill(
             "teacher_dtype": str(next(teacher.parameters()).dtype).removeprefix("torch."),
             "num_workers": module.num_workers,
         }
-        summary = _finish(run, cfg, module, callbacks, len(train_set), hardware, scorer)
+        with on_device(trainer.strategy.root_device, module, *_ema_student(callbacks)):  # score where it trained
+            summary = _finish(run, cfg, module, callbacks, len(train_set), hardware, scorer)
     return DistillResult(run.path, summary)
 
 
@@ -308,12 +311,14 @@ def training_images(
     )
 
 
-def _teacher_head_fitter(cfg: DistillConfig, progress: bool) -> Callable[[Backbone, torch.dtype | None], nn.Linear]:
+def _teacher_head_fitter(cfg: DistillConfig, progress: bool) -> TeacherHeadFitter:
     """Logit KD with a headless teacher: a function fitting a linear head on its frozen CLS
-    features of the un-augmented training images, on the teacher's device and in the given
-    autocast dtype. The features are cached (atomic writes), keyed by the precision too."""
+    features of the un-augmented training images, on the teacher's device, in the given
+    autocast dtype, fed by the run's data workers (one loader process would make the other
+    ranks wait in their broadcast for as long as decoding the whole split takes). The
+    features are cached (atomic writes), keyed by the precision too."""
 
-    def fit(teacher: Backbone, dtype: torch.dtype | None) -> nn.Linear:
+    def fit(teacher: Backbone, dtype: torch.dtype | None, num_workers: int) -> nn.Linear:
         plain = training_images(cfg, teacher, augment=False)
         feats, labels = extract_features(
             teacher,
@@ -323,6 +328,7 @@ def _teacher_head_fitter(cfg: DistillConfig, progress: bool) -> Callable[[Backbo
             progress=progress,
             desc="teacher head",
             autocast_dtype=dtype,
+            num_workers=num_workers,
         )
         device = next(teacher.parameters()).device
         return fit_linear_head(feats.to(device), labels.to(device), len(plain.classes), seed=cfg.seed)
@@ -402,6 +408,23 @@ def _finish(
     return summary
 
 
+def _ema_student(callbacks: RunCallbacks) -> list[nn.Module]:
+    return [callbacks.ema.student] if callbacks.ema is not None else []
+
+
+@contextmanager
+def on_device(device: torch.device, *modules: nn.Module) -> Iterator[None]:
+    """The modules on `device` (where training left them before Lightning's teardown moved
+    the module to the CPU) for the end of the run, then on the CPU."""
+    for module in modules:
+        module.to(device)
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.cpu()
+
+
 def _eval_images(cfg: DistillConfig) -> dict[str, Any]:
     """Which images the student is scored on: the labelled evaluation data and how many per class."""
     return {"data": cfg.eval_data or cfg.data, "images_per_class": cfg.eval_images_per_class}
@@ -436,12 +459,11 @@ def _throughput(module: DistillModule, callbacks: RunCallbacks) -> dict[str, Any
     assert ledger is not None
     per_device = ledger.teacher_flops + ledger.student_flops
     wall = module.seconds["wall"]
-    cuda = module.device.type == "cuda"
     return {
         "flops_per_device": per_device,
         "job_flops": callbacks.flops.job_total,  # summed over the ranks
         "images_per_second": module.global_step * module.global_batch / wall if wall > 0 else None,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(module.device) if cuda else None,
+        "peak_memory_bytes": module.peak_memory_bytes,  # read while training was on the device
     }
 
 

@@ -2,7 +2,8 @@
 
 Lightning's DDP launcher re-runs this file for every other rank, with LOCAL_RANK set; the
 main process is rank 0. LEAPKD_TEST_NAN_AT="rank:step" makes the loss non-finite on that
-rank on the first batch of that optimizer step only.
+rank on the first batch of that optimizer step only. LEAPKD_TEST_COUNT_ALLREDUCE=FILE appends
+"rank backwards" to FILE at exit: how many backward passes all-reduced gradients.
 """
 
 import os
@@ -37,7 +38,37 @@ def poison(rank: int, step: int) -> None:
     FeatureDistillation.loss = loss
 
 
+def count_gradient_all_reduces(path: str) -> None:
+    import atexit
+
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    from torch.nn.parallel import DistributedDataParallel
+
+    backwards = [0]
+    real_init = DistributedDataParallel.__init__
+
+    def hook(state, bucket):
+        if bucket.index() == 0:  # the first bucket of a backward pass
+            backwards[0] += 1
+        return allreduce_hook(None, bucket)
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.register_comm_hook(None, hook)
+
+    def write() -> None:
+        if dist.is_initialized():
+            with open(path, "a") as f:
+                f.write(f"{dist.get_rank()} {backwards[0]}\n")
+
+    DistributedDataParallel.__init__ = init
+    atexit.register(write)
+
+
 if __name__ == "__main__":
+    if "LEAPKD_TEST_COUNT_ALLREDUCE" in os.environ:
+        count_gradient_all_reduces(os.environ["LEAPKD_TEST_COUNT_ALLREDUCE"])
     if "LEAPKD_TEST_NAN_AT" in os.environ:
         rank, step = os.environ["LEAPKD_TEST_NAN_AT"].split(":")
         poison(int(rank), int(step))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from leapkd.hardware import MAX_AUTO_WORKERS
 from leapkd.rundir import read_metrics
 
 ENTRY = Path(__file__).with_name("ddp_entry.py")
@@ -57,7 +58,7 @@ def test_two_ranks_stay_in_lockstep(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_batch"] == 8 and summary["job_flops"] == 2 * summary["flops_per_device"] > 0
     share = len(os.sched_getaffinity(0)) // 2  # auto: the cores shared by the 2 processes, one kept by each
-    assert summary["num_workers"] == max(0, min(8, share - 1))
+    assert summary["num_workers"] == max(0, min(MAX_AUTO_WORKERS, share - 1))
 
 
 @pytest.mark.parametrize(
@@ -92,6 +93,21 @@ def test_nan_on_one_rank_skips_on_every_rank(tmp_path):
     ranks = traces(run)
     assert ranks[0] == ranks[1]  # both skipped the same batch: identical weights at the end
     assert [int(r["step"]) for r in read_metrics(run / "metrics.csv")] == list(range(9))
+
+
+def test_accumulated_micro_batches_all_reduce_once_per_step(tmp_path):
+    counts = tmp_path / "allreduce.txt"
+    env = env_for(tmp_path, LEAPKD_TEST_COUNT_ALLREDUCE=str(counts))
+    args = ["--method", "fixed", "--subset-per-class", "4", "--epochs", "1", "--batch-size", "2",
+            "--accumulate-grad-batches", "2"]  # fmt: skip
+    done = launch(tmp_path, "acc", *args, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "acc"
+    steps = len(read_metrics(run / "metrics.csv"))
+    assert steps == 5  # 40 images / (2 ranks x 2 micro-batches x 2 images)
+    ranks = traces(run)
+    assert ranks[0] == ranks[1]  # the same weights: the step's last backward averaged the whole step
+    assert sorted(counts.read_text().split("\n")[:-1]) == [f"0 {steps}", f"1 {steps}"]  # not 2 per step
 
 
 def _children(pid: int) -> list[int]:

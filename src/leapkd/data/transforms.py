@@ -127,9 +127,27 @@ def _deterministic(image_size: int, kind: EvalTransform) -> list[v2.Transform]:
     return [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
 
 
-def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
     """uint8 (B, 3, S, S) -> float32 normalised, with the same operations as the "float"
-    transform (so both give the same numbers); float input is returned as it is."""
+    transform (so both give the same numbers); float input is returned as it is. `mean` and
+    `std` may be float32 tensors on the images' device already (on a GPU a list would be
+    copied to it at every call, each copy waiting for the device)."""
     if images.is_floating_point():
         return images
-    return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), mean=list(mean), std=list(std))
+    scaled = TF.to_dtype(images, torch.float32, scale=True)
+    shift = torch.as_tensor(mean, dtype=torch.float32, device=scaled.device).view(-1, 1, 1)
+    scale = torch.as_tensor(std, dtype=torch.float32, device=scaled.device).view(-1, 1, 1)
+    return scaled.sub(shift).div_(scale)  # torchvision's normalize_image
+
+
+class Normalize:
+    """`normalize` with fixed statistics, kept as tensors on the device of the last images seen."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = list(mean), list(std)
+        self._stats: tuple[Tensor, Tensor] | None = None
+
+    def __call__(self, images: Tensor) -> Tensor:
+        if self._stats is None or self._stats[0].device != images.device:
+            self._stats = (torch.tensor(self.mean, device=images.device), torch.tensor(self.std, device=images.device))
+        return normalize(images, *self._stats)

@@ -10,7 +10,9 @@ from leapkd.methods import LossOutput, Targets
 
 
 class MicroBatches:
-    """Collects (loss output, targets) of the batches accumulated into one optimizer step."""
+    """Keeps what the progress metric needs of the batches accumulated into one optimizer step:
+    the detached loss and parts, the projected tokens and the target tokens (not the rest of
+    the targets, such as spectral maps or logits, which the step no longer needs)."""
 
     def __init__(self, per_step: int) -> None:
         self.per_step = per_step
@@ -18,7 +20,9 @@ class MicroBatches:
 
     def add(self, out: LossOutput, targets: Targets) -> bool:
         """Keep one micro-batch; True when the step has all of them."""
-        self._group.append((out, targets))
+        projected = out.projected.detach() if out.projected is not None else None
+        kept = LossOutput(out.loss.detach(), out.parts, projected)
+        self._group.append((kept, Targets(targets.depth, targets.patch, targets.grid)))
         return len(self._group) >= self.per_step
 
     def __len__(self) -> int:
@@ -34,11 +38,11 @@ class MicroBatches:
             return self._group[0]
         outs = [o for o, _ in self._group]
         targets = [t for _, t in self._group]
-        loss = torch.stack([o.loss.detach() for o in outs]).mean()
+        loss = torch.stack([o.loss for o in outs]).mean()
         parts = {k: torch.stack([o.parts[k] for o in outs]).mean() for k in outs[0].parts}
         projected = None
         if all(o.projected is not None for o in outs):
-            projected = torch.cat([o.projected.detach() for o in outs if o.projected is not None])
+            projected = torch.cat([o.projected for o in outs if o.projected is not None])
         joined = Targets(targets[0].depth, torch.cat([t.patch for t in targets]), targets[0].grid)
         return LossOutput(loss, parts, projected), joined
 

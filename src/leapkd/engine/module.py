@@ -10,13 +10,12 @@ that read the step's `StepRecord`. The module never names a concrete method.
 
 from __future__ import annotations
 
-import random
-import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
@@ -26,10 +25,13 @@ from leapkd.config import DistillConfig
 from leapkd.data import LabeledImages, skipped_mask
 from leapkd.data.batch_augment import BatchAugment
 from leapkd.data.sampling import seeded_loader
-from leapkd.data.transforms import normalize
+from leapkd.data.transforms import Normalize
 from leapkd.engine.accumulation import MicroBatches, global_batch, optimizer_steps, warmup_steps
 from leapkd.engine.non_finite import NonFiniteLosses
 from leapkd.engine.optimizers import build_optimizer, scaled_lr
+from leapkd.engine.run_state import restore_run_state, run_state
+from leapkd.engine.step_clock import StepClock
+from leapkd.engine.step_values import no_gradient_sync, step_values
 from leapkd.hardware import autocast_dtype
 from leapkd.methods import Method, StudentOutput
 from leapkd.models import Backbone
@@ -55,6 +57,7 @@ class StepRecord:
     micro_batches: int = 1  # batches accumulated into this optimizer step
     flops: int = 0  # training FLOPs so far, filled by the FLOP accounting callback
     evaluation: dict[str, float] = field(default_factory=dict)  # figures of an evaluation after this step
+    flags: dict[str, bool] = field(default_factory=dict)  # the callbacks' step_flags, any over the ranks
 
 
 class DistillModule(L.LightningModule):
@@ -80,6 +83,10 @@ class DistillModule(L.LightningModule):
         self.num_workers = 0  # data loader processes; `distill` sets it from the cores per process
         self.scheduler: WarmupCosine | None = None
         self.seconds = {"wall": 0.0, "teacher": 0.0, "student": 0.0, "metric": 0.0}
+        self.clock = StepClock(self.seconds)  # CUDA events on a GPU: timing never waits for the device
+        # flags the callbacks raise for a step (stop on a signal, a checkpoint due); the step
+        # combines them over the ranks in its one collective: StepRecord.flags
+        self.step_flags: dict[str, Callable[[], bool]] = {}
         self.started = False  # first batch done (fresh run) or state restored (resume)
         self.batches_done_in_epoch = 0
         self.restored: dict[str, Any] | None = None
@@ -89,8 +96,8 @@ class DistillModule(L.LightningModule):
         self.last_trained_block: int | None = None
         self.micro_batches = MicroBatches(cfg.accumulate_grad_batches)
         self.batch_augment = BatchAugment(cfg.mixup, cfg.aug_erasing)
-        self._clock_start = 0.0
-        self._wall_before = 0.0
+        self._normalize = Normalize(teacher.mean, teacher.std)
+        self.peak_memory_bytes: int | None = None  # of a CUDA device, read when training ends
 
     teacher: Backbone
 
@@ -119,6 +126,7 @@ class DistillModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.teacher.to(self.device)
         self.method.reduce = self._mean_over_ranks
+        self.clock.device = self.device
 
     def on_train_start(self) -> None:
         """After Lightning restored the loops and optimizer: the schedule and the run state."""
@@ -126,68 +134,67 @@ class DistillModule(L.LightningModule):
         total = optimizer_steps(self.trainer, self.cfg.accumulate_grad_batches)
         self.scheduler = WarmupCosine(opt, total, warmup_steps(self.trainer, self.cfg), self.cfg.min_lr_ratio)
         if self.restored is not None:
-            self.scheduler.load_state_dict(self.restored["scheduler"])
-            self.scheduler.total_steps = total  # a resume may extend the run: the cosine spans the new length
-            for group, lr in zip(opt.param_groups, self.scheduler.get_lr()):
-                group["lr"] = lr
-            self.seconds = dict(self.restored["seconds"])
-            _set_rng_state(self.restored["rng"])
+            restore_run_state(self.restored, self.scheduler, self.seconds, self.device)
             self.started = True
-        self._clock_start = time.perf_counter()
-        self._wall_before = self.seconds["wall"]
+        self.clock.start_wall()
 
-    def on_fit_end(self) -> None:
+    def on_train_end(self) -> None:
+        """While the module is still on its training device (Lightning's teardown, before
+        `on_fit_end`, moves it to the CPU, where NCCL refuses tensors)."""
+        self.clock.settle()
         self.seconds["wall"] = self.wall_seconds()
         _merge_skipped_images(self)
+        if self.device.type == "cuda":
+            self.peak_memory_bytes = torch.cuda.max_memory_allocated(self.device)
 
     def normalize(self, images: Tensor) -> Tensor:
-        """uint8 images from the loader -> float32 normalised with the teacher's statistics."""
-        return normalize(images, self.teacher.mean, self.teacher.std)
+        """uint8 loader images -> float32, normalised with the teacher's statistics (held on the device)."""
+        return self._normalize(images)
 
     def wall_seconds(self) -> float:
         """Training wall time so far, across resumes."""
-        return self._wall_before + time.perf_counter() - self._clock_start
+        return self.clock.wall()
 
     # ----- one step -------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = self.normalize(batch[0]), batch[1]
         images = self.batch_augment(images)  # mixup, random erasing (calibration included)
-        method, step = self.method, self.global_step
-        self.record = None  # stays None for a skipped batch
-        first_batch_blocks = 0
-        if not self.started:
-            self.started = True
-            c0 = _now(self.device)
-            with torch.no_grad():
-                first_batch_blocks = method.on_first_batch(
-                    self.teacher, student_forward(self.student, method, images), images
-                )
-            self.seconds["teacher"] += _now(self.device) - c0
+        method, step, clock = self.method, self.global_step, self.clock
+        self.record = None  # stays None mid-accumulation and for a skipped step
+        first_batch_blocks = 0 if self.started else _first_batch(self, images)
+        self.started = True
         block = method.target_block
 
-        t0 = _now(self.device)
+        t0 = clock.mark()
         targets = method.targets(self.teacher, images)
-        t1 = _now(self.device)
+        t1 = clock.mark()
         out = method.loss(student_forward(self.student, method, images), targets, labels)
-        if self.non_finite.skip(self.trainer.strategy, out, step):
-            self.micro_batches.clear()
-            self._optimizer().zero_grad(set_to_none=True)
-            return
-        self.manual_backward(out.loss / self.cfg.accumulate_grad_batches)
-        self.seconds["teacher"] += t1 - t0
-        if not self.micro_batches.add(out, targets):  # accumulate the next micro-batch first
-            self.seconds["student"] += _now(self.device) - t1
+        self.non_finite.observe(out.loss)
+        last = self.micro_batches.add(out, targets)
+        with nullcontext() if last else no_gradient_sync(self.trainer.strategy):  # one all-reduce per optimizer step
+            self.manual_backward(out.loss / self.cfg.accumulate_grad_batches)
+        t2 = clock.mark()
+        clock.add("teacher", t0, t1)
+        clock.add("student", t1, t2)
+        if not last:  # accumulate the next micro-batch first
             return
         out, targets = self.micro_batches.joined()
-        lr = self._optimizer_step()
-        t2 = _now(self.device)
+        micro_batches = len(self.micro_batches)
+        self.micro_batches.clear()
         metric = method.progress(out, targets)
-        t3 = _now(self.device)
-        moved = method.after_step(metric)
+        clock.add("metric", t2, clock.mark())
+        flags = {name: bool(ask()) for name, ask in self.step_flags.items()}
+        values = step_values(self.trainer.strategy, self.non_finite.take_flag(), flags, out, metric)
+        clock.settle()
+        if self.non_finite.skip(values.bad, values.loss, values.parts, step):
+            self._optimizer().zero_grad(set_to_none=True)
+            return
+        t3 = clock.mark()
+        lr = self._optimizer_step()
+        clock.add("student", t3, clock.mark())  # read at the next step's transfer
+        moved = method.after_step(values.metric)
         if moved:
             self._target_moved()
-        self.seconds["student"] += t2 - t1
-        self.seconds["metric"] += t3 - t2
         self.batches_done_in_epoch = batch_idx + 1
         self.last_trained_block = block
         self.record = StepRecord(
@@ -196,27 +203,27 @@ class DistillModule(L.LightningModule):
             target_block=block,
             teacher_blocks_run=targets.depth,
             first_batch_teacher_blocks=first_batch_blocks,
-            metric=metric,
-            loss=float(out.loss.detach()),
-            parts={k: float(v) for k, v in out.parts.items()},
+            metric=values.metric,
+            loss=values.loss,
+            parts=values.parts,
             lr=lr,
             level_up=moved,
             method_values=method.log_row(),
             batch_size=images.shape[0],
-            micro_batches=len(self.micro_batches),
+            micro_batches=micro_batches,
+            flags=values.flags,
         )
-        self.micro_batches.clear()
-        shown = {"loss": self.record.loss, "block": float(method.target_block)}
-        if metric is not None:
-            shown["metric"] = metric
-        self.log_dict(shown, prog_bar=True, logger=False, on_step=True, batch_size=images.shape[0])
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip here, inside the optimizer step: Lightning's mixed-precision plugin calls this
+        hook after it unscaled fp16 gradients (clipping before `step()` would clip the scaled ones)."""
+        if self.cfg.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
 
     def _optimizer_step(self) -> float:
-        """Clip the accumulated gradients, step the optimizer and the schedule, clear the
-        gradients; returns the LR used."""
+        """Step the optimizer (clipping in `on_before_optimizer_step`) and the schedule, clear
+        the gradients; returns the LR used."""
         opt = self._optimizer()
-        if self.cfg.grad_clip:
-            self.clip_gradients(opt.optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
         lr = float(opt.param_groups[0]["lr"])
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -245,14 +252,11 @@ class DistillModule(L.LightningModule):
 
     # ----- checkpoint state --------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.clock.settle()
         self.seconds["wall"] = self.wall_seconds()
         assert self.scheduler is not None
-        checkpoint["leapkd"] = {
-            "scheduler": self.scheduler.state_dict(),
-            "seconds": dict(self.seconds),
-            "rng": _get_rng_state(),
-            "position": {"epoch": self.current_epoch, "batches_done": self.batches_done_in_epoch},
-        }
+        position = {"epoch": self.current_epoch, "batches_done": self.batches_done_in_epoch}
+        checkpoint["leapkd"] = run_state(self.scheduler, self.seconds, position, self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.restored = checkpoint["leapkd"]
@@ -265,6 +269,17 @@ def student_forward(student: Backbone, method: Method, images: Tensor) -> Studen
     raw = student.forward_levels(images, [*taps, last], norm=False)
     projection = student.patch_projection(images) if method.needs_patch_projection else None
     return StudentOutput(student.normalize(last, raw[last]), projection, {b: raw[b] for b in taps})
+
+
+def _first_batch(module: DistillModule, images: Tensor) -> int:
+    """A fresh run's first batch: the method's one-off pass (LEAP's calibration), timed as
+    teacher work; returns the teacher blocks it ran."""
+    method, clock = module.method, module.clock
+    start = clock.mark()
+    with torch.no_grad():
+        blocks = method.on_first_batch(module.teacher, student_forward(module.student, method, images), images)
+    clock.add("teacher", start, clock.mark())
+    return blocks
 
 
 def _merge_skipped_images(module: DistillModule) -> None:
@@ -285,28 +300,3 @@ def untrained_parameters(module: DistillModule, images: Tensor, labels: Tensor) 
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     return [n for (n, _), g in zip(named, grads) if g is None]
-
-
-def _now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def _get_rng_state() -> dict[str, Any]:
-    """Global RNG states in types a `weights_only` load accepts."""
-    state = np.random.get_state(legacy=True)  # the default; numpy's stub types a bare call as a dict
-    assert isinstance(state, tuple)  # the global generator is MT19937, whose legacy state is a tuple
-    kind, keys, pos, has_gauss, gauss = state
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(state["python"])

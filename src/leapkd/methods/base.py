@@ -125,8 +125,11 @@ class Method(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def progress(self, out: LossOutput, targets: Targets) -> float | None:
-        """The progress metric of this step (averaged over ranks), or None."""
+    def progress(self, out: LossOutput, targets: Targets) -> Tensor | None:
+        """The progress metric of this step on this rank (a 0-d tensor on the device), or None.
+
+        Left on the device: the engine averages it over the ranks and brings it to the host
+        together with the step's other figures, in one transfer; `after_step` gets the float."""
         return None
 
     # ----- curriculum hooks ---------------------------------------------------------

@@ -284,8 +284,8 @@ class FeatureDistillation(Method):
 
     # ----- progress metric -------------------------------------------------------------
     @torch.no_grad()
-    def progress(self, out: LossOutput, targets: Targets) -> float | None:
-        """The metric between the aligned student tokens and the target, averaged over ranks.
+    def progress(self, out: LossOutput, targets: Targets) -> Tensor | None:
+        """The metric between the aligned student tokens and the target on this rank.
 
         float32, no autocast, no gradients; on `metric_images` random images of the batch
         when set (drawn from the method's own seeded generator, so every rank and a resumed
@@ -296,9 +296,9 @@ class FeatureDistillation(Method):
             return None
         if self.metric_images is not None and self.metric_images < projected.shape[0]:
             idx = torch.randperm(projected.shape[0], generator=self._metric_gen)[: self.metric_images]
-            idx = idx.to(projected.device)
+            idx = idx.to(projected.device, non_blocking=True)
             projected, target = projected[idx], target[idx]
-        return float(self.reduce(self.metric_fn(projected.detach(), target.detach())))
+        return self.metric_fn(projected.detach(), target.detach())
 
     # ----- state saved inside the module's state_dict (hence in every checkpoint) -----
     def get_extra_state(self) -> dict[str, Any]:

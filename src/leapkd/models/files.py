@@ -19,7 +19,7 @@ def save_student_file(backbone: Backbone, path: str | Path, **metadata: Any) -> 
     """Write the backbone's weights (the wrapped model's keys, timm's for timm models) with
     the "leapkd" metadata `load_student_file` rebuilds it from; extra `metadata` values are
     stored as given when they are text, else as JSON."""
-    state = {k: v.detach().contiguous().clone() for k, v in backbone.model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in backbone.model.state_dict().items()}
     meta = {
         "leapkd": json.dumps(backbone.describe()),
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
@@ -61,7 +61,7 @@ def head_file_of(student_file: str | Path) -> Path:
 
 def save_head_file(head: nn.Module, path: str | Path, classes: list[str]) -> Path:
     """A student's linear classification head (on its pooled last-level features), with its class names."""
-    state = {k: v.detach().float().contiguous().clone() for k, v in head.state_dict().items()}
+    state = {k: v.detach().float().cpu().contiguous().clone() for k, v in head.state_dict().items()}
     save_file(state, str(path), metadata={"classes": json.dumps(classes), "pooling": "cls"})
     return Path(path)
 

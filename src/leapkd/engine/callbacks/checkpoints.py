@@ -40,11 +40,18 @@ class CheckpointPolicy(Checkpoint):
         self.best, self.evaluation = best, evaluation
         self._last_saved = time.monotonic()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, DistillModule)
+        if self.every_minutes is not None:  # rank 0's clock decides; the flag reaches every rank with the step
+            pl_module.step_flags["checkpoint_due"] = lambda: trainer.is_global_zero and self._minutes_passed()
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         assert isinstance(pl_module, DistillModule)
-        if pl_module.record is None:  # only after an optimizer step
+        record = pl_module.record
+        if record is None:  # only after an optimizer step
             return
-        if self.stop.stopped or trainer.should_stop or self._due(trainer):
+        due = (self.every and trainer.global_step % self.every == 0) or record.flags.get("checkpoint_due", False)
+        if self.stop.stopped or trainer.should_stop or due:
             self._save(trainer, self.last)
         if self.evaluation is not None and self.evaluation.improved and self.best is not None:
             trainer.save_checkpoint(self.best)
@@ -53,13 +60,9 @@ class CheckpointPolicy(Checkpoint):
         if not self.stop.stopped:
             self._save(trainer, self.last)
 
-    def _due(self, trainer: L.Trainer) -> bool:
-        if self.every and trainer.global_step % self.every == 0:
-            return True
-        if self.every_minutes is None:
-            return False
-        elapsed = time.monotonic() - self._last_saved >= 60 * self.every_minutes
-        return bool(trainer.strategy.broadcast(elapsed, src=0))  # every rank saves together (rank 0's clock)
+    def _minutes_passed(self) -> bool:
+        assert self.every_minutes is not None
+        return time.monotonic() - self._last_saved >= 60 * self.every_minutes
 
     def _save(self, trainer: L.Trainer, path: Path) -> None:
         trainer.save_checkpoint(path)
@@ -67,7 +70,9 @@ class CheckpointPolicy(Checkpoint):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file, fsync, keep the previous checkpoint as `*.prev`, rename."""
+    """Write to a temporary file, fsync, keep the previous checkpoint as `*.prev`, rename.
+    (Reading is Lightning's: every storage stays on the CPU, then each rank moves the
+    restored states to its own device.)"""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)

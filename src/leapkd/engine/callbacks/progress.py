@@ -8,23 +8,27 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from leapkd.engine.callbacks.evaluation import EvaluateDuringTraining
+from leapkd.engine.module import DistillModule
 
 
 class CurriculumProgressBar(TQDMProgressBar):
+    """Shows the last optimizer step's record (host values already: the bar adds no transfer
+    from the device), not Lightning's logged metrics."""
+
     def __init__(self, num_blocks: int, evaluation: EvaluateDuringTraining | None = None) -> None:
         super().__init__()
         self.num_blocks, self.evaluation = num_blocks, evaluation
+        self._shown: dict[str, Any] = {}
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        block = items.get("block")
-        if isinstance(block, int | float | str):  # logged metrics are floats (the type also allows dicts)
-            items["block"] = f"{int(float(block))}/{self.num_blocks}"
-        for key in ("loss", "metric"):
-            value = items.get(key)
-            if isinstance(value, int | float | str):
-                items[key] = f"{float(value):.4f}"
+        record = pl_module.record if isinstance(pl_module, DistillModule) else None
+        if isinstance(pl_module, DistillModule) and record is not None:  # kept through micro-batches and skipped steps
+            self._shown = {"loss": f"{record.loss:.4f}", "block": f"{pl_module.method.target_block}/{self.num_blocks}"}
+            if record.metric is not None:
+                self._shown["metric"] = f"{record.metric:.4f}"
+        items |= self._shown
         if self.evaluation is not None and self.evaluation.latest is not None:
             items[self.evaluation.metric] = f"{self.evaluation.latest[self.evaluation.metric]:.3f}"
         return items

@@ -15,9 +15,9 @@ class StopOnSignal(Callback):
     """Installed when training starts, over Lightning's own SIGTERM handler (which would
     broadcast from inside the handler and hang when the signal reaches one rank only).
 
-    A signal only sets `requested` on the process that received it; every step boundary
-    combines the requests of all ranks (any-reduce), so all ranks stop after the same step
-    (`stopped`). A second Ctrl-C interrupts at once.
+    A signal only sets `requested` on the process that received it; the step's flag `stop`
+    combines the requests of all ranks (in the step's one collective), so all ranks stop
+    after the same step (`stopped`). A second Ctrl-C interrupts at once.
     """
 
     def __init__(self) -> None:
@@ -36,6 +36,8 @@ class StopOnSignal(Callback):
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, DistillModule)
+        pl_module.step_flags["stop"] = lambda: self.requested
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 old = signal.signal(sig, self._handle)
@@ -47,7 +49,7 @@ class StopOnSignal(Callback):
         assert isinstance(pl_module, DistillModule)
         if pl_module.record is None:  # mid-accumulation or a skipped batch: stop at a step
             return
-        self.stopped = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+        self.stopped = pl_module.record.flags["stop"]
         if self.stopped:
             trainer.should_stop = True
 

@@ -14,12 +14,12 @@ from leapkd.engine.module import DistillModule
 from leapkd.hardware import autocast_dtype
 from leapkd.models import Backbone
 
-TeacherHeadFitter = Callable[[Backbone, torch.dtype | None], nn.Linear]
+TeacherHeadFitter = Callable[[Backbone, torch.dtype | None, int], nn.Linear]  # teacher, autocast dtype, workers
 
 
 class TeacherHead(Callback):
-    """Rank 0 fits the head with `fit` (training device, the run's precision); the other ranks
-    wait and receive it. A resumed run has it from its checkpoint and fits nothing."""
+    """Rank 0 fits the head with `fit` (training device, the run's precision, the run's data
+    workers); the other ranks wait and receive it. A resumed run has it from its checkpoint and fits nothing."""
 
     def __init__(self, fit: TeacherHeadFitter) -> None:
         self.fit = fit
@@ -32,7 +32,7 @@ class TeacherHead(Callback):
         start = time.perf_counter()
         state: dict[str, Tensor] | None = None
         if trainer.is_global_zero:
-            head = self.fit(pl_module.teacher, autocast_dtype(pl_module.precision))
+            head = self.fit(pl_module.teacher, autocast_dtype(pl_module.precision), pl_module.num_workers)
             state = {k: v.cpu() for k, v in head.state_dict().items()}
             pl_module.notes.append("teacher head fitted on this rank")
         state = trainer.strategy.broadcast(state, src=0)
