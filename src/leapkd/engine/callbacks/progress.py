@@ -23,8 +23,9 @@ class CurriculumProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        record = pl_module.record if isinstance(pl_module, DistillModule) else None
-        if isinstance(pl_module, DistillModule) and record is not None:  # kept through micro-batches and skipped steps
+        assert isinstance(pl_module, DistillModule)
+        record = pl_module.record
+        if record is not None:  # else the last step's values stay (mid-accumulation, a skipped step)
             self._shown = {"loss": f"{record.loss:.4f}", "block": f"{pl_module.method.target_block}/{self.num_blocks}"}
             if record.metric is not None:
                 self._shown["metric"] = f"{record.metric:.4f}"
