@@ -43,7 +43,7 @@ from leapkd.data import build_dataset
 from leapkd.engine.module import student_forward
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.methods import build_method, load_config
-from leapkd.models import PRESETS, Backbone, freeze, load_backbone
+from leapkd.models import PRESETS, Backbone, check_image_size, freeze, load_backbone
 
 __all__ = [
     "GPUS",
@@ -198,12 +198,7 @@ def _models(request: PlanRequest) -> tuple[Backbone, Backbone]:
         teacher.to(torch.bfloat16)
     patch = teacher.patch_size if request.student in PRESETS else None
     student = load_backbone(request.student, request.image_size, patch_size=patch)
-    for role, model in (("teacher", teacher), ("student", student)):
-        p = model.patch_size
-        if p is not None and request.image_size % p:
-            lower = request.image_size // p * p
-            raise LeapkdError(f"image size {request.image_size} is not a multiple of the {role}'s patch size {p}",
-                              f"use --image-size {lower or p} or {lower + p}")  # fmt: skip
+    check_image_size(request.image_size, teacher=teacher, student=student)
     return teacher, student
 
 

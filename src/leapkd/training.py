@@ -38,6 +38,7 @@ from leapkd.methods import Method, build_method, load_config
 from leapkd.models import (
     PRESETS,
     Backbone,
+    check_image_size,
     check_teacher_has_weights,
     freeze,
     head_file_of,
@@ -202,15 +203,7 @@ def _models(cfg: DistillConfig, compute_dtype: torch.dtype | None) -> tuple[Back
     student = load_backbone(
         cfg.student, cfg.image_size, cfg.student_weights, patch_size=patch, model_kwargs=cfg.student_kwargs
     )
-    for role, model in (("teacher", teacher), ("student", student)):
-        p = model.patch_size
-        if p is not None and cfg.image_size % p:
-            lower = cfg.image_size // p * p
-            raise LeapkdError(
-                f"image size {cfg.image_size} is not a multiple of the {role}'s patch size {p} "
-                "(the last pixels would be dropped silently)",
-                f"use --image_size {lower or p} or {lower + p}",
-            )
+    check_image_size(cfg.image_size, teacher=teacher, student=student)
     if compute_dtype is not None:
         teacher.to(compute_dtype)
     if cfg.compile:  # level by level, so early exit keeps its compiled levels

@@ -138,6 +138,20 @@ def check_teacher_has_weights(source: str, weights: str | None, pretrained: bool
     )
 
 
+def check_image_size(image_size: int, **models: Backbone) -> None:
+    """A LeapkdError when `image_size` is not a multiple of a model's patch size (its last
+    pixels would be dropped silently); `models` by role, e.g. teacher=..., student=...."""
+    for role, model in models.items():
+        p = model.patch_size
+        if p is not None and image_size % p:
+            lower = image_size // p * p
+            raise LeapkdError(
+                f"image size {image_size} is not a multiple of the {role}'s patch size {p} "
+                "(the last pixels would be dropped silently)",
+                f"use --image-size {lower or p} or {lower + p}",
+            )
+
+
 def _create_timm(name: str, image_size: int, patch_size: int | None, kwargs: dict[str, Any]) -> nn.Module:
     """A timm model without its classifier (unless `num_classes` is in `kwargs`), at `image_size`
     where the family takes one."""
