@@ -26,6 +26,14 @@ TINY = {
         student_kwargs={"embed_dim": 32, "num_heads": 2, "depth": 3},
         size=28,
     ),
+    "leap-paper-in1k": dict(
+        teacher_kwargs={"embed_dim": 48, "num_heads": 2, "depth": 4},
+        student_kwargs={"embed_dim": 32, "num_heads": 2, "depth": 3},
+        size=28,
+    ),
+    "spectralkd-deit-small": dict(
+        teacher_kwargs={"embed_dim": 48, "num_heads": 2}, student_kwargs={"embed_dim": 48, "num_heads": 2}, size=32
+    ),
     "demo": dict(size=56),
     "demo-cnn": dict(size=56),
 }
@@ -77,8 +85,21 @@ def test_every_recipe_runs_three_steps(name, tmp_path):
     if name == "leap-paper":  # LARS at the sqrt-scaled LR, its groups as the reference's
         import torch
 
-        assert r.summary["peak_lr"] == pytest.approx(9.0 * (4 / 1536) ** 0.5)
+        assert r.summary["peak_lr"] == pytest.approx(6.0 * (4 / 1536) ** 0.5)
         groups = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)["optimizer_states"][0]
         assert [g["trust_coeff"] for g in groups["param_groups"]] == [0.001, 0.001]
         assert [g["always_adapt"] for g in groups["param_groups"]] == [True, False]
         assert [g["weight_decay"] for g in groups["param_groups"]] == [1e-6, 0.0]
+
+
+def test_the_papers_baseline_reuses_the_papers_recipe():
+    """`--recipe leap-paper --method fixed`: the fixed target under the paper's training, the
+    curriculum's keys dropped with a warning naming them."""
+    with pytest.warns(UserWarning, match="dropped threshold, alpha, max_epochs_per_block"):
+        cfg = load_config(None, {"recipe": "leap-paper", "method": "fixed"})
+    assert (cfg.method, cfg.lr, cfg.cls_weight, cfg.optimizer, cfg.epochs) == ("fixed", 6.0, 0.05, "lars", 100)
+
+
+def test_restarts_need_the_per_step_schedule():
+    with pytest.raises(LeapkdError, match="lr_reset"):
+        load_config(None, {"method": "leap", "lr_reset": "peak", "lr_interval": "epoch"})

@@ -72,3 +72,52 @@ def test_a_level_up_during_warmup_restarts_nothing(mode):
     assert warmup == pytest.approx([2.0 * (t + 1) / 20 for t in range(20)])  # the straight ramp
     assert all(a < b for a, b in zip(warmup, warmup[1:]))
     assert taken == [20, 21, 22, 23, 24, 25]  # restarts take effect once the warm-up is over
+
+
+def _timm_lr_per_epoch(epochs: int, peak: float, warmup: int, warmup_lr: float, min_lr: float) -> list[float]:
+    """The LR each epoch runs at under timm's CosineLRScheduler stepped after each epoch with
+    that epoch's index, as DeiT's (and SpectralKD's) training loop does."""
+    from timm.scheduler import CosineLRScheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    ref = CosineLRScheduler(opt, t_initial=epochs, lr_min=min_lr, warmup_lr_init=warmup_lr, warmup_t=warmup,
+                            cycle_limit=1, t_in_epochs=True, warmup_prefix=False)  # fmt: skip
+    out = []
+    for epoch in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        ref.step(epoch)
+    return out
+
+
+def test_the_epoch_schedule_is_timms_cosine_stepped_after_each_epoch():
+    epochs, per_epoch, peak = 14, 3, 5e-4
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    sched = WarmupCosine(opt, epochs * per_epoch, 5, 1e-5 / peak, 1e-6 / peak, steps_per_epoch=per_epoch)
+    seq = lrs(opt, sched, epochs * per_epoch)
+    by_epoch = [seq[e * per_epoch : (e + 1) * per_epoch] for e in range(epochs)]
+    assert all(len(set(lr)) == 1 for lr in by_epoch)  # constant within an epoch
+    expected = _timm_lr_per_epoch(epochs, peak, 5, 1e-6, 1e-5)
+    assert [lr[0] for lr in by_epoch] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert expected[0] == expected[1] == pytest.approx(1e-6)  # the reference's lag: epochs 0 and 1 at warmup_lr
+    with pytest.raises(ValueError, match="per-step"):
+        sched.restart("peak", sched.last_epoch)
+
+
+def test_an_absolute_warmup_start_ramps_as_timm():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = WarmupCosine(opt, total_steps=100, warmup_steps=10, min_lr_ratio=0.0, warmup_start=0.1)
+    seq = lrs(opt, sched, 11)
+    assert seq[0] == pytest.approx(0.2) and seq[5] == pytest.approx(2.0 * (0.1 + 5 * 0.9 / 10))
+    assert seq[10] == pytest.approx(2.0)
+
+
+def test_a_run_with_the_spectralkd_schedule_logs_timms_lr_every_step(tiny):
+    from leapkd.rundir import read_metrics
+    from leapkd.training import distill
+
+    cfg = dict(tiny, epochs=6, warmup_epochs=2, lr=1e-3, warmup_lr=1e-6, min_lr=1e-5, lr_interval="epoch")
+    r = distill(**cfg)
+    rows = read_metrics(r.run_dir / "metrics.csv")
+    per_epoch = r.summary["steps"] // 6
+    expected = _timm_lr_per_epoch(6, 1e-3, 2, 1e-6, 1e-5)
+    assert [row["lr"] for row in rows] == pytest.approx([expected[s // per_epoch] for s in range(len(rows))], rel=1e-5)

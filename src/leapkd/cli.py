@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from leapkd.errors import LeapkdError
 
@@ -500,6 +502,7 @@ def _method_asked(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _warning_line
     try:
         parser = build_parser(_method_asked(argv) if "distill" in argv and {"-h", "--help"} & set(argv) else None)
     except LeapkdError as err:  # an unknown --method with --help
@@ -519,6 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    """A warning as the terminal shows it: one `warning:` line, no source location."""
+    return f"warning: {message}\n"
 
 
 def _report(err: LeapkdError) -> int:

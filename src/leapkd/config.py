@@ -174,6 +174,17 @@ class DistillConfig(DataKeys):
         None, ge=0, description="linear warm-up in epochs (of optimizer steps); when set, replaces warmup_steps"
     )
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of the peak")
+    min_lr: float | None = Field(
+        None, ge=0, description="cosine floor as an absolute LR (timm's min_lr); when set, replaces min_lr_ratio"
+    )
+    warmup_lr: float | None = Field(
+        None, ge=0, description="absolute LR the warm-up starts from (timm's warmup_lr); None: from 0"
+    )
+    lr_interval: Literal["step", "epoch"] = Field(
+        "step",
+        description="the schedule moves every optimizer step, or once per epoch as timm's scheduler in DeiT's loop "
+        "(epoch e at t = e - 1; warm-up in whole epochs; the cosine spans all epochs)",
+    )
     grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
     ema_decay: float | None = Field(
         None,

@@ -2,8 +2,8 @@
 
 `leapkd distill --recipe NAME` starts from the recipe's keys; any key given in a YAML file
 or on the command line still wins. The run's `config.yaml` holds the expanded result.
-Values are the reference implementations' (../shared/SPEC.md section 5); where leapkd has
-no such knob yet, the recipe's `notes` say so instead of pretending.
+Values are the reference implementations' (docs/fidelity.md cites the file and line of each);
+where leapkd differs on purpose, the recipe's `notes` say so instead of pretending.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class Recipe:
     notes: tuple[str, ...] = field(default_factory=tuple)  # what the reference does that leapkd does not yet
 
 
-# SpectralKD (SPEC 5.2): CE (label smoothing) + logit KD (alpha 0.9, T 1) + FFT on layer pairs.
+# SpectralKD (thy960112/SpectralKD main.py, a DeiT fork, and its README's commands):
+# CE (label smoothing) + logit KD (alpha 0.9, T 1) + FFT on layer pairs.
 _SPECTRALKD_COMMON: dict[str, Any] = {
     "method": "spectralkd",
     "ce_weight": 0.1,  # (1 - alpha)
@@ -34,7 +35,9 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     "lr_reference_batch": 512,
     "weight_decay": 0.05,
     "grad_clip": None,
-    "min_lr_ratio": 0.02,  # cosine floor 1e-5 of 5e-4
+    "lr_interval": "epoch",  # timm's scheduler, stepped after each epoch
+    "min_lr": 1e-5,
+    "warmup_lr": 1e-6,
     "warmup_epochs": 5,
     "ema_decay": 0.99996,
     "eval_every": "1 epoch",  # the paper scores the student every epoch and keeps the best by its top-1
@@ -46,7 +49,8 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     "aug_erasing": 0.25,
     "repeated_augmentation": 3,
     "image_size": 224,
-    "batch_size": 64,
+    "batch_size": 256,  # README: --batch-size 256 per process, 2 processes (global 512)
+    "student_kwargs": {"drop_path_rate": 0.0},  # README: --drop-path 0 (timm's Swin default is 0.1)
     "subset_per_class": "all",
 }
 _DEMO = {
@@ -62,22 +66,39 @@ _SPECTRALKD_NOTES = (
     "the paper's teacher logits come from the teacher's own ImageNet classifier: build the teacher with it "
     "(--teacher_kwargs '{num_classes: 1000}' with weights that hold the head) and train on those classes; "
     "otherwise leapkd fits a linear head on the teacher's frozen features",
-    "warm-up starts from 0 (the paper: from 1e-6); the random resized crop is bilinear (the paper: bicubic); "
+    "the random resized crop is bilinear (the paper: bicubic); "
     "RandAugment magnitudes stop at 9.99 (Pillow refuses timm's posterize at 10)",
+    "the reference's batch is 256 per device on 2 devices: on one device give --batch_size 512 "
+    "(or 256 with --accumulate_grad_batches 2) for its global batch; the LR follows the global batch",
 )
 
-# LEAP (SPEC 5.1): the reference's training around the curriculum, LightlyTrain's DistillationV2.
+
+def _spectralkd_deit(student: str, epochs: int) -> dict[str, Any]:
+    """A DeiT student of the CaiT-S24 teacher: blocks 1, 2, 7..12 paired with 1, 2, 19..24, w_fft 0.2."""
+    return {
+        **_SPECTRALKD_COMMON,
+        "teacher": "cait_s24_224",
+        "student": student,
+        "student_layers": [1, 2, 7, 8, 9, 10, 11, 12],
+        "teacher_layers": [1, 2, 19, 20, 21, 22, 23, 24],
+        "spectral_weight": 0.2,
+        "epochs": epochs,
+    }
+
+
+# LEAP: the reference's training around the curriculum (KevinZ0217/LEAP train_distill.py on
+# LightlyTrain 0.14.1's DistillationV2) with the values of the README's training commands.
 _LEAP_PAPER: dict[str, Any] = {
     "method": "leap",
     "teacher": "vit_giant_patch14_reg4_dinov2",
     "teacher_pretrained": True,  # timm's DINOv2 weights (downloads); or give --teacher_weights
     "student": "vit_small_patch14_dinov2",  # DINOv2's ViT-S/14, LayerScale init 1e-5
     "image_size": 224,
-    "epochs": 100,
-    "batch_size": 128,  # per device; the LR follows the global batch (sqrt scaling from 1536)
+    "epochs": 100,  # README: EPOCHS=100
+    "batch_size": 256,  # README: BATCH_SIZE=256, global (per device here: one device = the paper's batch)
     "optimizer": "lars",
-    "lr": 9.0,
-    "lr_scale": "sqrt",
+    "lr": 6.0,  # README: LR=6 (the script's CLI default 9.0 is not what the paper ran)
+    "lr_scale": "sqrt",  # LightlyTrain: lr x sqrt(global batch / 1536)
     "lr_reference_batch": 1536,
     "momentum": 0.9,
     "weight_decay": 1e-6,
@@ -98,11 +119,23 @@ _LEAP_PAPER: dict[str, Any] = {
     ),  # the reference's (0, 0.1): torchvision needs sigma > 0; both are a near-delta kernel
     "projector": "linear",
     "projector_init": "trunc_normal",
-    "threshold": 0.85,
-    "alpha": 1.0,
-    "max_epochs_per_block": 5,
+    "cls_weight": 0.05,  # README: CLS_LOSS=1 CLS_LOSS_WEIGHT=0.05, in every run
+    "threshold": 0.85,  # README: CKA_THRESHOLD=0.85 (mini-ImageNet / ImageNet-100)
+    "alpha": 1.0,  # README: EMA_ALPHA=1
+    "max_epochs_per_block": 5,  # README: MAX_EPOCHS_BLOCK=5
     "subset_per_class": "all",
 }
+_LEAP_PAPER_NOTES = (
+    "values from the README's commands: ImageNet-100 / mini-ImageNet lines 115-125 (threshold 0.85), "
+    "ImageNet-1k lines 60-74 (threshold 0.8: recipe leap-paper-in1k); LR=6, BATCH_SIZE=256, EPOCHS=100, "
+    "CLS_LOSS_WEIGHT=0.05, EMA_ALPHA=1, MAX_EPOCHS_BLOCK=5 in both",
+    "the batch of 256 is global in the reference: on several devices set --batch_size to 256 / devices "
+    "(the LR follows the global batch)",
+    "the paper's fixed-target baseline is this recipe with --method fixed (the curriculum keys are dropped)",
+    "give your data with --data; warm-up is min(10, epochs / 10) epochs in the reference: "
+    "set --warmup_epochs with another --epochs",
+    "the reference trains in fp16-mixed with TF32; precision auto picks bf16-mixed on GPUs that have it",
+)
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -119,33 +152,32 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "leap-paper",
-            "LEAP as the reference trains it: DINOv2 ViT-g/14 reg4 -> ViT-S/14, LARS, mixup, DistillationV2 "
-            "augmentation, 100 epochs (SPEC 5.1)",
+            "LEAP as the paper ran it on ImageNet-100 / mini-ImageNet: DINOv2 ViT-g/14 reg4 -> ViT-S/14, LARS at "
+            "LR 6, CLS loss 0.05, threshold 0.85, 5 epochs per block, mixup, 100 epochs",
             _LEAP_PAPER,
-            (
-                "the reference trains on ImageNet-100: give your data with --data",
-                "warm-up is min(10, epochs / 10) epochs in the reference; the recipe sets 10 (for its 100 epochs): "
-                "set --warmup_epochs with another --epochs",
-                "the reference trains in fp16-mixed with TF32; precision auto picks bf16-mixed on GPUs that have it",
-            ),
+            _LEAP_PAPER_NOTES,
+        ),
+        Recipe(
+            "leap-paper-in1k",
+            "LEAP as the paper ran it on ImageNet-1k: leap-paper with threshold 0.8",
+            {**_LEAP_PAPER, "threshold": 0.8},  # README: CKA_THRESHOLD=0.8 (ImageNet-1k)
+            _LEAP_PAPER_NOTES,
         ),
         Recipe(
             "spectralkd-deit",
-            "SpectralKD: CaiT-S24 teacher -> DeiT-Tiny, pairs = first 2 + last 6 blocks, w_fft 0.2 (SPEC 5.2)",
-            {
-                **_SPECTRALKD_COMMON,
-                "teacher": "cait_s24_224",
-                "student": "deit_tiny_patch16_224",
-                "student_layers": [1, 2, 7, 8, 9, 10, 11, 12],
-                "teacher_layers": [1, 2, 19, 20, 21, 22, 23, 24],
-                "spectral_weight": 0.2,
-                "epochs": 400,
-            },
+            "SpectralKD: CaiT-S24 teacher -> DeiT-Tiny, pairs = first 2 + last 6 blocks, w_fft 0.2, 400 epochs",
+            _spectralkd_deit("deit_tiny_patch16_224", 400),
+            _SPECTRALKD_NOTES,
+        ),
+        Recipe(
+            "spectralkd-deit-small",
+            "SpectralKD: CaiT-S24 teacher -> DeiT-Small, pairs = first 2 + last 6 blocks, w_fft 0.2, 500 epochs",
+            _spectralkd_deit("deit_small_patch16_224", 500),
             _SPECTRALKD_NOTES,
         ),
         Recipe(
             "spectralkd-swin",
-            "SpectralKD: Swin-S teacher -> Swin-T, pairs = the 4 stage outputs, w_fft 0.05 (SPEC 5.2)",
+            "SpectralKD: Swin-S teacher -> Swin-T, pairs = the 4 stage outputs, w_fft 0.05, 500 epochs",
             {
                 **_SPECTRALKD_COMMON,
                 "teacher": "swin_small_patch4_window7_224",

@@ -1,9 +1,16 @@
 """Learning-rate schedule: linear warm-up + cosine, with optional restarts at level-up.
 
 The multiplier at step t (applied to each group's peak LR) is
-- warm-up, first segment only: (t + 1) / warmup_steps;
+- warm-up, first segment only: (t + 1) / warmup_steps, or from `warmup_start` (a fraction
+  of the peak): ``s + t * (1 - s) / warmup_steps`` (timm's form);
 - then a cosine from the segment's peak `p` down to `min_lr_ratio` at `total_steps`:
   ``m + (p - m) * (1 + cos(pi * progress)) / 2``.
+
+With `steps_per_epoch` the schedule moves once per epoch, as timm's `CosineLRScheduler`
+stepped after each epoch with that epoch's index (DeiT's and SpectralKD's loop): epoch e
+runs at the schedule's value for t = max(0, e - 1) epochs, the warm-up from `warmup_start`
+over `warmup_steps` epochs, and the cosine spans all epochs from t = 0 (timm's
+`warmup_prefix=False`). Restarts need the per-step schedule.
 
 `restart(mode)` begins a new segment at the current step: its peak is 1 (`"peak"`: the
 full peak LR again) or the global schedule's value at this step (`"envelope"`). During
@@ -30,12 +37,17 @@ class WarmupCosine(LRScheduler):
         total_steps: int,
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.0,
+        warmup_start: float | None = None,
+        steps_per_epoch: int | None = None,
     ) -> None:
         if total_steps < 1:
             raise ValueError("total_steps must be >= 1")
         self.total_steps = total_steps
-        self.warmup_steps = min(warmup_steps, total_steps - 1)
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = -(-total_steps // steps_per_epoch) if steps_per_epoch else None
+        self.warmup_steps = min(warmup_steps, (self.epochs or total_steps) - 1)
         self.min_lr_ratio = min_lr_ratio
+        self.warmup_start = warmup_start
         self.segment_start: int | None = None  # None: still on the global schedule
         self.segment_peak = 1.0
         super().__init__(optimizer)
@@ -46,10 +58,21 @@ class WarmupCosine(LRScheduler):
         m = self.min_lr_ratio
         return m + (peak - m) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
+    def _warmup(self, t: int) -> float:
+        if self.warmup_start is None:
+            return (t + 1) / self.warmup_steps
+        return self.warmup_start + t * (1.0 - self.warmup_start) / self.warmup_steps
+
     def envelope(self, step: int) -> float:
         """The multiplier of the schedule without restarts."""
+        if self.steps_per_epoch is not None and self.epochs is not None:
+            t = max(0, step // self.steps_per_epoch - 1)
+            if t < self.warmup_steps:
+                return self._warmup(t)
+            m = self.min_lr_ratio
+            return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t / self.epochs)))
         if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
+            return self._warmup(step)
         return self._cosine(step, self.warmup_steps, 1.0)
 
     def factor(self, step: int) -> float:
@@ -61,6 +84,8 @@ class WarmupCosine(LRScheduler):
     def restart(self, mode: Literal["peak", "envelope"], step: int) -> bool:
         """Start a new cosine segment at `step` (the next step to be taken); False (and
         nothing changes) while `step` is still inside the warm-up."""
+        if self.steps_per_epoch is not None:
+            raise ValueError("restarts need the per-step schedule")
         if step < self.warmup_steps:
             return False
         self.segment_peak = 1.0 if mode == "peak" else self.envelope(step)

@@ -174,3 +174,40 @@ def test_deit_augmentation_trains(tiny):
                 aug_randaugment="rand-m9-mstd0.5-inc1", aug_erasing=0.25, repeated_augmentation=3, max_steps=3,
                 **tiny)  # fmt: skip
     assert r.summary["steps"] == 3
+
+
+def test_parameter_groups_follow_each_models_own_no_weight_decay():
+    from leapkd.engine.optimizers import decay_split
+    from leapkd.models import load_backbone
+
+    vit = load_backbone("vit_small_patch14_dinov2", 28, model_kwargs={"embed_dim": 32, "num_heads": 2, "depth": 2})
+    swin = load_backbone("swin_tiny_patch4_window7_224", 64, model_kwargs={"embed_dim": 24, "num_heads": [1, 2, 2, 4]})
+    head = nn.Linear(32, 5)
+    for model in (vit, swin):
+        names = {id(p): n for n, p in model.named_parameters()}
+        decay, no_decay = decay_split((model, head))
+        kept = {names.get(id(p), "head") for p in no_decay}
+        assert all(p.ndim >= 2 for p in decay)
+        assert any(p is head.weight for p in decay) and any(p is head.bias for p in no_decay)
+        # timm's list (ViT's tokens and pos_embed, Swin's bias tables), of the parameters this model has
+        own = {f"model.{n}" for n in model.model.no_weight_decay()} & set(names.values())
+        assert own and own <= kept
+    assert any("relative_position_bias_table" in n for n, p in swin.named_parameters() if p.ndim >= 2)
+
+
+def test_lars_neither_decays_nor_trust_scales_the_cls_token():
+    """LightlyTrain puts cls_token and pos_embed in its no-weight-decay group, which lightly's LARS
+    neither decays nor adapts: their update is plain SGD momentum."""
+    from leapkd.models import load_backbone
+
+    vit = load_backbone("vit_small_patch14_dinov2", 28, model_kwargs={"embed_dim": 32, "num_heads": 2, "depth": 1})
+    cfg = load_config(None, {"optimizer": "lars", "weight_decay": 0.1, "lars_trust_coefficient": 0.001})
+    opt = build_optimizer(cfg, (vit,), lr=0.5, fused=False)
+    token, matrix = vit.model.cls_token, vit.model.blocks[0].attn.qkv.weight
+    t0, m0 = token.detach().clone(), matrix.detach().clone()
+    for p in vit.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert torch.allclose(token, t0 - 0.5 * torch.ones_like(t0))  # no trust ratio, no decay
+    trust = 0.001 * m0.norm() / (torch.ones_like(m0).norm() + 0.1 * m0.norm() + 1e-8)
+    assert torch.allclose(matrix, m0 - 0.5 * trust * (1 + 0.1 * m0), atol=1e-7)

@@ -26,9 +26,9 @@ from leapkd.data import LabeledImages, skipped_mask
 from leapkd.data.batch_augment import BatchAugment
 from leapkd.data.sampling import seeded_loader
 from leapkd.data.transforms import Normalize
-from leapkd.engine.accumulation import MicroBatches, global_batch, optimizer_steps, warmup_steps
+from leapkd.engine.accumulation import MicroBatches, global_batch
 from leapkd.engine.non_finite import NonFiniteLosses
-from leapkd.engine.optimizers import build_optimizer, scaled_lr
+from leapkd.engine.optimizers import build_optimizer, build_schedule, scaled_lr
 from leapkd.engine.run_state import restore_run_state, run_state
 from leapkd.engine.step_clock import StepClock
 from leapkd.engine.step_values import no_gradient_sync, step_values
@@ -131,8 +131,7 @@ class DistillModule(L.LightningModule):
     def on_train_start(self) -> None:
         """After Lightning restored the loops and optimizer: the schedule and the run state."""
         opt = self._optimizer().optimizer
-        total = optimizer_steps(self.trainer, self.cfg.accumulate_grad_batches)
-        self.scheduler = WarmupCosine(opt, total, warmup_steps(self.trainer, self.cfg), self.cfg.min_lr_ratio)
+        self.scheduler = build_schedule(self.trainer, self.cfg, opt, self.lr)
         if self.restored is not None:
             restore_run_state(self.restored, self.scheduler, self.seconds, self.device)
             self.started = True

@@ -32,6 +32,8 @@ class LeapArgs(FeatureArgs):
     def _no_logit_kd(self) -> LeapArgs:
         if self.kd_weight > 0:
             raise ValueError("kd_weight needs the teacher's last block every step; use method fixed or spectralkd")
+        if self.lr_reset != "none" and getattr(self, "lr_interval", "step") == "epoch":  # a run's joined config
+            raise ValueError("lr_reset restarts the schedule at a step: it needs lr_interval step")
         return self
 
 

@@ -8,6 +8,7 @@ configuration class for a method joins `DistillConfig` (common keys) with the me
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -55,15 +56,30 @@ def _keys_elsewhere(method: str) -> dict[str, str]:
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> DistillConfig:
     """Read a YAML file (optional), apply overrides, validate strictly for the method named.
 
-    With a `recipe` key, the recipe's keys come first and every key given wins over them.
+    With a `recipe` key, the recipe's keys come first and every key given wins over them; a
+    recipe applied to another method (`--recipe leap-paper --method fixed`) keeps the keys that
+    method has and warns which it dropped.
     """
     values = read_values(path, overrides)
-    if values.get("recipe"):
-        values = {**recipe_values(str(values["recipe"])), **values}
-    method = values.get("method", DistillConfig.model_fields["method"].default)
+    recipe = recipe_values(str(values["recipe"])) if values.get("recipe") else {}
+    method = values.get("method", recipe.get("method", DistillConfig.model_fields["method"].default))
     if not isinstance(method, str):
         raise LeapkdError(f"method must be a name, got {method!r}", f"choose from {', '.join(METHODS.names())}")
+    if recipe:
+        values = {**_recipe_for(str(values["recipe"]), recipe, method), **values}
     return validate(values, config_class(method), _keys_elsewhere(method))
+
+
+def _recipe_for(name: str, recipe: dict[str, Any], method: str) -> dict[str, Any]:
+    """The recipe's keys that `method` has; a warning names the others."""
+    own = config_class(method).model_fields
+    dropped = [key for key in recipe if key not in own]
+    if dropped:
+        warnings.warn(
+            f"recipe {name} with method {method}: dropped {', '.join(dropped)} ({method} has no such keys)",
+            stacklevel=3,
+        )
+    return {key: value for key, value in recipe.items() if key in own}
 
 
 def build_method(cfg: DistillConfig, teacher: Backbone, student: Backbone, num_classes: int | None) -> Method:
