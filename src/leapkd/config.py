@@ -168,7 +168,9 @@ class DistillConfig(DataKeys):
         "none", description="scale lr by the global batch (batch x accumulation x devices) / lr_reference_batch"
     )
     lr_reference_batch: int = Field(256, ge=1, description="the global batch at which lr is the given value")
-    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (not on norms, biases, tokens)")
+    weight_decay: float = Field(
+        0.05, ge=0, description="weight decay (timm's rule: not on norms, biases, nor the model's no_weight_decay())"
+    )
     warmup_steps: int = Field(20, ge=0, description="linear warm-up steps")
     warmup_epochs: float | None = Field(
         None, ge=0, description="linear warm-up in epochs (of optimizer steps); when set, replaces warmup_steps"
@@ -190,8 +192,14 @@ class DistillConfig(DataKeys):
         None,
         ge=0,
         le=1,
-        description="keep an EMA of the student weights with this decay; the EMA student is "
-        "the one saved, exported and evaluated",
+        description="keep an EMA of the student's weights and classification head with this decay; by default "
+        "the EMA student is the one saved, exported and evaluated (see kept_weights)",
+    )
+    kept_weights: Literal["ema", "live"] = Field(
+        "ema",
+        description="with ema_decay: the weights that are the run's student (evaluated, kept as best, snapshotted, "
+        "saved as student.safetensors): ema (the average, head included) or live (the trained weights, as the "
+        "SpectralKD reference evaluates; the average is then saved as student_ema.safetensors)",
     )
     compile: bool = Field(False, description="torch.compile the student and the teacher's levels")
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(

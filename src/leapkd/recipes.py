@@ -40,6 +40,7 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     "warmup_lr": 1e-6,
     "warmup_epochs": 5,
     "ema_decay": 0.99996,
+    "kept_weights": "live",  # the reference evaluates and keeps the best of the live model; the EMA is only saved
     "eval_every": "1 epoch",  # the paper scores the student every epoch and keeps the best by its top-1
     "eval_metric": "student_top1",
     # DeiT's augmentation; timm applies no colour jitter when RandAugment is on, so neither does the recipe

@@ -13,6 +13,7 @@ runs/<name>/
   plots/               curriculum.png, loss.png, evaluation.png (with eval_every)
   student.safetensors  the distilled student at the last step (timm keys of its family)
   student_best.safetensors  the student at the best evaluation (with eval_every)
+  student_ema.safetensors  the EMA of the student, when it is not the run's student (kept_weights live)
 ```
 """
 
@@ -46,6 +47,7 @@ class RunDirectory:
     plots = property(lambda self: self.path / "plots")
     student = property(lambda self: self.path / "student.safetensors")
     student_best = property(lambda self: self.path / "student_best.safetensors")
+    student_ema = property(lambda self: self.path / "student_ema.safetensors")
     trackers = property(lambda self: self.path / "trackers.json")
     snapshots = property(lambda self: self.path / "snapshots")
     data_index = property(lambda self: self.path / "train-images.npz")

@@ -27,7 +27,7 @@ from leapkd.data.transforms import Output
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.engine.accumulation import global_batch
 from leapkd.engine.callbacks import TeacherHeadFitter
-from leapkd.engine.callbacks.ema import kept_student
+from leapkd.engine.callbacks.ema import kept_head, kept_student
 from leapkd.engine.trackers import check_trackers
 from leapkd.errors import LeapkdError
 from leapkd.eval.in_training import StudentScorer
@@ -387,22 +387,26 @@ def _finish(
             "evaluation": _evaluation_summary(cfg, callbacks, module.seconds["wall"]),
         }
     )
-    student = kept_student(module, callbacks.ema)
-    head = method.student_classifier
+    student, head = kept_student(module, callbacks.kept), kept_head(module, callbacks.kept)
+    classes = list(module.train_set.classes)
     if head is not None and scorer is not None:  # the student's own classifier: saved and scored
-        save_head_file(head, head_file_of(run.student), list(module.train_set.classes))
+        save_head_file(head, head_file_of(run.student), classes)
         summary["student_classification"] = {**_head_scores(scorer, student, head, module, callbacks),
                                              **_eval_images(cfg)}  # fmt: skip
     run.write_summary(summary)
     _plots(run, method, module.teacher.num_levels, summary)
     save_student_file(student, run.student)
+    if callbacks.ema is not None and callbacks.kept is None:  # the average, saved beside the live student
+        save_student_file(callbacks.ema.student, run.student_ema)
+        if callbacks.ema.head is not None:
+            save_head_file(callbacks.ema.head, head_file_of(run.student_ema), classes)
     write_report(run.path)
     callbacks.trackers.finish(summary, module.global_step)
     return summary
 
 
 def _ema_student(callbacks: RunCallbacks) -> list[nn.Module]:
-    return [callbacks.ema.student] if callbacks.ema is not None else []
+    return [callbacks.ema.ema.module] if callbacks.ema is not None and callbacks.ema.ema is not None else []
 
 
 @contextmanager

@@ -112,3 +112,46 @@ def test_compile_on_a_tiny_model_trains_like_eager(tiny):
     for a, b in zip(read_metrics(compiled.run_dir / "metrics.csv"), read_metrics(eager.run_dir / "metrics.csv")):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     _assert_same_weights(_student(compiled.run_dir), _student(eager.run_dir), atol=1e-4)
+
+
+def test_the_ema_averages_the_head_and_kept_weights_choose_the_runs_student(tiny):
+    """As timm's ModelEma in the SpectralKD reference: the average covers the classification head;
+    `kept_weights live` keeps the trained weights as the run's student (evaluated, saved) and saves
+    the average beside them; `ema` makes the average the student. The training is the same."""
+    settings = {**tiny, "method": "spectralkd", "ce_weight": 1.0, "ema_decay": 1.0, "epochs": 1,
+                "eval_every": 5, "eval_images_per_class": 2, "snapshot_every": 5}  # fmt: skip
+    ema = distill(name="ema", **settings)
+    live = distill(name="live", kept_weights="live", **settings)
+    training = [[(r["loss"], r["lr"]) for r in read_metrics(run.run_dir / "metrics.csv")] for run in (ema, live)]
+    assert training[0] == training[1]
+    initial = load_file(str(live.run_dir / "snapshots" / "step-000000.safetensors"))
+    # decay 1: the average is the initial student and head; the live weights have moved
+    _assert_same_weights(_student(ema.run_dir), initial, atol=0.0)
+    _assert_same_weights(load_file(str(live.run_dir / "student_ema.safetensors")), initial, atol=0.0)
+    heads = {n: load_file(str(r.run_dir / f"{n}_head.safetensors")) for n, r in
+             (("student", ema), ("student_ema", live))}  # fmt: skip
+    live_head = load_file(str(live.run_dir / "student_head.safetensors"))
+    _assert_same_weights(heads["student"], heads["student_ema"], atol=0.0)
+    assert not torch.equal(heads["student"]["weight"], live_head["weight"])
+    assert not (ema.run_dir / "student_ema.safetensors").exists()
+
+
+def test_a_checkpoint_whose_ema_has_no_head_resumes(tiny, monkeypatch, interrupt_at):
+    """Checkpoints of leapkd before the head was averaged hold `module.<student key>` only: the
+    student's average continues exactly, the head's starts from the restored live head."""
+    settings = {**tiny, "method": "spectralkd", "ce_weight": 1.0, "ema_decay": 0.5}
+    whole = distill(name="whole", **settings)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 7)
+        assert distill(name="part", **settings).summary["status"] == "interrupted"
+    path = whole.run_dir.parent / "part" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, weights_only=False)
+    (key,) = [k for k in ckpt["callbacks"] if "StudentEma" in k]
+    state = ckpt["callbacks"][key]
+    assert any(k.startswith("module.head.") for k in state)
+    ckpt["callbacks"][key] = {
+        "module." + k.removeprefix("module.student."): v for k, v in state.items() if k.startswith("module.student.")
+    }
+    torch.save(ckpt, path)
+    resumed = distill(name="part", resume=True, **settings)
+    _assert_same_weights(_student(resumed.run_dir), _student(whole.run_dir), atol=1e-6)

@@ -37,6 +37,7 @@ class RunCallbacks:
     stop: StopOnSignal
     teacher_head: TeacherHead | None
     ema: StudentEma | None
+    kept: StudentEma | None  # the EMA when it is the run's student (kept_weights ema)
     evaluation: EvaluateDuringTraining | None
     trackers: Trackers
     every: list[Callback]
@@ -57,21 +58,22 @@ def run_callbacks(
     flops, stop = FlopAccounting(), StopOnSignal()
     head = TeacherHead(fit_head) if fit_head is not None else None
     ema = StudentEma(cfg.ema_decay) if cfg.ema_decay is not None else None
-    evaluation = _evaluation(cfg, run, scorer, ema)
+    kept = ema if cfg.kept_weights == "ema" else None
+    evaluation = _evaluation(cfg, run, scorer, kept)
     figures = tuple(scorer.figures) if evaluation is not None and scorer is not None else ()
     columns = metric_columns(method.loss_terms(), method.log_values, figures)
     trackers = Trackers(cfg.logger, run, cfg.model_dump(), cfg.tracker_project, cfg.mlflow_tracking_uri)
     every: list[Callback] = [*([head] if head else []), flops, *([ema] if ema else [])]
     every += [*([evaluation] if evaluation else []), MetricsLog(run.metrics, columns, trackers)]
     if cfg.snapshot_every:
-        every.append(Snapshots(cfg.snapshot_every, run.snapshot, ema))
+        every.append(Snapshots(cfg.snapshot_every, run.snapshot, kept))
     every += [stop, CheckpointPolicy(run.last_checkpoint, cfg.checkpoint_every, stop, cfg.checkpoint_every_minutes,
                                      run.best_checkpoint, evaluation)]  # fmt: skip
     if LockStepCheck.enabled():
         every.append(LockStepCheck(run.path / "ranks"))
     if progress:
         every.append(CurriculumProgressBar(num_levels, evaluation))
-    return RunCallbacks(flops, stop, head, ema, evaluation, trackers, every)
+    return RunCallbacks(flops, stop, head, ema, kept, evaluation, trackers, every)
 
 
 def _evaluation(

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from leapkd.engine.callbacks.ema import StudentEma, kept_student
+from leapkd.engine.callbacks.ema import StudentEma, kept_head, kept_student
 from leapkd.engine.module import DistillModule
 from leapkd.hardware import autocast_dtype
 from leapkd.models import Backbone, head_file_of, save_head_file, save_student_file
@@ -110,7 +110,7 @@ class EvaluateDuringTraining(Callback):
         cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=cuda):  # data loaders draw seeds from the global RNG
-                return self.scorer(student, autocast_dtype(pl_module.precision), pl_module.method.student_classifier)
+                return self.scorer(student, autocast_dtype(pl_module.precision), kept_head(pl_module, self.ema))
         finally:
             student.train(was_training)
 
@@ -141,7 +141,7 @@ class EvaluateDuringTraining(Callback):
         assert isinstance(module, DistillModule)
         student = kept_student(module, self.ema)
         save_student_file(student, self.best_path, step=step, flops=flops, wall_seconds=module.wall_seconds())
-        head = module.method.student_classifier
+        head = kept_head(module, self.ema)
         if head is not None:
             save_head_file(head, head_file_of(self.best_path), list(module.train_set.classes))
 
