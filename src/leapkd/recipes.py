@@ -52,6 +52,9 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     "image_size": 224,
     "batch_size": 256,  # README: --batch-size 256 per process, 2 processes (global 512)
     "student_kwargs": {"drop_path_rate": 0.0},  # README: --drop-path 0 (timm's Swin default is 0.1)
+    # main.py:313: the teacher is built with its classifier, whose logits are the KD targets; kept
+    # only when the weights hold it (teacher_classifier auto then takes it for data of its classes)
+    "teacher_kwargs": {"num_classes": 1000},
     "subset_per_class": "all",
 }
 _DEMO = {
@@ -64,9 +67,9 @@ _DEMO = {
     "batch_size": 32,
 }
 _SPECTRALKD_NOTES = (
-    "the paper's teacher logits come from the teacher's own ImageNet classifier: build the teacher with it "
-    "(--teacher_kwargs '{num_classes: 1000}' with weights that hold the head) and train on those classes; "
-    "otherwise leapkd fits a linear head on the teacher's frozen features",
+    "the paper's teacher logits come from the teacher's own ImageNet classifier: the recipe builds the teacher "
+    "with it, kept when the weights hold it and the data has its 1000 classes; otherwise leapkd fits a linear "
+    "head on the teacher's frozen features",
     "the random resized crop is bilinear (the paper: bicubic); "
     "RandAugment magnitudes stop at 9.99 (Pillow refuses timm's posterize at 10)",
     "the reference's batch is 256 per device on 2 devices: on one device give --batch_size 512 "

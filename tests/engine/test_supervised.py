@@ -91,6 +91,21 @@ def test_the_teachers_own_classifier_gives_the_kd_logits(tiny):
     assert r.summary["teacher_classifier"] == "own" and r.summary["teacher_head_seconds"] == 0.0
 
 
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [("swin_tiny_patch4_window7_224", {"embed_dim": 24, "num_heads": [1, 2, 2, 4], "depths": [1, 1, 2, 1]}),
+     ("resnet18", {})],
+)  # fmt: skip
+def test_a_hierarchical_teachers_own_classifier_gives_the_kd_logits(name, kwargs):
+    teacher = load_backbone(name, 64, model_kwargs={"num_classes": 10, **kwargs}).eval()
+    student = load_backbone("vit-nano", 64, patch_size=8)
+    method = build_method(load_config(None, SUPERVISED), teacher, student, 10)
+    assert method.own_teacher_classifier
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(method.targets(teacher, images).logits, teacher.model(images), atol=1e-5)
+
+
 def test_a_classifier_for_other_classes_is_fitted_over_or_refused():
     kwargs = {**HEADED["teacher_kwargs"], "num_classes": 7}
     teacher = load_backbone(HEADED["teacher"], 32, model_kwargs=kwargs).eval()

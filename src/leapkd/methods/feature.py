@@ -52,8 +52,8 @@ class FeatureArgs(MethodArgs):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy (ce_weight)")
     teacher_classifier: Literal["auto", "own", "fitted"] = Field(
         "auto",
-        description="logit KD's teacher logits: own (the teacher's classifier: ViT, DeiT, DINOv2, Eva or CaiT "
-        "teachers built with num_classes), fitted (a linear head fitted on its frozen features), "
+        description="logit KD's teacher logits: own (the teacher's classifier: a teacher of any family built with "
+        "num_classes, bar EfficientNet and GhostNet), fitted (a linear head fitted on its frozen features), "
         "auto (own when it has the data's classes)",
     )
     metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
@@ -232,7 +232,7 @@ class FeatureDistillation(Method):
         logits = None
         last = len(self.teacher_levels)  # kd is refused for leap and fixed_level: the last level always ran
         if self.own_teacher_classifier:
-            logits = teacher.classify(normed[last])
+            logits = teacher.classify(raw[last])
         elif self.teacher_head is not None:
             logits = self.teacher_head(normed[last].pooled())
         cls = None
@@ -318,8 +318,8 @@ def _own_classifier(args: FeatureArgs, teacher: Backbone, num_classes: int | Non
         has = f"a classifier of {teacher.num_classes} classes" if teacher.num_classes else "no classifier it exposes"
         raise LeapkdError(
             f"teacher_classifier own: the teacher {teacher.name} has {has}, the data {num_classes} classes",
-            "build a ViT-family teacher with its head (--teacher_kwargs '{num_classes: N}' and weights that hold it), "
-            "or use --teacher_classifier fitted",
+            "build the teacher with its head (--teacher_kwargs '{num_classes: N}' and weights that hold it; "
+            "EfficientNet and GhostNet do not expose theirs), or use --teacher_classifier fitted",
         )
     return matches
 

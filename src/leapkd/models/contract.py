@@ -201,14 +201,26 @@ class Backbone(nn.Module):
         if not 1 <= level <= self.num_levels:
             raise ValueError(f"{self.name}: level {level} is outside 1..{self.num_levels}")
 
+    # ----- the model's own classifier ------------------------------------------------
+    exposes_classifier = False  # whether timm's `forward_head` takes what `head_input` gives
+
     @property
     def num_classes(self) -> int:
-        """Classes of the model's own classifier (`classify`); 0 when it has none or the family does not expose it."""
-        return 0
+        """Classes of the model's own classifier (`classify`); 0 when it has none or it is not exposed."""
+        return int(getattr(self.model, "num_classes", 0) or 0) if self.exposes_classifier else 0
+
+    def head_input(self, last: Features) -> Tensor:
+        """What timm's `forward_head` of the model takes, from its raw last level: by default the
+        normalised tokens, prefix first (ViT, DeiT, DINOv2, Eva, CaiT)."""
+        return self.normalize(self.num_levels, last).tokens()
 
     def classify(self, last: Features) -> Tensor:
-        """Logits of the model's own classifier from its normalised last level."""
-        raise NotImplementedError(f"{self.name} ({self.family}) exposes no classifier")
+        """Logits of the model's own classifier from its last level, un-normalised (as
+        `forward_levels(..., norm=False)` gives it): timm's `forward_head`, which pools."""
+        if not self.num_classes:
+            raise NotImplementedError(f"{self.name} ({self.family}) exposes no classifier")
+        forward_head = cast(Callable[[Tensor], Tensor], self.model.forward_head)  # timm's, not a submodule
+        return forward_head(self.head_input(last))
 
     def describe(self) -> dict[str, Any]:
         """Static facts as a plain dict (for summaries, student files and `leapkd models`)."""
@@ -226,22 +238,6 @@ class Backbone(nn.Module):
             "build": self.build,
             "params": sum(p.numel() for p in self.parameters()),
         }
-
-
-class TokenClassifier:
-    """For families whose timm `forward_head` takes the normalised last level's tokens, prefix
-    first (ViT, DeiT, DINOv2, Eva, CaiT): the model's own classifier, when built with one."""
-
-    model: nn.Module
-
-    @property
-    def num_classes(self) -> int:
-        return int(getattr(self.model, "num_classes", 0))
-
-    def classify(self, last: Features) -> Tensor:
-        """timm's head on the normalised last level (a distilled DeiT averages its two heads)."""
-        forward_head = cast(Callable[[Tensor], Tensor], self.model.forward_head)  # timm's, not a submodule
-        return forward_head(last.tokens())
 
 
 def freeze(backbone: Backbone) -> Backbone:

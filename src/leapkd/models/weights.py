@@ -106,8 +106,11 @@ def _is_head(key: str, model: nn.Module) -> bool:
     """Whether `key` belongs to a classifier the backbone (built without one) does not have; a
     model built with a classifier (`num_classes` > 0: a teacher whose own head gives KD logits)
     keeps its head's keys."""
-    if getattr(model, "num_classes", 0):
-        return False
+    return not getattr(model, "num_classes", 0) and _head_key(key, model)
+
+
+def _head_key(key: str, model: nn.Module) -> bool:
+    """Whether `key` names a parameter of the model's classifier (timm's `classifier` names)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     names = cfg.get("classifier") or ("head", "fc", "classifier")
     heads = (names,) if isinstance(names, str) else tuple(names)
@@ -117,6 +120,9 @@ def _is_head(key: str, model: nn.Module) -> bool:
 def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
     """Load converted weights strictly; on mismatch, name the keys that disagree."""
     sd = to_timm_layout(state_dict, model)
+    reset_classifier = getattr(model, "reset_classifier", None)
+    if getattr(model, "num_classes", 0) and reset_classifier is not None and not any(_head_key(k, model) for k in sd):
+        reset_classifier(0)  # built with a classifier the file does not hold: the backbone alone
     own = {k: v for k, v in model.state_dict().items() if not _is_head(k, model)}
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

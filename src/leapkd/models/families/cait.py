@@ -9,11 +9,12 @@ from timm.layers import PatchEmbed
 from timm.models.cait import Cait
 from torch import Tensor, nn
 
-from leapkd.models.contract import Backbone, Features, Level, TokenClassifier
+from leapkd.models.contract import Backbone, Features, Level
 
 
-class CaitBackbone(TokenClassifier, Backbone):
+class CaitBackbone(Backbone):
     family = "cait"
+    exposes_classifier = True
     model: Cait
 
     def __init__(self, model: Cait, name: str, image_size: int, **kwargs: Any) -> None:

@@ -16,6 +16,7 @@ from leapkd.models.contract import Backbone, Features, Level, channel_layer_norm
 
 class SwinBackbone(Backbone):
     family = "swin"
+    exposes_classifier = True
     model: SwinTransformer
 
     def __init__(self, model: SwinTransformer, name: str, image_size: int, **kwargs: Any) -> None:
@@ -53,6 +54,11 @@ class SwinBackbone(Backbone):
         if level >= self.last_stage_from:
             return features.map_each(cast(nn.Module, self.model.norm))
         return features.map_each(channel_layer_norm)
+
+    def head_input(self, last: Features) -> Tensor:
+        """The normed last stage as timm's head takes it: (B, H, W, C)."""
+        patches = self.normalize(self.num_levels, last).patches
+        return patches.reshape(patches.shape[0], *last.grid, patches.shape[-1])
 
     def patch_projection(self, images: Tensor) -> Features:
         return Features.from_map(cast(nn.Module, self.model.patch_embed.proj)(self.as_input(images)))

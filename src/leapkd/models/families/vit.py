@@ -10,13 +10,14 @@ from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from leapkd.models.contract import Backbone, Features, Level, TokenClassifier
+from leapkd.models.contract import Backbone, Features, Level
 
 TokenModel = VisionTransformer | Eva
 
 
-class TokenBackbone(TokenClassifier, Backbone):
+class TokenBackbone(Backbone):
     family = "vit"
+    exposes_classifier = True
     model: TokenModel
 
     def __init__(self, model: TokenModel, name: str, image_size: int, **kwargs: Any) -> None:
