@@ -76,7 +76,7 @@ def test_every_recipe_runs_three_steps(name, tmp_path):
         save_file(teacher.model.state_dict(), tmp_path / "teacher.safetensors")
         extra["teacher_weights"] = str(tmp_path / "teacher.safetensors")
     r = distill(recipe=name, image_size=size, subset_per_class=2, batch_size=4, max_steps=3, warmup_steps=1,
-                output_dir=str(tmp_path), progress=False, **extra)  # fmt: skip
+                eval_images_per_class=2, output_dir=str(tmp_path), progress=False, **extra)  # fmt: skip
     rows = read_metrics(r.run_dir / "metrics.csv")
     assert len(rows) == 3 and r.summary["method"] == recipe["method"]
     assert r.summary["teacher"]["name"] == recipe["teacher"] and r.summary["student"]["name"] == recipe["student"]

@@ -86,6 +86,21 @@ class ModelKeys(StrictKeys):
     )
 
 
+# The least count and the words of the keys that take a count or a word.
+_COUNT_WORDS = {
+    "num_workers": (0, "auto"),
+    "subset_per_class": (1, "all, or auto"),
+    "eval_images_per_class": (1, "all"),
+}
+
+
+def _count_or_word(value: int | str, key: str) -> int | str:
+    least, words = _COUNT_WORDS[key]
+    if isinstance(value, int) and value < least:
+        raise ValueError(f"must be at least {least}, or {words}")
+    return value
+
+
 class DataKeys(ModelKeys):
     """The training data and its augmentation."""
 
@@ -143,10 +158,7 @@ class DataKeys(ModelKeys):
     @classmethod
     def _count_or_choice(cls, value: int | str, info: ValidationInfo) -> int | str:
         """A count (at least 0 workers, at least 1 image per class) or one of the key's words."""
-        least, words = {"num_workers": (0, "auto"), "subset_per_class": (1, "all, or auto")}[str(info.field_name)]
-        if isinstance(value, int) and value < least:
-            raise ValueError(f"must be at least {least}, or {words}")
-        return value
+        return _count_or_word(value, str(info.field_name))
 
 
 class DistillConfig(DataKeys):
@@ -238,10 +250,18 @@ class DistillConfig(DataKeys):
         "(`1 epoch`), and before the first and after the last step; None: off",
     )
     eval_protocols: list[Literal["knn", "linear"]] = Field(
-        ["knn"], description="what eval_every measures: knn (seconds) and/or linear (the probe, slower)"
+        ["knn"],
+        description="what eval_every measures: knn (seconds) and/or linear (the probe, slower); [] for the "
+        "student's own head alone (the train split is then not read)",
     )
-    eval_images_per_class: int = Field(
-        20, ge=1, description="fixed, un-augmented images per class of each split (train: kNN bank / probe fit; val)"
+    eval_images_per_class: int | Literal["all"] = Field(
+        20,
+        description="fixed, un-augmented images per class of each split (train: kNN bank / probe fit; val), or all",
+    )
+    eval_transform: Literal["resize", "center-crop"] = Field(
+        "resize",
+        description="eval_every's images: resize (short side to S, centre S) or center-crop (short side to "
+        "S * 256 / 224, bicubic, centre S: the SpectralKD and LEAP references' validation transform)",
     )
     eval_metric: Literal["knn_top1", "knn_top5", "linear_top1", "linear_top5", "student_top1", "student_top5"] = Field(
         "knn_top1",
@@ -257,6 +277,11 @@ class DistillConfig(DataKeys):
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="on a NaN/Inf loss: stop with an error, or skip the batch without updating"
     )
+
+    @field_validator("eval_images_per_class")
+    @classmethod
+    def _images_per_class(cls, value: int | str) -> int | str:
+        return _count_or_word(value, "eval_images_per_class")
 
     @field_validator("eval_every")
     @classmethod

@@ -43,6 +43,9 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     "kept_weights": "live",  # the reference evaluates and keeps the best of the live model; the EMA is only saved
     "eval_every": "1 epoch",  # the paper scores the student every epoch and keeps the best by its top-1
     "eval_metric": "student_top1",
+    "eval_protocols": [],  # its evaluation is the student's own head, on the whole validation split
+    "eval_images_per_class": "all",
+    "eval_transform": "center-crop",  # Resize(S * 256 / 224, bicubic) + CenterCrop(S)
     # DeiT's augmentation; timm applies no colour jitter when RandAugment is on, so neither does the recipe
     "aug_crop_scale": (0.08, 1.0),
     "aug_randaugment": "rand-m9-mstd0.5-inc1",

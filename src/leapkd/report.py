@@ -82,7 +82,8 @@ def _evaluation_section(s: dict[str, Any], run: RunDirectory) -> Section | None:
     metric, best, last = evaluation["metric"], evaluation["best"], evaluation["last"]
     share = evaluation.get("share_of_wall")
     rows = [
-        ("evaluated on", f"{evaluation['data']}, {evaluation['images_per_class']} fixed images per class and split"),
+        ("evaluated on", f"{evaluation['data']}, {evaluation['images_per_class']} fixed images per class and split, "
+                         f"{evaluation.get('transform', 'resize')}"),
         ("schedule", f"every {evaluation['every']}, before the first and after the last step"),
         (f"best {metric}", f"{_pct(best[metric])} at step {best['step']} (student_best.safetensors)"),
         (f"last {metric}", f"{_pct(last[metric])} at step {int(last['step'])} (student.safetensors)"),

@@ -170,9 +170,11 @@ def _scorer(cfg: DistillConfig, teacher: Backbone, classifier: bool) -> StudentS
     if cfg.eval_every is None and not classifier:
         return None
     data = _eval_images(cfg)["data"]
-    scorer = StudentScorer(data, cfg.image_size, teacher.mean, teacher.std, cfg.eval_images_per_class,
-                           cfg.eval_protocols, seed=cfg.seed, data_root=cfg.data_root if data == cfg.data else None,
-                           batch_size=2 * cfg.batch_size, classifier=classifier)  # fmt: skip
+    per_class = None if cfg.eval_images_per_class == "all" else cfg.eval_images_per_class
+    scorer = StudentScorer(data, cfg.image_size, teacher.mean, teacher.std, per_class, cfg.eval_protocols,
+                           seed=cfg.seed, data_root=cfg.data_root if data == cfg.data else None,
+                           batch_size=2 * cfg.batch_size, classifier=classifier,
+                           transform=cfg.eval_transform)  # fmt: skip
     if cfg.eval_every is not None and cfg.eval_metric not in scorer.figures:
         head = cfg.eval_metric.startswith("student")
         raise LeapkdError(
@@ -424,7 +426,8 @@ def on_device(device: torch.device, *modules: nn.Module) -> Iterator[None]:
 
 def _eval_images(cfg: DistillConfig) -> dict[str, Any]:
     """Which images the student is scored on: the labelled evaluation data and how many per class."""
-    return {"data": cfg.eval_data or cfg.data, "images_per_class": cfg.eval_images_per_class}
+    return {"data": cfg.eval_data or cfg.data, "images_per_class": cfg.eval_images_per_class,
+            "transform": cfg.eval_transform}  # fmt: skip
 
 
 def _head_scores(

@@ -199,3 +199,32 @@ def test_summary_records_the_evaluation_settings(tiny):
     assert evaluation["every"] == "1 epoch"
     assert evaluation["metric"] == "linear_top1" and {"linear_top1", "knn_top1"} <= set(evaluation["last"])
     assert evaluation["images_per_class"] == 5
+
+
+def test_the_references_evaluation_every_validation_image_centre_cropped_head_only(tmp_path):
+    """SpectralKD's evaluation: all validation images, Resize(S * 256 / 224, bicubic) + CenterCrop,
+    the student's own head alone (no kNN bank: the train split is not read)."""
+    import numpy as np
+    from PIL import Image
+    from torch import nn
+
+    from leapkd.data.transforms import build_transform
+    from leapkd.models import load_backbone
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 2), ("val", 3)):
+        for name in ("ant", "bee"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)  # not square: the crop matters
+                Image.fromarray(pixels).save(tmp_path / split / name / f"{i}.png")
+    student = load_backbone("vit-nano", 32)
+    scorer = StudentScorer(str(tmp_path), 32, student.mean, student.std, None, protocols=(), classifier=True,
+                           transform="center-crop")  # fmt: skip
+    assert scorer.bank is None and len(scorer.queries) == 6 and scorer.figures == ["student_top1"]
+    first = Image.open(tmp_path / "val" / "ant" / "0.png")
+    expected = build_transform(32, augment=False, mean=student.mean, std=student.std, eval_transform="center-crop")
+    assert torch.equal(scorer.queries[0][0], expected(first))
+    assert not torch.equal(scorer.queries[0][0], build_transform(32, False, student.mean, student.std)(first))
+    figures = scorer(student, classifier=nn.Linear(student.width, 2))
+    assert set(figures) == {"student_top1"} and 0.0 <= figures["student_top1"] <= 1.0

@@ -1,10 +1,12 @@
 """Scoring the student while it trains (`eval_every`): kNN, on request the linear probe, and the
 top-1 / top-5 of the student's own classification head when the method trains one.
 
-The images are fixed and un-augmented: `images_per_class` seeded images of each class of
-the labelled data's `train` split (the kNN bank, the probe's training set) and as many of
-its `val` split (the queries). Small sets are decoded once and kept in memory, so an
-evaluation costs two forward passes of the student and the classifier.
+The images are fixed and un-augmented (`transform`: "resize", or the reference's bicubic
+"center-crop"): `images_per_class` seeded images of each class of the labelled data's
+`train` split (the kNN bank, the probe's training set; not read when no protocol needs it)
+and as many of its `val` split (the queries), or every image of them (None). Small sets are
+decoded once and kept in memory, so an evaluation costs two forward passes of the student
+and the classifier.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from leapkd.data import LabeledImages, LabeledSubset, build_dataset, subset_indices
+from leapkd.data.transforms import EvalTransform
 from leapkd.errors import LeapkdError
 from leapkd.eval.knn import knn_accuracy
 from leapkd.eval.linear import linear_probe
@@ -40,7 +43,7 @@ class StudentScorer:
         image_size: int,
         mean: Sequence[float],
         std: Sequence[float],
-        images_per_class: int,
+        images_per_class: int | None,
         protocols: Sequence[str] = ("knn",),
         seed: int = 0,
         data_root: str | None = None,
@@ -49,22 +52,25 @@ class StudentScorer:
         k: int = 20,
         in_memory_bytes: int = IN_MEMORY_BYTES,
         classifier: bool = False,
+        transform: EvalTransform = "resize",
     ) -> None:
         self.protocols, self.batch_size, self.num_workers, self.k = tuple(protocols), batch_size, num_workers, k
         self.classifier = classifier  # the student has a head: its top-1 / top-5 are figures too
-        splits = {}
-        for split in ("train", "val"):
-            images = build_dataset(data, split, image_size, augment=False, mean=mean, std=std, root=data_root)
+        splits: dict[str, Dataset] = {}
+        for split in ("train", "val") if self.protocols else ("val",):
+            images = build_dataset(data, split, image_size, augment=False, mean=mean, std=std, root=data_root,
+                                   eval_transform=transform)  # fmt: skip
             if not images.classes:
                 raise LeapkdError(
                     f"evaluation during training needs class labels, and {data} has none",
                     "give a labelled set with --eval_data (a built-in name or a folder with train/ and val/)",
                 )
-            chosen = LabeledSubset(images, subset_indices(images.targets, images_per_class, seed))
+            chosen = images if images_per_class is None else LabeledSubset(
+                images, subset_indices(images.targets, images_per_class, seed)
+            )  # fmt: skip
             splits[split] = _in_memory(chosen, in_memory_bytes)
-        self.bank, self.queries = splits["train"], splits["val"]
+        self.bank, self.queries = splits.get("train"), splits["val"]
         self.num_classes = len(images.classes)
-        self.in_memory = isinstance(self.bank, TensorDataset)
 
     @property
     def figures(self) -> list[str]:
@@ -77,11 +83,13 @@ class StudentScorer:
         self, student: Backbone, autocast_dtype: torch.dtype | None = None, classifier: nn.Module | None = None
     ) -> dict[str, float]:
         """The figures of `student` (and of its `classifier` on the queries' pooled features)."""
-        bank, bank_labels = self._features(student, self.bank, autocast_dtype)
         queries, query_labels = self._features(student, self.queries, autocast_dtype)
         figures: dict[str, float] = {}
         if classifier is not None:
             figures |= {f"student_{top}": v for top, v in _classified(classifier, queries, query_labels).items()}
+        if self.bank is None:
+            return figures
+        bank, bank_labels = self._features(student, self.bank, autocast_dtype)
         if "knn" in self.protocols:
             knn = knn_accuracy(bank, bank_labels, queries, query_labels, k=self.k, num_classes=self.num_classes)
             figures |= {f"knn_{top}": value for top, value in knn.items()}
@@ -100,7 +108,7 @@ class StudentScorer:
     def _features(
         self, student: Backbone, images: Dataset, dtype: torch.dtype | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        workers = 0 if self.in_memory else self.num_workers
+        workers = 0 if isinstance(images, TensorDataset) else self.num_workers
         return extract_features(student, images, "cls", batch_size=self.batch_size, progress=False,
                                 autocast_dtype=dtype, num_workers=workers)  # fmt: skip
 
