@@ -178,8 +178,8 @@ def resume_command(run_dir: Path, args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _per_class(text: str) -> int | None:
-    return None if text in ("all", "none", "None") else int(text)
+def _per_class(text: str) -> int | str:
+    return "all" if text in ("all", "none", "None") else int(text)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -377,16 +377,20 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--features", default="cls", choices=["cls", "avgpool"], help="CLS token or mean patch token")
     e.add_argument(
         "--transform",
-        default="resize",
         choices=["resize", "center-crop"],
         help="resize to the image size, or center-crop: resize to size * 256 / 224 (bicubic) and keep the centre "
-        "(the LEAP reference's eval transform)",
+        "(the references' eval transform); default: resize (linear-reference: center-crop)",
     )
     e.add_argument("--image-size", type=int, help="default: the run's, else 112")
     e.add_argument("--patch-size", type=int, help="for a model name: build it with this patch size")
     e.add_argument("--block", type=_blocks, help="evaluate this level (a comma list: several, from one pass)")
-    e.add_argument("--train-per-class", type=_per_class, default=100, help="train images per class, or 'all'")
-    e.add_argument("--val-per-class", type=_per_class, default=50, help="validation images per class, or 'all'")
+    e.add_argument(
+        "--train-per-class",
+        type=_per_class,
+        help="train images per class, or 'all'; default: 100 (linear-reference: all)",
+    )
+    e.add_argument("--val-per-class", type=_per_class,
+                   help="validation images per class, or 'all'; default: 50 (linear-reference: all)")  # fmt: skip
     e.add_argument("--k", type=int, default=20, help="kNN neighbours")
     e.add_argument("--weights", help="weight file for a model-name TARGET (safetensors, .pth or .bin)")
     e.add_argument("--reference", help="model the CKA map compares with (default: the run's teacher)")

@@ -57,13 +57,28 @@ def test_query_boxes_are_clamped_to_the_image(tmp_path):
     assert crop.getextrema() == ((255, 255), (0, 0), (0, 0))  # red only: no black border from outside
 
 
+def test_the_reference_probe_reads_the_references_data_unless_told_otherwise():
+    """linear-reference: every image of both splits, centre-cropped; the user's values win; other
+    protocols keep 100 / 50 / resize."""
+    from leapkd.eval.protocol import PROTOCOLS
+    from leapkd.eval.runner import _chosen_options
+
+    unset = dict(train_per_class=None, val_per_class=None, transform=None)
+    reference, knn = PROTOCOLS.get("linear-reference")(), PROTOCOLS.get("knn")()
+    assert _chosen_options([reference], **unset) == {"train_per_class": None, "val_per_class": None,
+                                                     "transform": "center-crop"}  # fmt: skip
+    assert _chosen_options([knn], **unset) == {"train_per_class": 100, "val_per_class": 50, "transform": "resize"}
+    given = _chosen_options([knn, reference], train_per_class=6, val_per_class="all", transform="resize")
+    assert given == {"train_per_class": 6, "val_per_class": None, "transform": "resize"}
+
+
 def test_reference_probe_and_transform_from_the_cli(tmp_path, capsys):
     out = tmp_path / "ev"
-    code = main(["eval", "vit-nano", "--protocol", "linear-reference", "--transform", "center-crop",
-                 "--image-size", "28", "--train-per-class", "6", "--val-per-class", "3", "--out", str(out),
-                 "--no-progress"])  # fmt: skip
+    code = main(["eval", "vit-nano", "--protocol", "linear-reference", "--image-size", "28",
+                 "--train-per-class", "6", "--val-per-class", "3", "--out", str(out), "--no-progress"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "reference linear probe top-1 (last epoch)" in printed and "best epoch" in printed
     entry = json.loads((out / "eval.json").read_text())["fashion-mnist"]
-    assert entry["transform"] == "center-crop" and entry["linear_reference"]["epochs"] == 100
+    assert entry["transform"] == "center-crop" and entry["linear_reference"]["epochs"] == 100  # its preference
+    assert (entry["train_per_class"], entry["val_per_class"]) == (6, 3)  # the user's counts

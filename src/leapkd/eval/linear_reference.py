@@ -5,12 +5,14 @@ trained with SGD (lr 0.1, momentum 0.9, no weight decay) on shuffled batches of 
 100 epochs, the LR following a cosine over the epochs (stepped once per epoch). The
 validation split is scored after every epoch. The reference reports its best epoch; leapkd
 reports the last epoch as the figure and the best epoch beside it, labelled as such (the
-best epoch is chosen on the validation split itself, so it is optimistic).
+best epoch is chosen on the validation split itself, so it is optimistic). Unless told
+otherwise, `evaluate` then reads the reference's data: every image of both splits, resized
+to S * 256 / 224 (bicubic) and centre-cropped.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +66,8 @@ def reference_linear_probe(
 @register_protocol("linear-reference")
 class ReferenceLinearProbeProtocol(Protocol):
     """The LEAP reference's linear probe: raw features, zero init, SGD 0.1, 100 epochs, cosine."""
+
+    preferred: ClassVar[dict[str, Any]] = {"train_per_class": "all", "val_per_class": "all", "transform": "center-crop"}
 
     def run(self, ctx: EvalContext) -> dict[str, Any]:
         return reference_linear_probe(*ctx.train_and_val(), seed=ctx.seed)

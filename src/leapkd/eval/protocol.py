@@ -147,6 +147,9 @@ class Protocol(ABC):
     name: ClassVar[str]  # set by the decorator, e.g. "cka-map"
     labels: ClassVar[bool] = True  # needs a labelled dataset (revisited Oxford/Paris has none)
     headline: ClassVar[bool] = False  # its first row is a headline figure of the report
+    # `evaluate` options (train_per_class, val_per_class, transform) this protocol's reference uses,
+    # taken when the user leaves them unset
+    preferred: ClassVar[dict[str, Any]] = {}
 
     @property
     def key(self) -> str:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from leapkd.data.transforms import EvalTransform
 from leapkd.errors import LeapkdError
@@ -32,10 +32,10 @@ def evaluate(
     data: str | None = None,
     protocols: tuple[str, ...] = DEFAULT_PROTOCOLS,
     features: FeatureKind = "cls",
-    transform: EvalTransform = "resize",
+    transform: EvalTransform | None = None,
     image_size: int | None = None,
-    train_per_class: int | None = 100,
-    val_per_class: int | None = 50,
+    train_per_class: int | Literal["all"] | None = None,
+    val_per_class: int | Literal["all"] | None = None,
     block: int | Sequence[int] | None = None,
     k: int = 20,
     reference: str | None = None,
@@ -65,8 +65,12 @@ def evaluate(
     `precision` ("32" by default, for numbers comparable across machines; "auto" or
     "bf16-mixed" autocast), fed by `num_workers` loader processes; `devices` > 1 splits
     every batch over that many CUDA GPUs; `transform` is `build_transform`'s `eval_transform`.
+    Unset (None), `train_per_class`, `val_per_class` and `transform` are 100, 50 and "resize", or
+    what a chosen protocol prefers (`linear-reference`: all images, "center-crop").
     """
     chosen = [PROTOCOLS.get(name)() for name in dict.fromkeys(protocols)]
+    given = _chosen_options(chosen, train_per_class=train_per_class, val_per_class=val_per_class, transform=transform)
+    transform, per_class = given["transform"], (given["train_per_class"], given["val_per_class"])
     model, run, defaults = load_target(target, image_size, seed, patch_size, weights)
     blocks = _blocks(block, model)
     device = evaluation_device(accelerator, devices)
@@ -77,15 +81,15 @@ def evaluate(
         chosen = _without_labels(chosen, data, tuple(protocols) == DEFAULT_PROTOCOLS)
     out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
     options = EvalOptions(features=features, transform=transform, blocks=tuple(blocks),
-                          train_per_class=train_per_class, val_per_class=val_per_class, k=k, cka_images=cka_images,
+                          train_per_class=per_class[0], val_per_class=per_class[1], k=k, cka_images=cka_images,
                           reference=reference, reference_weights=reference_weights, data_root=data_root,
                           progress=progress, autocast=autocast_dtype(resolve_precision(precision, device)[0]),
                           num_workers=resolve_workers(num_workers), devices=devices)  # fmt: skip
     header = {"target": str(target) if labelled else defaults["name"], "model": model.describe(), "data": data,
               "transform": transform}  # fmt: skip
     if labelled:
-        header |= {"weights": str(weights) if weights else None, "train_per_class": train_per_class,
-                   "val_per_class": val_per_class, "seed": seed}  # fmt: skip
+        header |= {"weights": str(weights) if weights else None, "train_per_class": per_class[0],
+                   "val_per_class": per_class[1], "seed": seed}  # fmt: skip
     by_block = {}
     for b in blocks:
         ctx = EvalContext(model, data, defaults["image_size"], seed, replace(options, block=b), out, defaults, labelled)
@@ -98,6 +102,20 @@ def evaluate(
     for b, results in by_block.items():
         _record(out / "eval.json", run, f"{data} @ block {b}", results)
     return {"blocks": by_block, "data": data, "out_dir": str(out)}
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {"train_per_class": 100, "val_per_class": 50, "transform": "resize"}
+
+
+def _chosen_options(protocols: Sequence[Protocol], **given: Any) -> dict[str, Any]:
+    """The user's value of each option, else the first preference of a chosen protocol, else the
+    default; per-class counts as an int, or None for all."""
+    chosen = {}
+    for key, value in given.items():
+        if value is None:
+            value = next((p.preferred[key] for p in protocols if key in p.preferred), _OPTION_DEFAULTS[key])
+        chosen[key] = None if value == "all" else value
+    return chosen
 
 
 def _blocks(block: int | Sequence[int] | None, model: Backbone) -> list[int]:
