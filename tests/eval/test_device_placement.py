@@ -101,10 +101,13 @@ def test_split_extraction_computes_in_the_requested_dtype_in_every_replica_threa
     assert all(f.dtype == torch.float32 and f.shape[0] == 6 for f, _ in found.values())
 
 
-def test_revisited_retrieval_extracts_with_the_calls_precision_workers_and_devices(tmp_path, monkeypatch):
+def test_revisited_retrieval_extracts_with_the_calls_precision_workers_devices_and_transform(tmp_path, monkeypatch):
     """Like every other protocol: on a GPU, 0 loader workers would decode the JPEGs in the
-    main process while the GPU waits, and the features would ignore `--precision`."""
+    main process while the GPU waits, and the features would ignore `--precision` and `--transform`."""
+    from PIL import Image
+
     from leapkd import features as features_module
+    from leapkd.data.transforms import build_transform
     from leapkd.eval.retrieval import RetrievalProtocol
 
     retrieval = sys.modules["leapkd.eval.retrieval"]
@@ -123,10 +126,14 @@ def test_revisited_retrieval_extracts_with_the_calls_precision_workers_and_devic
     gnd = [{"bbx": [0, 0, 4, 4], "easy": [1], "hard": [], "junk": []}]
     paths = [tmp_path / f"im{i}.jpg" for i in range(3)]
     monkeypatch.setattr(retrieval, "load_revisited", lambda root, name: (paths, paths[:1], [(0, 0, 4, 4)], gnd))
-    options = EvalOptions(autocast=torch.bfloat16, num_workers=3, devices=2, data_root=tmp_path, progress=False)
+    options = EvalOptions(autocast=torch.bfloat16, num_workers=3, devices=2, data_root=tmp_path, progress=False,
+                          transform="center-crop")  # fmt: skip
     model = load_backbone("vit-nano", 32, patch_size=8)
     ctx = EvalContext(model, "roxford5k", 32, 0, options, tmp_path, {"name": "vit-nano"}, labelled=False)
     result = RetrievalProtocol().run(ctx)
     assert set(result) == {"easy", "medium", "hard"} and len(calls) == 2  # the database, then the queries
     for kwargs in calls:
         assert kwargs["autocast_dtype"] is torch.bfloat16 and kwargs["num_workers"] == 3 and kwargs["devices"] == 2
+    image = Image.fromarray(torch.randint(0, 256, (30, 40, 3), dtype=torch.uint8).numpy())
+    cropped = build_transform(32, False, model.mean, model.std, eval_transform="center-crop")(image)
+    assert torch.equal(calls[0]["dataset"].images.transform(image), cropped)

@@ -159,7 +159,7 @@ def test_revisited_oxford_layout_end_to_end(tmp_path):
     r = evaluate(
         "vit-nano", data="roxford5k", data_root=tmp_path, image_size=32, out_dir=tmp_path / "o", progress=False
     )
-    assert set(r["retrieval"]) == {"easy", "medium", "hard"}
+    assert set(r["retrieval"]) == {"easy", "medium", "hard"} and r["transform"] == "center-crop"  # the reference's
     assert all(0 <= v <= 1 for s in r["retrieval"].values() for v in s.values())
     assert "roxford5k" in json.loads((tmp_path / "o" / "eval.json").read_text())
 

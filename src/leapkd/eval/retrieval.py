@@ -245,15 +245,18 @@ class _Unlabelled(Dataset):
 def _revisited_map_of(ctx: EvalContext) -> dict[str, dict[str, float]]:
     """Revisited Oxford/Paris: queries cropped to their boxes, ranking by dot product.
 
-    A fixed-grid ViT needs square inputs: images are resized (short side) and centre-cropped.
+    A fixed-grid ViT needs square inputs: images go through the call's deterministic transform
+    (`evaluate` makes it the reference's bicubic centre crop unless told otherwise).
     """
     name, root, opts = ctx.data, ctx.options.data_root, ctx.options
     if root is None:
         raise LeapkdError(f"{name} needs --data-root", f"pass the directory that holds {name}/jpg and gnd_{name}.pkl")
     db_paths, q_paths, boxes, gnd = load_revisited(root, name)
     model, size = ctx.model, ctx.image_size
-    transform = build_transform(size, augment=False, mean=model.mean, std=model.std)
+    transform = build_transform(size, augment=False, mean=model.mean, std=model.std, eval_transform=opts.transform)
     key = {"data": name, "root": str(Path(root).resolve()), "size": size, "mean": model.mean, "std": model.std}
+    if opts.transform != "resize":  # the default stays out of the key: earlier caches hold
+        key["transform"] = opts.transform
     level = opts.block or model.num_levels
     feats = {}
     for part, paths, crops in (("database", db_paths, None), ("queries", q_paths, boxes)):

@@ -66,11 +66,11 @@ def evaluate(
     "bf16-mixed" autocast), fed by `num_workers` loader processes; `devices` > 1 splits
     every batch over that many CUDA GPUs; `transform` is `build_transform`'s `eval_transform`.
     Unset (None), `train_per_class`, `val_per_class` and `transform` are 100, 50 and "resize", or
-    what a chosen protocol prefers (`linear-reference`: all images, "center-crop").
+    what a chosen protocol prefers (`linear-reference`: all images, "center-crop"); revisited
+    Oxford/Paris is centre-cropped by default, as the reference's retrieval evaluation does (which
+    extracts under fp16 autocast on a GPU: `precision="16-mixed"`).
     """
     chosen = [PROTOCOLS.get(name)() for name in dict.fromkeys(protocols)]
-    given = _chosen_options(chosen, train_per_class=train_per_class, val_per_class=val_per_class, transform=transform)
-    transform, per_class = given["transform"], (given["train_per_class"], given["val_per_class"])
     model, run, defaults = load_target(target, image_size, seed, patch_size, weights)
     blocks = _blocks(block, model)
     device = evaluation_device(accelerator, devices)
@@ -79,6 +79,9 @@ def evaluate(
     labelled = data not in REVISITED
     if not labelled:
         chosen = _without_labels(chosen, data, tuple(protocols) == DEFAULT_PROTOCOLS)
+        transform = transform or "center-crop"  # the LEAP reference's (eval_instance_retrieval.py:703)
+    given = _chosen_options(chosen, train_per_class=train_per_class, val_per_class=val_per_class, transform=transform)
+    transform, per_class = given["transform"], (given["train_per_class"], given["val_per_class"])
     out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
     options = EvalOptions(features=features, transform=transform, blocks=tuple(blocks),
                           train_per_class=per_class[0], val_per_class=per_class[1], k=k, cka_images=cka_images,
