@@ -139,6 +139,9 @@ class DataKeys(ModelKeys):
     aug_randaugment: str | None = Field(
         None, description="timm RandAugment, e.g. rand-m9-mstd0.5-inc1 (DeiT's), after the crop and flip; None: off"
     )
+    aug_interpolation: Literal["bilinear", "bicubic"] = Field(
+        "bilinear", description="resampling of the random resized crop and RandAugment's geometric operations"
+    )
     aug_erasing: float = Field(
         0.0,
         ge=0,

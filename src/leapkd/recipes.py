@@ -49,6 +49,7 @@ _SPECTRALKD_COMMON: dict[str, Any] = {
     # DeiT's augmentation; timm applies no colour jitter when RandAugment is on, so neither does the recipe
     "aug_crop_scale": (0.08, 1.0),
     "aug_randaugment": "rand-m9-mstd0.5-inc1",
+    "aug_interpolation": "bicubic",
     "aug_jitter": 0.0,
     "aug_erasing": 0.25,
     "repeated_augmentation": 3,
@@ -73,7 +74,6 @@ _SPECTRALKD_NOTES = (
     "the paper's teacher logits come from the teacher's own ImageNet classifier: the recipe builds the teacher "
     "with it, kept when the weights hold it and the data has its 1000 classes; otherwise leapkd fits a linear "
     "head on the teacher's frozen features",
-    "the random resized crop is bilinear (the paper: bicubic); "
     "RandAugment magnitudes stop at 9.99 (Pillow refuses timm's posterize at 10)",
     "the reference's batch is 256 per device on 2 devices: on one device give --batch_size 512 "
     "(or 256 with --accumulate_grad_batches 2) for its global batch; the LR follows the global batch",

@@ -289,6 +289,7 @@ def training_images(
         blur_p=cfg.aug_blur,
         blur_sigma=cfg.aug_blur_sigma,
         randaugment=cfg.aug_randaugment,
+        interpolation=cfg.aug_interpolation,
     )
     return build_dataset(
         cfg.data,

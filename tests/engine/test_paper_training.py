@@ -153,6 +153,25 @@ def test_randaugment_from_a_timm_string():
         build_transform(32, True, augmentation=Augmentation(randaugment="rand-q9"))
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_the_crop_and_randaugment_resample_as_asked(interpolation):
+    """SpectralKD trains with --train-interpolation bicubic: its crop and RandAugment both bicubic
+    (timm would otherwise draw RandAugment's resampling at random)."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from leapkd.data.transforms import Augmentation, randaugment
+
+    aug = Augmentation(randaugment="rand-m9-mstd0.5-inc1", interpolation=interpolation)
+    crop = aug.geometry(32)[0]
+    assert isinstance(crop, v2.RandomResizedCrop) and crop.interpolation.value == interpolation
+    pil = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[interpolation]
+    ops = randaugment(aug.randaugment, 32, interpolation).ops
+    assert ops and all(op.kwargs["resample"] == pil for op in ops)
+    ra = [step for step in aug.photometric(32) if hasattr(step, "ops")]
+    assert len(ra) == 1 and all(op.kwargs["resample"] == pil for op in ra[0].ops)
+
+
 class _Transformed:
     """One image seen through `transform` (a one-item dataset)."""
 

@@ -70,6 +70,16 @@ def test_student_metric_without_a_head_is_refused(tiny):
     assert "trains no student head" in str(err.value) and "--ce_weight" in err.value.fix
 
 
+def test_the_student_head_starts_as_timms():
+    """Weights normal with std 0.02 (timm truncates at +-2, absolute), bias zero, as timm initialises a classifier."""
+    torch.manual_seed(0)
+    teacher = load_backbone("vit-nano", 32, patch_size=8)
+    method = build_method(load_config(None, SUPERVISED), teacher, load_backbone("vit-nano", 32, patch_size=8), 10)
+    weight = method.student_head.weight
+    assert torch.count_nonzero(method.student_head.bias) == 0  # PyTorch's Linear: uniform, not zero
+    assert weight.std().item() == pytest.approx(0.02, rel=0.15)  # PyTorch's: 1 / sqrt(3 * 128) = 0.051
+
+
 def test_features_pooled_for_the_head_are_the_cls_token():
     feats = Features(patches=torch.randn(2, 4, 8), grid=(2, 2), prefix=torch.randn(2, 1, 8))
     assert torch.equal(feats.pooled(), feats.prefix[:, 0])

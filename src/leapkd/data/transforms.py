@@ -18,6 +18,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Output = Literal["float", "uint8"]
 EvalTransform = Literal["resize", "center-crop"]
+Interpolation = Literal["bilinear", "bicubic"]
 CENTER_CROP_FRACTION = 224 / 256  # "center-crop": resize the short side to S * 256 / 224, keep the central S
 
 
@@ -40,10 +41,14 @@ class Augmentation:
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     randaugment: str | None = None  # a timm RandAugment string, e.g. "rand-m9-mstd0.5-inc1"
+    interpolation: Interpolation = "bilinear"  # of the crop and RandAugment's geometric operations
 
     def geometry(self, image_size: int) -> list[v2.Transform]:
         """The geometric and photometric steps, on uint8 images."""
-        steps: list[v2.Transform] = [v2.RandomResizedCrop(image_size, scale=self.crop_scale, antialias=True)]
+        mode = v2.InterpolationMode.BICUBIC if self.interpolation == "bicubic" else v2.InterpolationMode.BILINEAR
+        steps: list[v2.Transform] = [
+            v2.RandomResizedCrop(image_size, scale=self.crop_scale, interpolation=mode, antialias=True)
+        ]
         if self.flip_p > 0:
             steps.append(v2.RandomHorizontalFlip(self.flip_p))
         return steps
@@ -52,7 +57,7 @@ class Augmentation:
         """RandAugment (on a PIL image, as timm applies it) and colour steps, after the image is RGB."""
         steps: list[v2.Transform] = []
         if self.randaugment:
-            steps += [v2.ToPILImage(), randaugment(self.randaugment, image_size), v2.ToImage()]
+            steps += [v2.ToPILImage(), randaugment(self.randaugment, image_size, self.interpolation), v2.ToImage()]
         if self.jitter_p > 0:
             steps.append(v2.RandomApply([v2.ColorJitter(*self.jitter)], p=self.jitter_p))
         if self.grayscale_p > 0:
@@ -63,15 +68,17 @@ class Augmentation:
         return steps
 
 
-def randaugment(config: str, image_size: int) -> Any:
+def randaugment(config: str, image_size: int, interpolation: Interpolation = "bilinear") -> Any:
     """timm's RandAugment from its config string (fill: the ImageNet mean, translations up to 45%,
-    magnitudes at most 9.99)."""
+    magnitudes at most 9.99, `interpolation` for its rotations, shears and translations)."""
+    from PIL import Image
     from timm.data.auto_augment import rand_augment_transform
 
     # magnitudes (with their noise) stop just below timm's 10: at 10 its increasing posterize keeps 0 bits,
     # which Pillow refuses; 9.99 keeps 1
+    resample = Image.Resampling.BICUBIC if interpolation == "bicubic" else Image.Resampling.BILINEAR
     hparams = {"translate_const": int(image_size * 0.45), "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
-               "magnitude_max": 9.99}  # fmt: skip
+               "magnitude_max": 9.99, "interpolation": resample}  # fmt: skip
     try:
         return rand_augment_transform(config, hparams)
     except (AssertionError, ValueError, KeyError, IndexError) as err:

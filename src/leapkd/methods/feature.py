@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
+from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from leapkd.config import MethodArgs
@@ -147,7 +148,7 @@ class FeatureDistillation(Method):
             )
         # creation order fixes the random initialisation: student head, teacher head, projectors, the rest
         heads = args.ce_weight > 0 or args.kd_weight > 0
-        self.student_head = nn.Linear(student.width, num_classes) if heads and num_classes else None
+        self.student_head = _classifier(student.width, num_classes) if heads and num_classes else None
         self.own_teacher_classifier = _own_classifier(args, teacher, num_classes)
         # frozen; its weights come from set_teacher_head (fitted before training) or a checkpoint
         kd_classes = num_classes if args.kd_weight > 0 and not self.own_teacher_classifier else None
@@ -322,6 +323,15 @@ def _own_classifier(args: FeatureArgs, teacher: Backbone, num_classes: int | Non
             "EfficientNet and GhostNet do not expose theirs), or use --teacher_classifier fitted",
         )
     return matches
+
+
+def _classifier(width: int, classes: int) -> nn.Linear:
+    """The student's classification head, initialised as timm initialises a ViT's or a Swin's:
+    weights truncated-normal with std 0.02, bias zero."""
+    head = nn.Linear(width, classes)
+    trunc_normal_(head.weight, std=0.02)
+    nn.init.zeros_(head.bias)
+    return head
 
 
 def _cls_of(features: Features, teacher: Backbone, level: int) -> Tensor:
