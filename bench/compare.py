@@ -36,7 +36,8 @@ from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import measure_overhead  # noqa: E402
-from page import mean_spread, plot_early_exit, plot_time_to_accuracy, write_page  # noqa: E402
+from page import plot_early_exit, plot_time_to_accuracy, write_page  # noqa: E402
+from stats import mean_spread, verdict  # noqa: E402
 
 from leapkd.eval.runner import evaluate  # noqa: E402
 from leapkd.methods import load_config  # noqa: E402
@@ -230,15 +231,6 @@ def evaluate_teacher(setting: Setting, out: Path) -> dict[str, float]:
 
 
 # ----- aggregating --------------------------------------------------------------------------
-def verdict(diff: float, spread: float | None) -> str:
-    """A difference counts only when it is larger than the seeds' spread."""
-    if spread is None:
-        return "one seed: untested"
-    if abs(diff) <= spread:
-        return "no difference"
-    return "better" if diff > 0 else "worse"
-
-
 def aggregate(runs: list[dict[str, Any]], methods: Any = tuple(METHODS)) -> dict[str, dict[str, Any]]:
     """Per method: mean and spread of every figure; kNN/linear and wall time against fixed."""
     fixed_wall = {r["seed"]: r["wall_seconds"] for r in runs if r["method"] == "fixed"}

@@ -11,15 +11,15 @@ END = "<!-- gpu-benchmark:end -->"
 START_PREFIX = "<!-- gpu-benchmark:start"
 
 
-def replace_section(page: str, section: str) -> str:
+def replace_section(page: str, section: str, start: str = START_PREFIX, end_marker: str = END) -> str:
     """`page` with the text between the markers (markers included) replaced by `section`, which
     carries its own markers; appended after one blank line when the page has none yet."""
-    begin = page.find(START_PREFIX)
+    begin = page.find(start)
     if begin >= 0:
-        end = page.find(END, begin)
+        end = page.find(end_marker, begin)
         if end < 0:
-            raise ValueError("the page has the GPU section's start marker but not its end marker")
-        return page[:begin] + section.strip("\n") + page[end + len(END) :]
+            raise ValueError(f"the page has the start marker {start!r} but not its end marker")
+        return page[:begin] + section.strip("\n") + page[end + len(end_marker) :]
     return page.rstrip("\n") + "\n\n" + section.strip("\n") + "\n"
 
 

@@ -10,18 +10,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import leap_lead_page  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from gpu_page import render_section, replace_section  # noqa: E402
+from stats import mean_spread  # noqa: E402
 
 
 def _labels(runs: list[dict[str, Any]]) -> list[str]:
     """The methods in the order they ran."""
     return list(dict.fromkeys(r["method"] for r in runs))
-
-
-def mean_spread(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 # ----- plots and the page ---------------------------------------------------------------------
@@ -96,6 +93,10 @@ def write_page(out: Path) -> Path:
     gpu = read("gpu.json")  # bench/gpu.py's section, measured on a GPU (a dry run is never drawn here)
     if gpu is not None and not gpu.get("dry_run"):
         text = replace_section(text, render_section(gpu))
+    lead = read("leap_lead.json")  # bench/leap_lead.py's section
+    if lead is not None and lead.get("runs"):
+        text = replace_section(text, leap_lead_page.render_section(lead, assets), leap_lead_page.START_PREFIX,
+                               leap_lead_page.END)  # fmt: skip
     page.write_text(text)
     return page
 

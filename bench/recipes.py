@@ -30,7 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import DEFAULT, QUICK, Setting, _finished_run, aggregate, evaluate_run, git_commit, machine  # noqa: E402
-from page import mean_spread, write_page  # noqa: E402
+from page import write_page  # noqa: E402
+from stats import mean_spread  # noqa: E402
 
 from leapkd.methods import config_class  # noqa: E402
 from leapkd.recipes import recipe_values  # noqa: E402

@@ -1,0 +1,142 @@
+"""The "When LEAP helps" section of docs/benchmarks.md and its curves, drawn from
+bench/leap_lead.py's leap_lead.json (between marker comments; the rest of the page stays)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from stats import mean_spread, verdict  # noqa: E402
+
+START = "<!-- leap-lead:start (written by bench/leap_lead.py from docs/benchmarks/leap_lead.json) -->"
+START_PREFIX = "<!-- leap-lead:start"
+END = "<!-- leap-lead:end -->"
+CURVES = "leap_lead_curves.png"
+COLORS = {"fixed": "tab:gray", "leap": "tab:blue"}
+
+
+def _groups(runs: dict[str, Any], part: str) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
+    """{setting: {arm: {seed: run}}} of one part; grid settings are "student / recipe", ablation
+    arms are the labels."""
+    groups: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for key, run in runs.items():
+        fields = key.split("/")
+        if fields[0] != part:
+            continue
+        seed = int(fields[-1].removeprefix("s"))
+        setting, arm = (f"{fields[1]} / {fields[2]}", fields[3]) if part == "grid" else ("ablation", fields[1])
+        groups.setdefault(setting, {}).setdefault(arm, {})[seed] = run
+    return groups
+
+
+def _pct(mean: float, sd: float | None = None) -> str:
+    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+
+def paired(arm: dict[int, dict[str, Any]], base: dict[int, dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """`arm` minus `base` on the seeds both ran: mean, spread (sample sd) and verdict."""
+    seeds = sorted(set(arm) & set(base))
+    if not seeds:
+        return None
+    diffs = [arm[s][key] - base[s][key] for s in seeds]
+    mean, sd = mean_spread(diffs)
+    return {"diff": mean, "spread": sd, "seeds": len(seeds), "verdict": verdict(mean, sd)}
+
+
+def _diff_text(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "–"
+    spread = f" ± {100 * d['spread']:.1f}" if d["spread"] is not None else ""
+    return f"{100 * d['diff']:+.1f}{spread} ({d['verdict']})"
+
+
+def _row(label: str, arm: dict[int, dict[str, Any]], base: dict[int, dict[str, Any]]) -> str:
+    """One arm's row; its differences from `base` (none for the base itself)."""
+    runs = list(arm.values())
+    if arm is base:
+        base = {}
+    knn, linear = (mean_spread([r[k] for r in runs]) for k in ("knn_top1", "linear_top1"))
+    lasts = [r["last_block_from_step"] for r in runs if r["last_block_from_step"] is not None]
+    saving = statistics.fmean(r["flops_saving"] for r in runs)
+    return (
+        f"| {label} | {len(runs)} | {_pct(*knn)} | {_pct(*linear)} | {_diff_text(paired(arm, base, 'knn_top1'))} | "
+        f"{_diff_text(paired(arm, base, 'linear_top1'))} | {', '.join(str(s) for s in lasts) or '–'} | "
+        f"{100 * saving:.1f}% |"
+    )
+
+
+HEADER = (
+    "| {what} | seeds | kNN top-1 (%) | linear top-1 (%) | kNN vs fixed (points, paired) | linear vs fixed | "
+    "target at the last block from step | FLOPs saved |"
+)
+
+
+def _steps(groups: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> str:
+    """The runs' length in optimizer steps (their curves' last step), as the heading writes it."""
+    last = {int(run["curve"][-1][0]) for arms in groups.values() for seeds in arms.values() for run in seeds.values()}
+    return " or ".join(f"{n:,}" for n in sorted(last))
+
+
+def plot_curves(groups: dict[str, dict[str, dict[int, dict[str, Any]]]], path: Path) -> None:
+    """kNN top-1 during training, one panel per student and recipe: the mean over seeds, the band
+    from the lowest to the highest seed."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    for ax, (setting, arms) in zip(axes[0], groups.items()):
+        for arm, by_seed in arms.items():
+            curves = [dict(r["curve"]) for r in by_seed.values()]
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            values = [[c[s] for c in curves] for s in steps]
+            ax.plot(steps, [100 * statistics.fmean(v) for v in values], color=COLORS.get(arm), label=arm)
+            ax.fill_between(steps, [100 * min(v) for v in values], [100 * max(v) for v in values],
+                            color=COLORS.get(arm), alpha=0.2)  # fmt: skip
+        ax.set_title(f"{setting} ({len(next(iter(arms.values())))} seeds)", fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("kNN top-1 (%)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_section(results: dict[str, Any], assets: Path) -> str:
+    """The section, markers included; draws the curves into `assets`."""
+    runs = results["runs"]
+    grid, ablations = _groups(runs, "grid"), _groups(runs, "ablation")
+    any_run = next(iter(runs.values()))["config"]
+    lines = [
+        START,
+        "## When LEAP helps",
+        "",
+        f"LEAP against the fixed target (the teacher's last block) on {any_run['data']}: the embedded DINOv2 "
+        f"ViT-S/14 teacher, {any_run['subset_per_class']} training images per class, {any_run['image_size']} px, "
+        f"batch {any_run['batch_size']}, fp32; kNN every {any_run['eval_every']} steps on "
+        f"{any_run['eval_images_per_class']} fixed images per class, then `leapkd eval` kNN and linear probe "
+        "(100 / 50 images per class). Differences are paired by seed (the same seed, data order and "
+        "initialisation for both arms); a difference within the seeds' spread is no difference. "
+        f"Written by `python bench/leap_lead.py` (machine: {results['machine']['cpu']}, "
+        f"{results['machine']['cores']} cores; finished {results['finished']}).",
+        "",
+    ]
+    if grid:
+        lines += [f"### Across students and recipes, {_steps(grid)} steps", "",
+                  HEADER.format(what="student / recipe / arm"), "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for setting, arms in grid.items():
+            for arm, by_seed in arms.items():
+                lines.append(_row(f"{setting} / `{arm}`", by_seed, arms.get("fixed", {})))
+        plot_curves(grid, assets / CURVES)
+        lines += ["", f"![kNN top-1 during training](benchmarks/{CURVES})", ""]
+    if ablations:
+        arms = ablations["ablation"]
+        student = next(iter(next(iter(arms.values())).values()))["config"]["student"]
+        lines += [f"### Why: one knob of the demo's `leap` at a time ({student}, {_steps(ablations)} steps)", "",
+                  HEADER.format(what="arm"), "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [_row(f"`{arm}`", by_seed, arms.get("fixed", {})) for arm, by_seed in arms.items()]
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines) + "\n"
