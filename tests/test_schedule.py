@@ -121,3 +121,72 @@ def test_a_run_with_the_spectralkd_schedule_logs_timms_lr_every_step(tiny):
     per_epoch = r.summary["steps"] // 6
     expected = _timm_lr_per_epoch(6, 1e-3, 2, 1e-6, 1e-5)
     assert [row["lr"] for row in rows] == pytest.approx([expected[s // per_epoch] for s in range(len(rows))], rel=1e-5)
+
+
+class _ReferenceMultiplier:
+    """The LEAP reference's `_CurriculumLRState` in its plain (`--curriculum-lr-reset`) and
+    `--curriculum-lr-decay-peak` modes, written here from its code (train_distill.py:938-1034):
+    a warm-up ramp t / w, one segment whose cosine runs to the end, a peak of 1 or of the
+    warm-up-free envelope at the segment's start."""
+
+    def __init__(self, total, warmup, floor, decay_peak):
+        self.total, self.warmup, self.floor, self.decay_peak = total, warmup, floor, decay_peak
+        self.start = warmup
+
+    def envelope(self, step):
+        progress = min(1.0, step / max(1, self.total))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def __call__(self, step):
+        if self.warmup > 0 and step < self.warmup:
+            return step / self.warmup
+        peak = self.envelope(self.start) if self.decay_peak else 1.0
+        progress = min(1.0, max(0.0, (step - self.start) / max(1, self.total - self.start)))
+        return self.floor + (peak - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def reset(self, step):
+        if step >= self.warmup:  # the call sites skip level-ups inside the warm-up (T:1599, 1644)
+            self.start = step
+
+
+@pytest.mark.parametrize("warmup", [0, 5])
+@pytest.mark.parametrize("mode", ["peak", "envelope"])
+def test_reference_restarts_give_the_references_lr_at_every_step(mode, warmup):
+    """Under Lightning, LambdaLR's multiplier for step g + 1 is computed after step g: a level-up
+    decided inside step g (reset(g)) first shows at step g + 1, one decided at an epoch end
+    after g steps (reset(g), the LR of step g already set) at step g + 1 as well."""
+    total, in_step, epoch_end = 60, {3, 12, 33}, {20, 45}
+    reference = _ReferenceMultiplier(total, warmup, 0.001, decay_peak=mode == "envelope")
+    expected, lr = [], reference(0)
+    for g in range(total):
+        expected.append(lr)
+        if g in in_step:
+            reference.reset(g)
+        lr = reference(g + 1)
+        if g + 1 in epoch_end:
+            reference.reset(g + 1)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosine(opt, total, warmup, 0.001, reference_restarts=mode)
+    got = []
+    for g in range(total):  # leapkd's module: the optimizer and schedule step, then the level-up
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        if g in in_step:
+            sched.restart(mode, decided_at=g)
+        if g + 1 in epoch_end:
+            sched.restart(mode, decided_at=g + 1)
+    assert got == pytest.approx(expected, abs=1e-12)
+    resumed = WarmupCosine(opt, total, warmup, 0.001, reference_restarts=mode)
+    resumed.load_state_dict(sched.state_dict())
+    assert resumed.factor(total - 1) == pytest.approx(sched.factor(total - 1))
+
+
+def test_leapkds_restart_runs_the_first_step_on_the_new_target_at_the_new_peak():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosine(opt, 60, 0, 0.001)
+    for _ in range(13):
+        opt.step()
+        sched.step()
+    sched.restart("peak", decided_at=12)  # decided in step 12: step 13 trains on the new target
+    assert opt.param_groups[0]["lr"] == 1.0

@@ -1,9 +1,12 @@
 """Every loss and curriculum option runs end to end and does what it says."""
 
+import math
+
 import pytest
 import torch
 
-from leapkd.methods import StudentOutput
+from leapkd.errors import LeapkdError
+from leapkd.methods import StudentOutput, load_config
 from leapkd.rundir import read_metrics
 from leapkd.training import distill
 
@@ -84,6 +87,26 @@ def test_lr_restarts_at_level_up(tiny):
     assert level_ups == [5, 10, 15]  # epoch cap of 1, five steps an epoch (the last after the final step)
     assert rows[5]["lr"] == pytest.approx(5e-4) and rows[10]["lr"] == pytest.approx(5e-4)
     assert rows[4]["lr"] < 5e-4 and rows[9]["lr"] < rows[5]["lr"]
+
+
+def test_the_references_restarts_in_a_run(tiny):
+    """lr_restart_style reference: epoch-end level-ups after 5 and 10 steps restart the cosine at
+    steps 5 and 10, first applied one step later; the reference's warm-up-free schedule from step 0."""
+    r = distill(name="lr", threshold=0.99, calibrate=False, lr_reset="peak", lr_restart_style="reference",
+                **{**tiny, "warmup_steps": 0})  # fmt: skip
+    lr = [row["lr"] for row in read_metrics(r.run_dir / "metrics.csv")]
+    assert r.summary["level_ups"] == [5, 10, 15] and lr[0] == pytest.approx(5e-4)
+    total, floor = 15, 0.01
+
+    def segment(step, start):
+        return 5e-4 * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - start) / (total - start))))
+
+    assert lr[5] == pytest.approx(segment(5, 0)) and lr[6] == pytest.approx(segment(6, 5))  # not at 5: at 6
+    assert lr[10] == pytest.approx(segment(10, 5)) and lr[11] == pytest.approx(segment(11, 10))
+    with pytest.raises(LeapkdError, match="snap_to_last runs one cosine from step 0 without warm-up"):
+        load_config(None, {"method": "leap", "lr_restart_style": "reference", "snap_to_last": 3})
+    assert load_config(None, {"method": "leap", "lr_restart_style": "reference", "snap_to_last": 3,
+                              "warmup_steps": 0}).snap_to_last == 3  # fmt: skip
 
 
 def test_reset_projector_at_level_up(tiny, monkeypatch):

@@ -193,7 +193,7 @@ class DistillModule(L.LightningModule):
         clock.add("student", t3, clock.mark())  # read at the next step's transfer
         moved = method.after_step(values.metric)
         if moved:
-            self._target_moved()
+            self._target_moved(decided_at=step)
         self.batches_done_in_epoch = batch_idx + 1
         self.last_trained_block = block
         self.record = StepRecord(
@@ -239,12 +239,13 @@ class DistillModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self.method.after_epoch():
-            self._target_moved()
+            self._target_moved(decided_at=self.global_step)
 
-    def _target_moved(self) -> None:
+    def _target_moved(self, decided_at: int) -> None:
+        """Restart the LR schedule, if the method asks, for a level-up decided after `decided_at` steps."""
         mode = self.method.lr_restart()
         if mode is not None and self.scheduler is not None:
-            self.scheduler.restart(mode, self.scheduler.last_epoch)
+            self.scheduler.restart(mode, decided_at)
 
     def _mean_over_ranks(self, value: Tensor) -> Tensor:
         return self.trainer.strategy.reduce(value.to(self.device), reduce_op="mean")

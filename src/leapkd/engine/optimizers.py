@@ -10,7 +10,7 @@ that are not decayed (norms, biases, tokens, position embeddings) are not trust-
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -20,6 +20,7 @@ from torch.optim import Optimizer
 
 from leapkd.config import DistillConfig
 from leapkd.engine.accumulation import optimizer_steps, warmup_steps
+from leapkd.methods.base import LrRestart
 from leapkd.schedule import WarmupCosine
 
 LARS_EPS = 1e-8
@@ -87,7 +88,10 @@ def build_schedule(trainer: L.Trainer, cfg: DistillConfig, optimizer: Optimizer,
     floor = cfg.min_lr_ratio if cfg.min_lr is None else min(1.0, cfg.min_lr / peak_lr)
     start = None if cfg.warmup_lr is None else min(1.0, cfg.warmup_lr / peak_lr)
     if cfg.lr_interval == "step":
-        return WarmupCosine(optimizer, total, warmup_steps(trainer, cfg), floor, start)
+        restarts: LrRestart | Literal["none"] = getattr(cfg, "lr_reset", "none")  # LEAP's, on its joined config
+        style = getattr(cfg, "lr_restart_style", "leapkd")
+        reference = restarts if style == "reference" and restarts != "none" else None
+        return WarmupCosine(optimizer, total, warmup_steps(trainer, cfg), floor, start, reference_restarts=reference)
     per_epoch = max(1, int(trainer.num_training_batches) // cfg.accumulate_grad_batches)
     warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else cfg.warmup_steps / per_epoch
     return WarmupCosine(optimizer, total, math.ceil(warmup), floor, start, steps_per_epoch=per_epoch)

@@ -27,6 +27,11 @@ class LeapArgs(FeatureArgs):
     lr_reset: Literal["none", "peak", "envelope"] = Field(
         "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
     )
+    lr_restart_style: Literal["leapkd", "reference"] = Field(
+        "leapkd",
+        description="leapkd: a restart's first step is the first on the new target; reference: the LEAP "
+        "reference's timing, warm-up from 0 and warm-up-free envelope exactly (docs/fidelity.md)",
+    )
 
     @model_validator(mode="after")
     def _no_logit_kd(self) -> LeapArgs:
@@ -34,6 +39,20 @@ class LeapArgs(FeatureArgs):
             raise ValueError("kd_weight needs the teacher's last block every step; use method fixed or spectralkd")
         if self.lr_reset != "none" and getattr(self, "lr_interval", "step") == "epoch":  # a run's joined config
             raise ValueError("lr_reset restarts the schedule at a step: it needs lr_interval step")
+        return self
+
+    @model_validator(mode="after")
+    def _reference_snap(self) -> LeapArgs:
+        """The reference's snap-to-last runs one cosine from step 0, without warm-up or restarts."""
+        if self.lr_restart_style != "reference" or self.snap_to_last is None:
+            return self
+        epochs = getattr(self, "warmup_epochs", None)  # the run's joined config has the warm-up keys
+        warmup = epochs if epochs is not None else getattr(self, "warmup_steps", 0)
+        if self.lr_reset != "none" or warmup:
+            raise ValueError(
+                "the reference's snap_to_last runs one cosine from step 0 without warm-up or restarts: "
+                "set lr_reset none and warmup_steps 0 (and warmup_epochs 0 when set)"
+            )
         return self
 
 
