@@ -61,6 +61,18 @@ def test_two_ranks_stay_in_lockstep(tmp_path):
     assert summary["num_workers"] == max(0, min(MAX_AUTO_WORKERS, share - 1))
 
 
+def test_an_unsynchronised_curriculum_decides_on_each_ranks_shard(tmp_path):
+    """--curriculum-sync false (the LEAP reference without --curriculum-sync-rank): each rank
+    calibrates and levels up on its own metric; DDP still keeps the weights equal."""
+    args = ["--subset-per-class", "8", "--epochs", "1", "--threshold", "0.5", "--curriculum-sync", "false"]
+    done = launch(tmp_path, "unsynced", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = traces(tmp_path / "unsynced")
+    metrics = [[float(line.split(",")[3]) for line in trace[1:-1]] for trace in ranks]
+    assert len(metrics[0]) == len(metrics[1]) == 10 and metrics[0] != metrics[1]  # each rank's own metric
+    assert ranks[0][-1] == ranks[1][-1] and ranks[0][-1].startswith("# student sha1 ")
+
+
 @pytest.mark.parametrize(
     "method,extra",
     [

@@ -183,7 +183,8 @@ class DistillModule(L.LightningModule):
         metric = method.progress(out, targets)
         clock.add("metric", t2, clock.mark())
         flags = {name: bool(ask()) for name, ask in self.step_flags.items()}
-        values = step_values(self.trainer.strategy, self.non_finite.take_flag(), flags, out, metric)
+        values = step_values(self.trainer.strategy, self.non_finite.take_flag(), flags, out, metric,
+                             metric_per_rank=method.progress_per_rank)  # fmt: skip
         clock.settle()
         if self.non_finite.skip(values.bad, values.loss, values.parts, step):
             self._optimizer().zero_grad(set_to_none=True)

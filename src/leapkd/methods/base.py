@@ -75,6 +75,8 @@ class Method(nn.Module):
         self.args = args
         # averages a scalar over all ranks; the engine installs the distributed one
         self.reduce: Callable[[Tensor], Tensor] = identity_reduce
+        # True: `after_step` gets this rank's progress metric, not the mean over the ranks
+        self.progress_per_rank = False
 
     # ----- declarations ------------------------------------------------------------
     def loss_terms(self) -> list[str]:
@@ -128,8 +130,9 @@ class Method(nn.Module):
     def progress(self, out: LossOutput, targets: Targets) -> Tensor | None:
         """The progress metric of this step on this rank (a 0-d tensor on the device), or None.
 
-        Left on the device: the engine averages it over the ranks and brings it to the host
-        together with the step's other figures, in one transfer; `after_step` gets the float."""
+        Left on the device: the engine averages it over the ranks (unless `progress_per_rank`)
+        and brings it to the host together with the step's other figures, in one transfer;
+        `after_step` gets the float."""
         return None
 
     # ----- curriculum hooks ---------------------------------------------------------

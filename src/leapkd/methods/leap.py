@@ -27,6 +27,12 @@ class LeapArgs(FeatureArgs):
     lr_reset: Literal["none", "peak", "envelope"] = Field(
         "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
     )
+    curriculum_sync: bool = Field(
+        True,
+        description="one curriculum for all ranks (the metric and calibration averaged over them); false: "
+        "each rank calibrates and levels up on its own shard, as the LEAP reference without "
+        "--curriculum-sync-rank (the paper's runs)",
+    )
     lr_restart_style: Literal["leapkd", "reference"] = Field(
         "leapkd",
         description="leapkd: a restart's first step is the first on the new target; reference: the LEAP "
@@ -85,6 +91,7 @@ class Leap(FeatureDistillation):
         self.reset_on_level_up = args.reset_projector
         self.restart_mode: LrRestart | None = None if args.lr_reset == "none" else args.lr_reset
         self.calibration_scores: list[float] | None = None
+        self.progress_per_rank = not args.curriculum_sync
 
     def target_blocks(self) -> list[int]:
         return [self.curriculum.block]
@@ -102,7 +109,8 @@ class Leap(FeatureDistillation):
         for b in range(1, L + 1):
             target = outs[b]
             aligned = self.aligner.tokens(student.features, target.patches.shape[-1], target.grid)
-            scores.append(float(self.reduce(self.metric_fn(aligned, target.patches))))
+            score = self.metric_fn(aligned, target.patches)
+            scores.append(float(score if self.progress_per_rank else self.reduce(score)))
         self.calibration_scores = scores
         self.curriculum.calibrate(scores)
         return L
