@@ -194,7 +194,7 @@ class DistillModule(L.LightningModule):
         clock.add("student", t3, clock.mark())  # read at the next step's transfer
         moved = method.after_step(values.metric)
         if moved:
-            self._target_moved(decided_at=step)
+            _restart_schedule(self, decided_at=step)
         self.batches_done_in_epoch = batch_idx + 1
         self.last_trained_block = block
         self.record = StepRecord(
@@ -240,13 +240,7 @@ class DistillModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self.method.after_epoch():
-            self._target_moved(decided_at=self.global_step)
-
-    def _target_moved(self, decided_at: int) -> None:
-        """Restart the LR schedule, if the method asks, for a level-up decided after `decided_at` steps."""
-        mode = self.method.lr_restart()
-        if mode is not None and self.scheduler is not None:
-            self.scheduler.restart(mode, decided_at)
+            _restart_schedule(self, decided_at=self.global_step)
 
     def _mean_over_ranks(self, value: Tensor) -> Tensor:
         return self.trainer.strategy.reduce(value.to(self.device), reduce_op="mean")
@@ -270,6 +264,14 @@ def student_forward(student: Backbone, method: Method, images: Tensor) -> Studen
     raw = student.forward_levels(images, [*taps, last], norm=False)
     projection = student.patch_projection(images) if method.needs_patch_projection else None
     return StudentOutput(student.normalize(last, raw[last]), projection, {b: raw[b] for b in taps})
+
+
+def _restart_schedule(module: DistillModule, decided_at: int) -> None:
+    """After the target moved: restart the LR schedule if the method asks (the level-up was
+    decided after `decided_at` optimizer steps)."""
+    mode = module.method.lr_restart()
+    if mode is not None and module.scheduler is not None:
+        module.scheduler.restart(mode, decided_at)
 
 
 def _first_batch(module: DistillModule, images: Tensor) -> int:
