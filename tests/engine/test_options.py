@@ -60,6 +60,51 @@ def test_fixed_average_is_the_mean_of_every_level():
     assert method.target_width() == teacher.width
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_all_layers_pairs_every_level_with_its_own_projector(reduce):
+    """The LEAP reference's --all-layers: student level i (raw) against teacher level i (normed),
+    one Linear each, patch and CLS MSEs summed (or averaged) over the levels."""
+    import torch.nn.functional as F
+
+    from leapkd.methods import StudentOutput, build_method
+    from leapkd.models import load_backbone
+
+    teacher = load_backbone("vit-nano", 32).eval()
+    student = load_backbone("vit_tiny_patch16_224", 32, patch_size=8, model_kwargs={"depth": 6, "embed_dim": 64,
+                                                                                     "num_heads": 2})  # fmt: skip
+    cfg = {"method": "fixed", "fixed_all_layers": True, "fixed_all_layers_reduce": reduce, "cls_weight": 0.5}
+    method = build_method(load_config(None, cfg), teacher, student, None)
+    assert (
+        len(method.layerwise.projectors) == 6 and method.aligner is None and method.student_taps() == [1, 2, 3, 4, 5, 6]
+    )
+    images = torch.randn(2, 3, 32, 32)
+    targets = method.targets(teacher, images)
+    raw = student.forward_levels(images, range(1, 7), norm=False)
+    out = method.loss(StudentOutput(student.normalize(6, raw[6]), taps=raw), targets)
+    with torch.no_grad():
+        normed = {
+            b: teacher.normalize(b, f) for b, f in teacher.forward_levels(images, range(1, 7), norm=False).items()
+        }
+        heads = method.layerwise.projectors
+        patch = torch.stack([F.mse_loss(heads[b - 1](raw[b].resampled(normed[b].grid).patches), normed[b].patches)
+                             for b in range(1, 7)])  # fmt: skip
+        cls = torch.stack([F.mse_loss(heads[b - 1](raw[b].cls), normed[b].cls) for b in range(1, 7)])
+    combine = torch.mean if reduce == "mean" else torch.sum
+    assert targets.depth == 6 and set(out.parts) == {"loss_feature", "loss_cls"}
+    assert torch.allclose(out.parts["loss_feature"], combine(patch), atol=1e-5)
+    assert torch.allclose(out.loss, combine(patch) + 0.5 * combine(cls), atol=1e-5)
+    deeper = load_backbone("vit-tiny", 32, patch_size=8)
+    with pytest.raises(LeapkdError, match="pairs student level i with teacher level i"):
+        build_method(load_config(None, {"method": "fixed", "fixed_all_layers": True}), teacher, deeper, None)
+
+
+def test_all_layers_trains_with_every_projector_and_the_whole_teacher(tiny):
+    r = distill(name="all", method="fixed", fixed_all_layers=True, cls_weight=0.05, **{**tiny, "epochs": 1})
+    assert r.summary["flops_saving"] == pytest.approx(0.0, abs=1e-9) and r.summary["steps"] == 5
+    state = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert sum(k.startswith("method.layerwise.projectors.") and k.endswith(".weight") for k in state) == 6
+
+
 def test_one_fixed_target_at_a_time():
     from leapkd.errors import LeapkdError
     from leapkd.methods import load_config

@@ -47,6 +47,7 @@ class Targets:
     embed: Features | None = None  # teacher raw patch projection when that loss is on
     spectral: dict[int, Features] = field(default_factory=dict)  # un-normalised features per teacher level
     logits: Tensor | None = None  # teacher logits (B, classes) when logit KD is on
+    layers: dict[int, Features] = field(default_factory=dict)  # normalised features per level (layer by layer)
 
 
 @dataclass

@@ -154,7 +154,7 @@ class FeatureDistillation(Method):
         kd_classes = num_classes if args.kd_weight > 0 and not self.own_teacher_classifier else None
         self.teacher_head = nn.Linear(teacher.width, kd_classes).requires_grad_(False) if kd_classes else None
         # only modules that receive gradients exist (DDP refuses parameters without one)
-        uses_projector = self.feature_weight > 0 or args.cls_weight > 0
+        uses_projector = (self.feature_weight > 0 or args.cls_weight > 0) and bool(target_widths)
         self.aligner = (
             Aligner(student.width, target_widths, args.projector, args.projector_init) if uses_projector else None
         )
