@@ -105,6 +105,44 @@ def test_all_layers_trains_with_every_projector_and_the_whole_teacher(tiny):
     assert sum(k.startswith("method.layerwise.projectors.") and k.endswith(".weight") for k in state) == 6
 
 
+def test_concat_last_targets_the_block_and_the_last_one():
+    """The LEAP reference's --curriculum-concat-teacher-last: target = [block b, block L] along
+    channels through one projector of twice the width; the curriculum stops at L - 1; the metric
+    reads the block's half; the teacher runs whole."""
+    from leapkd.methods import StudentOutput, build_method
+    from leapkd.models import load_backbone
+
+    teacher = load_backbone("vit-nano", 32).eval()
+    student = load_backbone("vit-nano", 32, patch_size=8)
+    cfg = load_config(None, {"method": "leap", "concat_last": True, "cls_weight": 0.05, "calibrate": False})
+    method = build_method(cfg, teacher, student, None)
+    assert method.curriculum.num_blocks == 5 and method.target_blocks() == [1, 6]
+    assert list(method.aligner.projectors) == ["256"]  # 128 + 128, one projector for every block
+    images = torch.randn(2, 3, 32, 32)
+    targets = method.targets(teacher, images)
+    with torch.no_grad():
+        levels = teacher.forward_levels(images, [1, 6])
+    assert targets.depth == 6 and torch.equal(targets.patch, torch.cat([levels[1].patches, levels[6].patches], -1))
+    assert torch.equal(targets.cls, torch.cat([levels[1].cls, levels[6].cls], -1))
+    raw = student.forward_levels(images, [6], norm=False)
+    out = method.loss(StudentOutput(student.normalize(6, raw[6])), targets)
+    expected = method.metric_fn(out.projected[..., :128].detach(), levels[1].patches)
+    assert torch.allclose(method.progress(out, targets), expected)
+    with pytest.raises(LeapkdError, match="snap_to_last"):
+        build_method(load_config(None, {"method": "leap", "concat_last": True, "snap_to_last": 6}), teacher, student,
+                     None)  # fmt: skip
+    swin = load_backbone("swin_tiny_patch4_window7_224", 64, model_kwargs={"embed_dim": 24, "num_heads": [1, 2, 2, 4]})
+    with pytest.raises(LeapkdError, match="differ in grid"):
+        build_method(load_config(None, {"method": "leap", "concat_last": True}), swin, student, None)
+
+
+def test_concat_last_trains_and_calibrates(tiny):
+    r = distill(name="concat", concat_last=True, **{**tiny, "epochs": 1})
+    assert len(r.summary["calibration_scores"]) == 5
+    assert all(row["teacher_blocks_run"] == 6 for row in read_metrics(r.run_dir / "metrics.csv"))
+    assert r.summary["flops_saving"] < 0  # the whole teacher each step, the calibration and a wider projector
+
+
 def test_one_fixed_target_at_a_time():
     from leapkd.errors import LeapkdError
     from leapkd.methods import load_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -9,7 +10,8 @@ from pydantic import Field, model_validator
 
 from leapkd.config import MethodArgs
 from leapkd.curriculum import Curriculum, CurriculumConfig
-from leapkd.methods.base import LrRestart, StudentOutput
+from leapkd.errors import LeapkdError
+from leapkd.methods.base import LossOutput, LrRestart, StudentOutput, Targets
 from leapkd.methods.feature import FeatureArgs, FeatureDistillation
 from leapkd.methods.registry import register_method
 from leapkd.models import Backbone
@@ -26,6 +28,12 @@ class LeapArgs(FeatureArgs):
     reset_projector: bool = Field(False, description="reset the projector to its initial weights at each level-up")
     lr_reset: Literal["none", "peak", "envelope"] = Field(
         "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
+    )
+    concat_last: bool = Field(
+        False,
+        description="target = the current block concatenated with the teacher's last block along channels, "
+        "the curriculum stopping one block short, the metric on the current block's channels (the LEAP "
+        "reference's --curriculum-concat-teacher-last); the teacher runs whole every step",
     )
     curriculum_sync: bool = Field(
         True,
@@ -76,11 +84,14 @@ class Leap(FeatureDistillation):
     def __init__(
         self, args: LeapArgs, teacher: Backbone, student: Backbone, *, num_classes: int | None, seed: int
     ) -> None:
-        widths = [level.width for level in teacher.levels]
+        self.concat_last = args.concat_last
+        self.last_width = _concat_width(teacher) if args.concat_last else 0  # channels after the current block's
+        blocks = teacher.levels[:-1] if args.concat_last else teacher.levels
+        widths = [level.width + self.last_width for level in blocks]
         super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_widths=widths)
         self.curriculum = Curriculum(
             CurriculumConfig(
-                num_blocks=teacher.num_levels,
+                num_blocks=len(blocks),
                 threshold=args.threshold,
                 alpha=args.alpha,
                 max_epochs_per_block=args.max_epochs_per_block,
@@ -94,7 +105,8 @@ class Leap(FeatureDistillation):
         self.progress_per_rank = not args.curriculum_sync
 
     def target_blocks(self) -> list[int]:
-        return [self.curriculum.block]
+        block = self.curriculum.block
+        return [block, len(self.teacher_levels)] if self.concat_last else [block]
 
     @torch.no_grad()
     def on_first_batch(self, teacher: Backbone, student: StudentOutput, images: torch.Tensor) -> int:
@@ -103,17 +115,27 @@ class Leap(FeatureDistillation):
         if not self.calibrate:
             return 0
         assert self.aligner is not None, "leap always trains the projector"
-        L = teacher.num_levels
+        L = self.curriculum.num_blocks
         outs = teacher.forward_levels(images, range(1, L + 1))
         scores = []
         for b in range(1, L + 1):
             target = outs[b]
-            aligned = self.aligner.tokens(student.features, target.patches.shape[-1], target.grid)
+            width = target.patches.shape[-1]  # with concat_last, the projection's first channels
+            aligned = self.aligner.tokens(student.features, width + self.last_width, target.grid)[..., :width]
             score = self.metric_fn(aligned, target.patches)
             scores.append(float(score if self.progress_per_rank else self.reduce(score)))
         self.calibration_scores = scores
         self.curriculum.calibrate(scores)
         return L
+
+    @torch.no_grad()
+    def progress(self, out: LossOutput, targets: Targets) -> torch.Tensor | None:
+        """The metric on the current block; with concat_last, on its channels of the projection and target."""
+        if not self.concat_last or out.projected is None:
+            return super().progress(out, targets)
+        width = targets.patch.shape[-1] - self.last_width
+        return super().progress(replace(out, projected=out.projected[..., :width]),
+                                replace(targets, patch=targets.patch[..., :width]))  # fmt: skip
 
     def after_step(self, metric: float | None) -> bool:
         return metric is not None and self._moved(self.curriculum.observe(metric))
@@ -148,3 +170,16 @@ class Leap(FeatureDistillation):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         super().set_extra_state(state)
         self.curriculum.load_state_dict(state["curriculum"])
+
+
+def _concat_width(teacher: Backbone) -> int:
+    """The last level's width, checked to be concatenable with every earlier level (same grid)."""
+    last = teacher.levels[-1]
+    if teacher.num_levels < 2 or any(level.grid != last.grid for level in teacher.levels[:-1]):
+        raise LeapkdError(
+            f"concat_last concatenates each block with the last one along channels, and the levels of "
+            f"{teacher.name} ({teacher.family}) "
+            + ("are fewer than 2" if teacher.num_levels < 2 else "differ in grid"),
+            "use concat_last with a ViT-family teacher, or drop it",
+        )
+    return last.width
