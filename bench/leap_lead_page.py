@@ -17,6 +17,7 @@ START = "<!-- leap-lead:start (written by bench/leap_lead.py from docs/benchmark
 START_PREFIX = "<!-- leap-lead:start"
 END = "<!-- leap-lead:end -->"
 CURVES = "leap_lead_curves.png"
+ABLATION_CURVES = "leap_lead_ablation_curves.png"
 COLORS = {"fixed": "tab:gray", "leap": "tab:blue"}
 
 
@@ -63,17 +64,21 @@ def _row(label: str, arm: dict[int, dict[str, Any]], base: dict[int, dict[str, A
     knn, linear = (mean_spread([r[k] for r in runs]) for k in ("knn_top1", "linear_top1"))
     lasts = [r["last_block_from_step"] for r in runs if r["last_block_from_step"] is not None]
     saving = statistics.fmean(r["flops_saving"] for r in runs)
+    bests = [max(r["curve"], key=lambda point: point[1]) for r in runs]  # the first step of the highest kNN
+    best = f"{_pct(*mean_spread([b[1] for b in bests]))} ({', '.join(str(int(b[0])) for b in bests)})"
     return (
-        f"| {label} | {len(runs)} | {_pct(*knn)} | {_pct(*linear)} | {_diff_text(paired(arm, base, 'knn_top1'))} | "
+        f"| {label} | {len(runs)} | {_pct(*knn)} | {_pct(*linear)} | {best} | "
+        f"{_diff_text(paired(arm, base, 'knn_top1'))} | "
         f"{_diff_text(paired(arm, base, 'linear_top1'))} | {', '.join(str(s) for s in lasts) or '–'} | "
         f"{100 * saving:.1f}% |"
     )
 
 
 HEADER = (
-    "| {what} | seeds | kNN top-1 (%) | linear top-1 (%) | kNN vs fixed (points, paired) | linear vs fixed | "
-    "target at the last block from step | FLOPs saved |"
+    "| {what} | seeds | kNN top-1 (%) | linear top-1 (%) | best kNN during training (%; at step) | "
+    "kNN vs fixed (points, paired) | linear vs fixed | target at the last block from step | FLOPs saved |"
 )
+RULE = "|---|---|---|---|---|---|---|---|---|"
 
 
 def _steps(groups: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> str:
@@ -85,20 +90,23 @@ def _steps(groups: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> str:
 def plot_curves(groups: dict[str, dict[str, dict[int, dict[str, Any]]]], path: Path) -> None:
     """kNN top-1 during training, one panel per student and recipe: the mean over seeds, the band
     from the lowest to the highest seed."""
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    many = max(len(arms) for arms in groups.values()) > len(COLORS)  # the ablations: matplotlib's cycle
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.5 if many else 4.2 * len(groups), 3.6), squeeze=False)
     for ax, (setting, arms) in zip(axes[0], groups.items()):
         for arm, by_seed in arms.items():
+            color = COLORS["fixed"] if arm == "fixed" else None if many else COLORS.get(arm)
             curves = [dict(r["curve"]) for r in by_seed.values()]
             steps = sorted(set.intersection(*(set(c) for c in curves)))
             values = [[c[s] for c in curves] for s in steps]
-            ax.plot(steps, [100 * statistics.fmean(v) for v in values], color=COLORS.get(arm), label=arm)
+            (line,) = ax.plot(steps, [100 * statistics.fmean(v) for v in values], color=color, label=arm)
             ax.fill_between(steps, [100 * min(v) for v in values], [100 * max(v) for v in values],
-                            color=COLORS.get(arm), alpha=0.2)  # fmt: skip
+                            color=line.get_color(), alpha=0.15)  # fmt: skip
         ax.set_title(f"{setting} ({len(next(iter(arms.values())))} seeds)", fontsize=9)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("kNN top-1 (%)")
-    axes[0][0].legend()
+    beside: dict[str, Any] = {"loc": "center left", "bbox_to_anchor": (1.02, 0.5)} if many else {"loc": "lower left"}
+    axes[0][0].legend(fontsize=7, **beside)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -125,7 +133,7 @@ def render_section(results: dict[str, Any], assets: Path) -> str:
     ]
     if grid:
         lines += [f"### Across students and recipes, {_steps(grid)} steps", "",
-                  HEADER.format(what="student / recipe / arm"), "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  HEADER.format(what="student / recipe / arm"), RULE]  # fmt: skip
         for setting, arms in grid.items():
             for arm, by_seed in arms.items():
                 lines.append(_row(f"{setting} / `{arm}`", by_seed, arms.get("fixed", {})))
@@ -135,8 +143,9 @@ def render_section(results: dict[str, Any], assets: Path) -> str:
         arms = ablations["ablation"]
         student = next(iter(next(iter(arms.values())).values()))["config"]["student"]
         lines += [f"### Why: one knob of the demo's `leap` at a time ({student}, {_steps(ablations)} steps)", "",
-                  HEADER.format(what="arm"), "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  HEADER.format(what="arm"), RULE]  # fmt: skip
         lines += [_row(f"`{arm}`", by_seed, arms.get("fixed", {})) for arm, by_seed in arms.items()]
-        lines.append("")
+        plot_curves(ablations, assets / ABLATION_CURVES)
+        lines += ["", f"![kNN top-1 during training, one knob at a time](benchmarks/{ABLATION_CURVES})", ""]
     lines.append(END)
     return "\n".join(lines) + "\n"

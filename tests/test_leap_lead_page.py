@@ -36,7 +36,16 @@ def test_the_section_tables_both_parts_and_draws_the_curves(tmp_path):
     text = render_section({"runs": runs, "machine": {"cpu": "x", "cores": 2}, "finished": "now"}, tmp_path)
     assert text.startswith(START_PREFIX) and text.rstrip().endswith(END)
     assert "### Across students and recipes, 200 steps" in text and "(vit-tiny, 200 steps)" in text
-    assert "| vit-nano / demo / `fixed` | 2 | 50.0 ± 0.0 | 60.0 ± 0.0 | – | – | 0, 0 | 0.0% |" in text
-    assert "| vit-nano / demo / `leap` | 2 | 40.5 ± 0.7 | 50.0 ± 0.0 | -9.5 ± 0.7 (worse) |" in text
-    assert "| `leap, CLS term 0.05` | 2 | 35.5 ± 0.7 | 50.0 ± 0.0 | +5.5 ± 0.7 (better) |" in text
-    assert (tmp_path / "leap_lead_curves.png").stat().st_size > 10_000
+    assert (
+        "| vit-nano / demo / `fixed` | 2 | 50.0 ± 0.0 | 60.0 ± 0.0 | 50.0 ± 0.0 (200, 200) | – | – | 0, 0 | 0.0% |"
+        in text
+    )
+    assert (
+        "| vit-nano / demo / `leap` | 2 | 40.5 ± 0.7 | 50.0 ± 0.0 | 40.5 ± 0.7 (200, 200) | -9.5 ± 0.7 (worse) |"
+        in text
+    )
+    assert (
+        "| `leap, CLS term 0.05` | 2 | 35.5 ± 0.7 | 50.0 ± 0.0 | 35.5 ± 0.7 (200, 200) | +5.5 ± 0.7 (better) |" in text
+    )
+    for png in ("leap_lead_curves.png", "leap_lead_ablation_curves.png"):
+        assert (tmp_path / png).stat().st_size > 10_000
