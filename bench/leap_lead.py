@@ -40,7 +40,7 @@ from leapkd.rundir import read_metrics  # noqa: E402
 from leapkd.training import distill  # noqa: E402
 
 DATA = "animal-mnist"
-STEPS_PER_EPOCH = 25  # 80 images x 10 classes / batch 32
+STEPS_PER_EPOCH = {False: 25, True: 2}  # 80 (quick: 8) images x 10 classes / batch 32, the last batch dropped
 GRID = {"vit-nano": (0, 1, 2), "vit-tiny": (0, 1)}
 ABLATION_STUDENT, ABLATION_SEEDS, ABLATION_STEPS = "vit-tiny", (0, 1), 250
 # Each ablation changes one thing of the demo's `leap` run (or is the fixed target).
@@ -67,7 +67,7 @@ def leap_paper_at(epochs: int) -> dict[str, Any]:
 
 
 def run_config(student: str, recipe: str, method: str, seed: int, steps: int, quick: bool) -> dict[str, Any]:
-    epochs = steps // STEPS_PER_EPOCH
+    epochs = steps // STEPS_PER_EPOCH[quick]
     cfg: dict[str, Any] = {
         "teacher": EMBEDDED_TEACHER,
         "student": student,
@@ -121,7 +121,7 @@ def plan(part: str, recipes: tuple[str, ...], quick: bool) -> list[tuple[str, di
     """(key, config) of every run of the part, methods interleaved within each seed."""
     runs = []
     if part == "grid":
-        steps = 40 if quick else 1000
+        steps = 8 if quick else 1000
         for seed in range(3):
             for student, seeds in GRID.items():
                 if seed not in seeds or (quick and seed > 0):
@@ -131,7 +131,7 @@ def plan(part: str, recipes: tuple[str, ...], quick: bool) -> list[tuple[str, di
                         key = f"grid/{student}/{recipe}/{method}/s{seed}"
                         runs.append((key, run_config(student, recipe, method, seed, steps, quick)))
     else:
-        steps = 40 if quick else ABLATION_STEPS
+        steps = 8 if quick else ABLATION_STEPS
         for seed in ABLATION_SEEDS[:1] if quick else ABLATION_SEEDS:
             for label, keys in ABLATIONS.items():
                 cfg = {**run_config(ABLATION_STUDENT, "demo", keys["method"], seed, steps, quick), **keys}

@@ -177,9 +177,27 @@ def test_reference_restarts_give_the_references_lr_at_every_step(mode, warmup):
         if g + 1 in epoch_end:
             sched.restart(mode, decided_at=g + 1)
     assert got == pytest.approx(expected, abs=1e-12)
-    resumed = WarmupCosine(opt, total, warmup, 0.001, reference_restarts=mode)
+
+
+@pytest.mark.parametrize("mode", ["peak", "envelope"])
+def test_a_resume_right_after_an_epoch_end_restart_keeps_the_references_lr(mode):
+    """The checkpoint is written after the epoch-end hook: the restart is decided but the next
+    step still runs at the old LR, and so must the resumed run's."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosine(opt, 60, 5, 0.001, reference_restarts=mode)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    sched.restart(mode, decided_at=20)  # an epoch end after 20 steps
+    before = opt.param_groups[0]["lr"]
+    fresh = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = WarmupCosine(fresh, 60, 5, 0.001, reference_restarts=mode)
     resumed.load_state_dict(sched.state_dict())
-    assert resumed.factor(total - 1) == pytest.approx(sched.factor(total - 1))
+    assert resumed.get_lr() == [pytest.approx(before)]
+    for s in (sched, resumed):
+        s.optimizer.step()
+        s.step()
+    assert resumed.get_lr() == [pytest.approx(opt.param_groups[0]["lr"])] and opt.param_groups[0]["lr"] != before
 
 
 def test_leapkds_restart_runs_the_first_step_on_the_new_target_at_the_new_peak():

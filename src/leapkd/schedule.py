@@ -24,8 +24,9 @@ reference's next `scheduler.step()` puts it (the step after an in-step decision;
 later after an epoch-end one); the warm-up ramps from 0 (``t / warmup_steps``; none at all
 with 0 warm-up steps, the reference's plain reset); the envelope is one cosine from step 0 to
 the end that ignores the warm-up, and in "envelope" mode the first segment, after the
-warm-up, already peaks at the envelope there. The segment's start and peak live in
-`state_dict()`, so a resumed run continues exactly.
+warm-up, already peaks at the envelope there. The segment's start and peak, and the old
+multiplier a restart decided at an epoch end keeps for one more step, live in `state_dict()`,
+so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class WarmupCosine(LRScheduler):
         self.reference_restarts = reference_restarts
         self.segment_start: int | None = None  # None: still on the global schedule
         self.segment_peak = 1.0
+        self.held: float | None = None  # the old multiplier of a reference restart not applied yet
         if reference_restarts is not None:  # the reference's first segment starts after the warm-up
             self.segment_start = self.warmup_steps
             self.segment_peak = 1.0 if reference_restarts == "peak" else self.envelope(self.warmup_steps)
@@ -112,13 +114,18 @@ class WarmupCosine(LRScheduler):
         start = decided_at if reference else self.last_epoch
         if start < self.warmup_steps:
             return False
+        # the step at `start` still runs at the old multiplier when the reference applies it later
+        self.held = self.factor(start) if reference and start == self.last_epoch else None
         self.segment_peak = 1.0 if mode == "peak" else self.envelope(start)
         self.segment_start = start
-        if start < self.last_epoch or not reference:  # else the reference's next scheduler step applies it
-            for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-                group["lr"] = lr
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):  # a held restart keeps the old LR
+            group["lr"] = lr
         return True
 
     def get_lr(self) -> list[float]:  # type: ignore[override]  # narrower than torch's list[float | Tensor]; list is invariant
-        f = self.factor(self.last_epoch)
+        f = (
+            self.held
+            if self.held is not None and self.last_epoch == self.segment_start
+            else self.factor(self.last_epoch)
+        )
         return [float(base) * f for base in self.base_lrs]

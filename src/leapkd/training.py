@@ -181,7 +181,7 @@ def _scorer(cfg: DistillConfig, teacher: Backbone, classifier: bool) -> StudentS
             f"eval_metric {cfg.eval_metric} is not measured on {data} ({scorer.num_classes} classes: "
             f"{', '.join(scorer.figures)})" + ("; this run trains no student head" if head else ""),
             ("set --ce_weight or --kd_weight above 0 to train one, or " if head else "")
-            + f"choose --eval_metric {scorer.figures[0]}",
+            + (f"choose --eval_metric {scorer.figures[0]}" if scorer.figures else "add knn to --eval_protocols"),
         )
     return scorer
 

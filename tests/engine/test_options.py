@@ -116,7 +116,7 @@ def test_concat_last_targets_the_block_and_the_last_one():
     student = load_backbone("vit-nano", 32, patch_size=8)
     cfg = load_config(None, {"method": "leap", "concat_last": True, "cls_weight": 0.05, "calibrate": False})
     method = build_method(cfg, teacher, student, None)
-    assert method.curriculum.num_blocks == 5 and method.target_blocks() == [1, 6]
+    assert method.curriculum.num_blocks == 5 and method.target_blocks() == [1, 6] and method.target_block == 1
     assert list(method.aligner.projectors) == ["256"]  # 128 + 128, one projector for every block
     images = torch.randn(2, 3, 32, 32)
     targets = method.targets(teacher, images)
@@ -136,10 +136,17 @@ def test_concat_last_targets_the_block_and_the_last_one():
         build_method(load_config(None, {"method": "leap", "concat_last": True}), swin, student, None)
 
 
+def test_a_per_rank_curriculum_refuses_what_would_split_the_ranks():
+    for key, value in (("lr_reset", "peak"), ("reset_projector", True)):
+        with pytest.raises(LeapkdError, match="drift apart"):
+            load_config(None, {"method": "leap", "curriculum_sync": False, key: value})
+
+
 def test_concat_last_trains_and_calibrates(tiny):
     r = distill(name="concat", concat_last=True, **{**tiny, "epochs": 1})
     assert len(r.summary["calibration_scores"]) == 5
-    assert all(row["teacher_blocks_run"] == 6 for row in read_metrics(r.run_dir / "metrics.csv"))
+    rows = read_metrics(r.run_dir / "metrics.csv")
+    assert all(row["teacher_blocks_run"] == 6 and row["target_block"] < 6 for row in rows)  # the curriculum's block
     assert r.summary["flops_saving"] < 0  # the whole teacher each step, the calibration and a wider projector
 
 

@@ -57,3 +57,35 @@ def test_a_weight_file_with_a_head_loads_the_head_and_one_without_leaves_the_bac
     save_file(backbone.model.state_dict(), tmp_path / "b.safetensors")
     asked = load_backbone(name, size, weights=tmp_path / "b.safetensors", model_kwargs={"num_classes": 10, **kwargs})
     assert asked.num_classes == 0  # a head asked for, the file holds none: the backbone alone, no random head
+
+
+def test_a_downloaded_head_of_other_classes_is_dropped_not_kept_at_random(monkeypatch):
+    """timm builds a head of the asked classes at random when the checkpoint's has others:
+    leapkd keeps the pretrained backbone alone, so no random logits reach logit KD."""
+    import timm
+
+    from leapkd.models import registry
+
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kwargs):  # the weights as a download would give them
+        model = real(name, pretrained=False, **kwargs)
+        model.pretrained_cfg = {**model.pretrained_cfg, "num_classes": 1000}
+        return model
+
+    monkeypatch.setattr(registry.timm, "create_model", offline)
+    kwargs = {"num_classes": 10, "depth": 2}
+    assert not any(k.startswith("head.") for k in registry._download_pretrained("vit_tiny_patch16_224", kwargs))
+    kept = registry._download_pretrained("vit_tiny_patch16_224", {"num_classes": 1000, "depth": 2})
+    assert "head.weight" in kept  # the checkpoint's own classes: its head is pretrained
+
+
+def test_a_file_whose_head_has_other_classes_says_so(tmp_path):
+    from leapkd import LeapkdError
+
+    source = load_backbone("vit_tiny_patch16_224", 32, model_kwargs={"num_classes": 7, "depth": 2})
+    save_file(source.model.state_dict(), tmp_path / "w.safetensors")
+    with pytest.raises(LeapkdError) as err:
+        load_backbone("vit_tiny_patch16_224", 32, weights=tmp_path / "w.safetensors",
+                      model_kwargs={"num_classes": 10, "depth": 2})  # fmt: skip
+    assert "the file's classifier has other classes" in err.value.fix

@@ -53,6 +53,12 @@ class LeapArgs(FeatureArgs):
             raise ValueError("kd_weight needs the teacher's last block every step; use method fixed or spectralkd")
         if self.lr_reset != "none" and getattr(self, "lr_interval", "step") == "epoch":  # a run's joined config
             raise ValueError("lr_reset restarts the schedule at a step: it needs lr_interval step")
+        if not self.curriculum_sync and (self.lr_reset != "none" or self.reset_projector):
+            raise ValueError(
+                "with curriculum_sync false the ranks level up at different steps, so lr_reset and "
+                "reset_projector would make their copies of the model drift apart: drop them, or "
+                "keep curriculum_sync true"
+            )
         return self
 
     @model_validator(mode="after")
@@ -103,6 +109,11 @@ class Leap(FeatureDistillation):
         self.restart_mode: LrRestart | None = None if args.lr_reset == "none" else args.lr_reset
         self.calibration_scores: list[float] | None = None
         self.progress_per_rank = not args.curriculum_sync
+
+    @property
+    def target_block(self) -> int:
+        """The curriculum's block (with concat_last the target also holds the last one)."""
+        return self.curriculum.block
 
     def target_blocks(self) -> list[int]:
         block = self.curriculum.block

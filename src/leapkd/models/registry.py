@@ -26,7 +26,7 @@ from leapkd.models.contract import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from leapkd.models.families import wrap
 from leapkd.models.hf_dinov2 import read_hf_directory, timm_kwargs_from_hf_config
 from leapkd.models.imgfocus import embedded_teacher_state_dict
-from leapkd.models.weights import load_into, read_weight_file
+from leapkd.models.weights import load_into, read_weight_file, without_classifier
 from leapkd.registry import Registry
 
 EMBEDDED_TEACHER = "dinov2-vits14-imgfocus"
@@ -176,7 +176,12 @@ def _download_pretrained(name: str, model_kwargs: dict[str, Any] | None) -> dict
             "without a network, pass a local weight file (safetensors, .pth or .bin): --teacher_weights for "
             "distill, --weights for eval and spectrum",
         ) from err
-    return native.state_dict()
+    state = native.state_dict()
+    wanted = int((model_kwargs or {}).get("num_classes") or 0)
+    pretrained: dict[str, Any] = getattr(native, "pretrained_cfg", None) or {}
+    if wanted and wanted != int(pretrained.get("num_classes") or 0):
+        state = without_classifier(state, native)  # timm drew a head of other classes at random: not pretrained
+    return state
 
 
 def describe_models() -> list[dict[str, str]]:

@@ -117,11 +117,20 @@ def _head_key(key: str, model: nn.Module) -> bool:
     return key.startswith(tuple(f"{h}." for h in heads)) or key.startswith(("head_drop.", "head_dist.", "fc_norm."))
 
 
+def without_classifier(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """`state_dict` of `model` without its classifier's keys."""
+    return {k: v for k, v in state_dict.items() if not _head_key(k, model) or k.startswith("fc_norm.")}
+
+
 def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
     """Load converted weights strictly; on mismatch, name the keys that disagree."""
     sd = to_timm_layout(state_dict, model)
     reset_classifier = getattr(model, "reset_classifier", None)
-    if getattr(model, "num_classes", 0) and reset_classifier is not None and not any(_head_key(k, model) for k in sd):
+    if (
+        getattr(model, "num_classes", 0)
+        and reset_classifier is not None
+        and len(without_classifier(sd, model)) == len(sd)
+    ):
         reset_classifier(0)  # built with a classifier the file does not hold: the backbone alone
     own = {k: v for k, v in model.state_dict().items() if not _is_head(k, model)}
     missing = sorted(set(own) - set(sd))
@@ -142,9 +151,13 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> N
             if _depth(own)
             else ""
         )
+        heads_only = not missing and not unexpected and all(_head_key(k.split(":")[0], model) for k in shapes)
         raise LeapkdError(
             f"weights from {source} do not fit the model{shape}:\n" + "\n".join(lines),
-            "pass the model name that matches the checkpoint (its width, depth, patch size and registers)",
+            "the file's classifier has other classes: set num_classes in the model's kwargs to its count, or "
+            "leave num_classes out for the backbone alone"
+            if heads_only
+            else "pass the model name that matches the checkpoint (its width, depth, patch size and registers)",
         )
     model.load_state_dict(sd, strict=False)
 
