@@ -47,12 +47,12 @@ ABLATION_STUDENT, ABLATION_SEEDS, ABLATION_STEPS = "vit-tiny", (0, 1), 250
 ABLATIONS: dict[str, dict[str, Any]] = {
     "fixed": {"method": "fixed"},
     "leap": {"method": "leap"},
-    "leap, 3 epochs per block": {"method": "leap", "max_epochs_per_block": 3},
-    "leap, snap to last from block 4": {"method": "leap", "snap_to_last": 4},
     "leap, projector reset at level-up": {"method": "leap", "reset_projector": True},
-    "leap, LR restart at level-up": {"method": "leap", "lr_reset": "peak"},
     "leap, CLS term 0.05": {"method": "leap", "cls_weight": 0.05},
+    "leap, 3 epochs per block": {"method": "leap", "max_epochs_per_block": 3},
+    "leap, LR restart at level-up": {"method": "leap", "lr_reset": "peak"},
     "leap, no calibration": {"method": "leap", "calibrate": False},
+    "leap, snap to last from block 4": {"method": "leap", "snap_to_last": 4},
 }
 # The leap-paper recipe's keys that give way to this benchmark's models, size, data and length.
 SCALE_KEYS = ("teacher", "teacher_pretrained", "student", "image_size", "epochs", "batch_size", "subset_per_class")
