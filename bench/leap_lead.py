@@ -96,9 +96,12 @@ def measure(cfg: dict[str, Any], runs_dir: Path, name: str, quick: bool) -> dict
     run_dir = runs_dir / name
     start = time.perf_counter()
     distill(dict(cfg), name=name, output_dir=str(runs_dir), overwrite=True, progress=False)
+    s = json.loads((run_dir / "summary.json").read_text())
+    if s["status"] != "completed":  # a signal stopped it: not a result, and the benchmark stops too
+        raise SystemExit(f"{name} stopped early ({s['status']} after step {s['steps']}); run the benchmark again")
     sizes = {"train_per_class": 10, "val_per_class": 5} if quick else {"train_per_class": 100, "val_per_class": 50}
     final = evaluate(str(run_dir), protocols=("knn", "linear"), progress=False, **sizes)
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = json.loads((run_dir / "summary.json").read_text())  # with the evaluation merged in
     rows = read_metrics(run_dir / "metrics.csv")
     last = s["teacher"]["blocks"]
     at_last = [int(r["step"]) for r in rows if r.get("target_block") == last]
