@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -28,19 +29,26 @@ EVAL_EVERY = re.compile(r"^\s*(\d*)\s*(steps?|epochs?)\s*$")
 
 class StrictKeys(BaseModel):
     """Unknown keys are refused; a choice written as a number (`precision: 32` in YAML,
-    `--precision 32`) is read as its text, and a list of choices may be written `a,b`."""
+    `--precision 32`) is read as its text, and a list may be written `a,b` (`--logger
+    csv,wandb`, `--student_layers 1,2,5,6`) as well as `[a, b]`; one value is a list of one."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _choice_as_text(cls, value: Any, info: ValidationInfo) -> Any:
-        if not info.field_name or not choices_of(cls, info.field_name):
+    def _lists_and_choices(cls, value: Any, info: ValidationInfo) -> Any:
+        if not info.field_name:
             return value
-        if get_origin(cls.model_fields[info.field_name].annotation) is list and isinstance(value, str):
-            return [v.strip() for v in value.strip("[]").split(",") if v.strip()]  # `--logger csv,wandb`
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
+        if is_list_key(cls, info.field_name):
+            if isinstance(value, str) and value.strip() not in ("", "null", "None", "~"):
+                return [v.strip() for v in value.strip().strip("[]").split(",") if v.strip()]
+            if isinstance(value, int | float) and get_origin(_unwrap(cls, info.field_name)) is list:
+                value = [value]
+        if choices_of(cls, info.field_name):
+            if isinstance(value, list):
+                return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return str(value)
         return value
 
 
@@ -330,6 +338,20 @@ class DistillConfig(DataKeys):
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
 
 
+def _unwrap(model: type[BaseModel], key: str) -> Any:
+    """A key's annotation without `| None`."""
+    field = model.model_fields.get(key)
+    annotation = field.annotation if field is not None else None
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next((a for a in get_args(annotation) if a is not type(None)), annotation)
+    return annotation
+
+
+def is_list_key(model: type[BaseModel], key: str) -> bool:
+    """Whether the key holds a list or tuple of values (written `a,b` or `[a, b]`)."""
+    return get_origin(_unwrap(model, key)) in (list, tuple)
+
+
 def choices_of(model: type[BaseModel], key: str) -> tuple[str, ...]:
     """The allowed values of a choice-valued key (a Literal of texts, or a list of them), else ()."""
     field = model.model_fields.get(key)
@@ -347,6 +369,8 @@ def describe_key(model: type[BaseModel], key: str) -> str:
     extra = [f"default: {field.default}"]
     if choices_of(model, key):
         extra.append(f"choices: {', '.join(choices_of(model, key))}")
+    if is_list_key(model, key):
+        extra.append("a list: a,b or [a, b]")
     bounds = [
         f"{symbol} {getattr(m, attr)}"
         for m in field.metadata
