@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "leapkd"
 
 # Lower layers never import higher ones; docs/architecture.md explains each layer.
 LAYERS = [
-    ["leapkd.errors", "leapkd.paths", "leapkd.registry"],
+    ["leapkd.errors", "leapkd.paths", "leapkd.registry", "leapkd.disk", "leapkd.runlock"],
     ["leapkd.config", "leapkd.rundir", "leapkd.recipes", "leapkd.hardware"],
     ["leapkd.models", "leapkd.data", "leapkd.curriculum", "leapkd.metrics", "leapkd.schedule", "leapkd.plots"],
     ["leapkd.losses", "leapkd.accounting", "leapkd.features", "leapkd.linear_classifier", "leapkd.targets"],

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 import yaml
 
+from leapkd.disk import write_text_atomic
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import evaluated
 from leapkd.models import PRESETS, Backbone, head_file_of, is_timm_name, load_student_file, save_student_file, wrap
-from leapkd.rundir import RunDirectory, write_text_atomic
+from leapkd.rundir import RunDirectory
 
 FORMATS = ("safetensors", "timm", "onnx")
 ONNX_OPSET = 17

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import warnings
 from pathlib import Path
 from typing import cast
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from leapkd.data import LabeledImages
+from leapkd.disk import write_bytes_atomic
+from leapkd.errors import LeapkdError
 from leapkd.models import Backbone, Pooling
 from leapkd.paths import cache_dir
 
@@ -109,9 +111,11 @@ def extract_levels(
         path = paths[b]
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            save_file({"features": found[b][0].contiguous(), "labels": targets.contiguous()}, str(tmp))
-            tmp.replace(path)
+            data = save({"features": found[b][0].contiguous(), "labels": targets.contiguous()})
+            try:
+                write_bytes_atomic(path, data)
+            except LeapkdError as err:  # a full cache disk: the features are still here, just not cached
+                warnings.warn(f"features not cached: {err.problem}", stacklevel=2)
     return found
 
 

@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from leapkd.disk import write_atomic  # noqa: E402
+
 
 def plot_curriculum(
     rows: Sequence[dict[str, Any]],
@@ -53,17 +55,13 @@ def plot_curriculum(
     ax_block.legend(handles, labels, loc="lower right", fontsize=8)
     ax_block.set_title("Curriculum: target block and progress metric")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_loss(rows: Sequence[dict[str, Any]], path: Path, parts: Sequence[str]) -> Path:
     """Loss and the method's declared parts (metrics.csv columns) over steps, log scale."""
     fig = draw_loss(rows, parts)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def draw_loss(rows: Sequence[dict[str, Any]], parts: Sequence[str]) -> plt.Figure:
@@ -108,9 +106,7 @@ def plot_accounting(summary: dict[str, Any], path: Path) -> Path:
     ax_t.set_title(f"time: {summary['wall_seconds']:.0f} s wall")
     ax_t.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_evaluation(
@@ -152,6 +148,13 @@ def plot_evaluation(
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle("Evaluation during training (green: level-ups)")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write the figure atomically (its format from the suffix), then close it."""
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
     return path

@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
+from leapkd.disk import write_text_atomic
 from leapkd.errors import LeapkdError
 from leapkd.eval.protocol import evaluated
 from leapkd.plots import plot_accounting
-from leapkd.rundir import RunDirectory, write_text_atomic
+from leapkd.rundir import RunDirectory
 
 
 @dataclass

@@ -14,12 +14,14 @@ runs/<name>/
   student.safetensors  the distilled student at the last step (timm keys of its family)
   student_best.safetensors  the student at the best evaluation (with eval_every)
   student_ema.safetensors  the EMA of the student, when it is not the run's student (kept_weights live)
+  .lock                held by the process training the run (`runlock`)
 ```
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -28,7 +30,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from leapkd.disk import open_for_appending, write_error, write_text_atomic
 from leapkd.errors import LeapkdError
+from leapkd.runlock import LOCK_NAME, RunLock
 
 
 class RunDirectory:
@@ -36,6 +40,7 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock = RunLock(self.path)
 
     config = property(lambda self: self.path / "config.yaml")
     launch = property(lambda self: self.path / "launch.json")
@@ -57,7 +62,8 @@ class RunDirectory:
         return self.snapshots / f"step-{step:06d}.safetensors"
 
     def prepare(self, config_yaml: str, resume: bool, overwrite: bool, world_size: int = 1) -> None:
-        """Create (or reopen for resume) the directory; refuse to clobber a run by accident."""
+        """Create (or reopen for resume) the directory and take its lock (held until `release`);
+        refuse a run another process holds, and refuse to clobber a run by accident."""
         if resume:
             previous = self.last_checkpoint.with_name(self.last_checkpoint.name + ".prev")
             if not (self.last_checkpoint.is_file() or previous.is_file()):
@@ -65,27 +71,45 @@ class RunDirectory:
                     f"cannot resume: {self.last_checkpoint} does not exist",
                     "drop --resume to start a new run, or point --name/--output-dir at the run to resume",
                 )
-        elif self.path.exists() and any(self.path.iterdir()):
-            if not overwrite:
-                raise LeapkdError(
-                    f"run directory {self.path} already exists",
-                    "pass --resume to continue it, --overwrite to replace it, or choose another --name",
-                )
-            shutil.rmtree(self.path)
         try:
+            self.lock.acquire()
+            if not resume:
+                self._clear(overwrite)
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             self.plots.mkdir(exist_ok=True)
             probe = self.path / ".write-test"
             probe.write_text("ok")
             probe.unlink()
         except OSError as err:
+            self.release()
             raise LeapkdError(
                 f"cannot write to the run directory {self.path}: {err.strerror}",
                 "choose a writable --output-dir",
             ) from err
+        except LeapkdError:
+            self.release()
+            raise
         if not resume:
             write_text_atomic(self.config, config_yaml)
             write_text_atomic(self.launch, json.dumps({"world_size": world_size}) + "\n")
+
+    def _clear(self, overwrite: bool) -> None:
+        """An existing run is removed with `overwrite` and refused without (its lock file stays: we hold it)."""
+        entries = [e for e in self.path.iterdir() if e.name != LOCK_NAME]
+        if entries and not overwrite:
+            raise LeapkdError(
+                f"run directory {self.path} already exists",
+                "pass --resume to continue it, --overwrite to replace it, or choose another --name",
+            )
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def release(self) -> None:
+        """Let go of the run's lock (at the end of the run, however it ends)."""
+        self.lock.release()
 
     def read_launch(self) -> dict[str, Any]:
         """How the run was launched ({"world_size": n}); {} for runs written before it was recorded."""
@@ -101,8 +125,9 @@ class RunDirectory:
 class MetricsWriter:
     """Appends one row per step to metrics.csv, flushed at once (nothing lost on a crash).
 
-    On resume, rows from steps at or after the resumed step are dropped first, so the file
-    holds each step exactly once.
+    On resume, rows from steps at or after the resumed step are dropped first (the file is
+    rewritten atomically), so the file holds each step exactly once. A row the disk refuses
+    is cut off again, so the file only ever holds whole rows.
     """
 
     def __init__(self, path: Path, columns: list[str], resume_step: int | None = None) -> None:
@@ -111,17 +136,25 @@ class MetricsWriter:
         if resume_step is not None and path.is_file():
             with path.open(newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) < resume_step]
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns)
-            w.writeheader()
-            w.writerows(kept)
-        self._file = path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="raise")
+        write_text_atomic(path, self._lines([dict(zip(columns, columns)), *kept]))
+        self._file = open_for_appending(path)
 
     def write(self, row: dict[str, Any]) -> None:
         """One row; a key outside the columns is an error (nothing is dropped silently)."""
-        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
-        self._file.flush()
+        data = self._lines([{k: _fmt(v) for k, v in row.items()}]).encode()
+        end = self._file.seek(0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(data):
+                written += self._file.write(data[written:])
+        except OSError as err:
+            self._file.truncate(end)
+            raise write_error(self.path, err) from None
+
+    def _lines(self, rows: list[dict[str, Any]]) -> str:
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self.columns, extrasaction="raise").writerows(rows)
+        return text.getvalue()
 
     def close(self) -> None:
         self._file.close()
@@ -142,16 +175,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         for r in csv.DictReader(f):
             rows.append({k: (float(v) if v not in ("", None) else None) for k, v in r.items()})
     return rows
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file (unique to this process), fsync, then rename over `path`."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def usable_checkpoint(run: RunDirectory) -> Path:

@@ -8,6 +8,7 @@ writes the summary, plots, student and report.
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,9 +27,9 @@ from leapkd.data import Augmentation, LabeledImages, build_dataset, image_files,
 from leapkd.data.transforms import Output
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.engine.accumulation import global_batch
-from leapkd.engine.callbacks import TeacherHeadFitter
+from leapkd.engine.callbacks import StopOnSignal, TeacherHeadFitter
 from leapkd.engine.callbacks.ema import kept_head, kept_student
-from leapkd.engine.trackers import check_trackers
+from leapkd.engine.tracker_check import check_trackers
 from leapkd.errors import LeapkdError
 from leapkd.eval.in_training import StudentScorer
 from leapkd.features import extract_features
@@ -111,7 +112,7 @@ def distill(
                 "drop --resume to start a new run, or give the --name/--output-dir of the run to resume",
             )
         cfg = _resume_config(run, cfg, overrides)
-    check_trackers(cfg.logger)
+    check_trackers(cfg.logger, cfg.mlflow_tracking_uri)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision, why = resolve_precision(cfg.precision, device_type(accelerator))
     if device_type(accelerator) == "cuda":
@@ -131,17 +132,18 @@ def distill(
     if scorer is not None:
         scorer.num_workers = module.num_workers
     _check_fits(run, train_set, global_batch(cfg, trainer.world_size), resume, trainer.world_size)
-    if _get_rank() in (None, 0):  # DDP children re-run this function; only the first rank writes
+    first_rank = _get_rank() in (None, 0)  # DDP children re-run this function; only the first rank writes
+    if first_rank:
         run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite, world_size=trainer.world_size)
-        files = image_files(train_set)
-        if files is not None and not run.data_index.is_file():  # the exact list this run trains on
-            files.save_index(run.data_index)
-        if progress:
-            print(f"precision {precision} ({why}); {module.num_workers} data worker(s)", flush=True)
-    trainer.fit(module, ckpt_path=str(usable_checkpoint(run)) if resume else None)
-
     summary: dict[str, Any] = {}
-    if trainer.is_global_zero:
+    try:
+        if first_rank:
+            files = image_files(train_set)
+            if files is not None and not run.data_index.is_file():  # the exact list this run trains on
+                files.save_index(run.data_index)
+            if progress:
+                print(f"precision {precision} ({why}); {module.num_workers} data worker(s)", flush=True)
+        trainer.fit(module, ckpt_path=str(usable_checkpoint(run)) if resume else None)
         hardware = {
             "precision": precision,
             "precision_reason": why,
@@ -149,8 +151,31 @@ def distill(
             "num_workers": module.num_workers,
         }
         with on_device(trainer.strategy.root_device, module, *_ema_student(callbacks)):  # score where it trained
-            summary = _finish(run, cfg, module, callbacks, len(train_set), hardware, scorer)
+            if callbacks.flops.ledger is None:  # resumed at its very end: Lightning ran no training hook
+                _replay_training_hooks(trainer, module)
+            if trainer.is_global_zero:
+                summary = _finish(run, cfg, module, callbacks, len(train_set), hardware, scorer)
+    except BaseException as err:
+        if first_rank:
+            raise _failed(run, module, fresh=not resume, err=err) from None
+        raise
+    finally:
+        run.release()
     return DistillResult(run.path, summary)
+
+
+def _replay_training_hooks(trainer: L.Trainer, module: DistillModule) -> None:
+    """A resumed run whose checkpoint is its last step (its end was cut short, e.g. by a full
+    disk) has no step left, and Lightning then skips the training hooks: run them on the
+    restored state, so the run's end (summary, plots, student, report) is written as usual."""
+    callbacks = [c for c in trainer.callbacks if not isinstance(c, StopOnSignal)]  # type: ignore[attr-defined]
+    for callback in callbacks:
+        callback.on_train_start(trainer, module)
+    module.on_train_start()
+    module.on_train_end()
+    for callback in callbacks:
+        callback.on_train_end(trainer, module)
+        callback.on_fit_end(trainer, module)
 
 
 def _check_fits(run: RunDirectory, train_set: LabeledImages, batch: int, resume: bool, world: int) -> None:
@@ -161,6 +186,30 @@ def _check_fits(run: RunDirectory, train_set: LabeledImages, batch: int, resume:
         )
     if resume:
         _check_same_world(run, world)
+
+
+def _failed(run: RunDirectory, module: DistillModule, fresh: bool, err: BaseException) -> BaseException:
+    """After a failure: a new run that failed before its first step leaves no directory; a
+    resume that did keeps its directory as it was; a run that trained is marked failed in
+    summary.json (where the disk still lets it), and a disk error says how to continue."""
+    if module.steps_taken == 0:
+        if fresh:
+            run.release()
+            shutil.rmtree(run.path, ignore_errors=True)
+        return err
+    try:
+        failed = {"status": "failed", "failed_after_step": module.global_step, "error": _error_text(err)}
+        run.write_summary({**run.read_summary(), **failed})
+    except (LeapkdError, OSError, ValueError):
+        pass
+    if isinstance(err, LeapkdError) and run.last_checkpoint.is_file():
+        resume = f"leapkd distill --resume --name {run.path.name} --output-dir {run.path.parent}"
+        return LeapkdError(err.problem, f"{err.fix}; then continue from the last checkpoint: `{resume}`")
+    return err
+
+
+def _error_text(err: BaseException) -> str:
+    return err.problem if isinstance(err, LeapkdError) else f"{type(err).__name__}: {err}"
 
 
 def _scorer(cfg: DistillConfig, teacher: Backbone, classifier: bool) -> StudentScorer | None:
@@ -405,6 +454,9 @@ def _finish(
             save_head_file(callbacks.ema.head, head_file_of(run.student_ema), classes)
     write_report(run.path)
     callbacks.trackers.finish(summary, module.global_step)
+    if callbacks.trackers.stopped:  # which tracker stopped, when and why (training went on without it)
+        summary["trackers_stopped"] = callbacks.trackers.stopped
+        run.write_summary(summary)
     return summary
 
 

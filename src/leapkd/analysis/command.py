@@ -16,8 +16,8 @@ from leapkd.analysis.spectrum import (
     save_spectrum_plots,
 )
 from leapkd.data import build_dataset
+from leapkd.disk import write_text_atomic
 from leapkd.hardware import evaluation_device
-from leapkd.rundir import write_text_atomic
 from leapkd.targets import load_target
 
 

@@ -35,6 +35,7 @@ from torch import Tensor  # noqa: E402
 
 from leapkd.errors import LeapkdError  # noqa: E402
 from leapkd.models import Backbone  # noqa: E402
+from leapkd.plots import save_figure  # noqa: E402
 
 _EPS = 1e-12
 
@@ -256,8 +257,7 @@ def save_spectrum_plots(results: list[SpectrumResult], out_dir: Path) -> list[Pa
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     paths.append(out_dir / "spectrum_bands.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    save_figure(fig, paths[-1])
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
     for r in results:
@@ -270,8 +270,7 @@ def save_spectrum_plots(results: list[SpectrumResult], out_dir: Path) -> list[Pa
     ax.legend()
     fig.tight_layout()
     paths.append(out_dir / "spectrum_intensity.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    save_figure(fig, paths[-1])
 
     for r, slug in zip(results, slugs):
         path = out_dir / f"spectrum_{slug}.csv"

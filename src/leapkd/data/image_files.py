@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from leapkd.disk import write_atomic
 from leapkd.errors import LeapkdError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -118,11 +119,9 @@ class ImageList:
 
     def save(self, path: Path, **arrays: np.ndarray) -> None:
         """Write the list (and extra arrays, e.g. labels) to `path` (.npz), atomically."""
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
         blob = np.frombuffer(self.blob, dtype=np.uint8)
         arrays = {"root": np.array(str(self.root)), "blob": blob, "offsets": self.offsets, **arrays}
-        np.savez(tmp, allow_pickle=False, **arrays)
-        tmp.replace(path)
+        write_atomic(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
 
     @staticmethod
     def load(path: Path) -> tuple[ImageList, dict[str, np.ndarray]]:

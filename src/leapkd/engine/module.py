@@ -91,6 +91,7 @@ class DistillModule(L.LightningModule):
         self.batches_done_in_epoch = 0
         self.restored: dict[str, Any] | None = None
         self.record: StepRecord | None = None  # the last step's record
+        self.steps_taken = 0  # optimizer steps taken by this process (a resumed run counts from 0)
         self.notes: list[str] = []  # one-off events for the rank trace
         self.non_finite = NonFiniteLosses(cfg.nan_policy)
         self.last_trained_block: int | None = None
@@ -191,6 +192,7 @@ class DistillModule(L.LightningModule):
             return
         t3 = clock.mark()
         lr = self._optimizer_step()
+        self.steps_taken += 1
         clock.add("student", t3, clock.mark())  # read at the next step's transfer
         moved = method.after_step(values.metric)
         if moved:

@@ -7,36 +7,24 @@ logs to the same tracker runs (their ids are kept in the run's trackers.json).
 
 W&B logs to <run>/wandb (offline with WANDB_MODE=offline); MLflow to `mlflow_tracking_uri`,
 by default a local SQLite file, <output_dir>/mlflow.db (MLflow 3 refuses its file store).
+What each needs is checked before the run starts (`tracker_check`). A tracker that fails
+during the run (the network gone after an hour) never stops the training: it is dropped with
+a warning, metrics.csv keeps every row, and the summary says which tracker stopped and when.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import uuid
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch.loggers import Logger
 
+from leapkd.disk import write_text_atomic
 from leapkd.errors import LeapkdError
-from leapkd.rundir import RunDirectory, write_text_atomic
-
-# tracker -> (modules it imports, install command)
-PACKAGES = {
-    "tensorboard": (("tensorboard",), "pip install 'leapkd[tensorboard]'"),
-    "wandb": (("wandb",), "pip install 'leapkd[wandb]'"),
-    "mlflow": (("mlflow", "sqlalchemy", "alembic"), "pip install 'leapkd[mlflow]'"),
-}
-
-
-def check_trackers(names: Sequence[str]) -> None:
-    """A LeapkdError with the install line when a tracker's package is missing."""
-    for name in names:
-        modules, install = PACKAGES.get(name, ((), ""))
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        if missing:
-            raise LeapkdError(f"--logger {name} needs the package(s) {', '.join(missing)}", install)
+from leapkd.rundir import RunDirectory
 
 
 class Trackers:
@@ -54,12 +42,19 @@ class Trackers:
         self.run, self.config, self.project = run, config, project
         self.mlflow_uri = mlflow_uri or f"sqlite:///{(run.path.parent / 'mlflow.db').resolve()}"
         self.loggers: dict[str, Any] = {}  # name -> Lightning Logger (each has its own `experiment`)
+        self.stopped: list[dict[str, Any]] = []  # trackers dropped after a failure: name, step, error
 
     def open(self, resume_step: int | None) -> None:
         """Start (or, on resume, reopen) each tracker's run; log the configuration on a fresh start."""
         ids = json.loads(self.run.trackers.read_text()) if self.run.trackers.is_file() else {}
         for name in self.names:
-            self.loggers[name] = getattr(self, f"_open_{name}")(ids, resume_step)
+            try:
+                self.loggers[name] = getattr(self, f"_open_{name}")(ids, resume_step)
+            except Exception as err:
+                raise LeapkdError(
+                    f"--logger {name} could not start: {type(err).__name__}: {err}",
+                    f"check {name}'s setup, or leave it out of --logger (metrics.csv needs none)",
+                ) from err
         if self.loggers:
             write_text_atomic(self.run.trackers, json.dumps(ids) + "\n")
         if resume_step is None:
@@ -92,8 +87,8 @@ class Trackers:
     def log(self, row: dict[str, Any], step: int) -> None:
         """One metrics.csv row (empty cells left out)."""
         scalars = {k: float(v) for k, v in row.items() if k != "step" and isinstance(v, int | float)}
-        for logger in self.loggers.values():
-            logger.log_metrics(scalars, step=step)
+        for name, logger in list(self.loggers.items()):
+            self._guarded(name, step, lambda lg=logger: lg.log_metrics(scalars, step=step))
 
     def finish(self, summary: dict[str, Any], step: int) -> None:
         """Summary figures (as `summary/<key>` at `step`), level-ups and early stop as text, the whole
@@ -107,13 +102,27 @@ class Trackers:
             events.append(f"step {stop['step']}: early stop ({stop['reason']})")
         text = {"curriculum": "\n".join(events) or "no level-ups", "summary": json.dumps(summary, indent=2)}
         interrupted = summary.get("status") == "interrupted"
-        for name, logger in self.loggers.items():
-            logger.log_metrics(figures, step=step)
-            getattr(self, f"_text_{name}")(logger, text, step)
-            logger.finalize("KILLED" if interrupted and name == "mlflow" else "success")
-            if name == "wandb":
-                logger.experiment.finish()
+        for name, logger in list(self.loggers.items()):
+
+            def close(name: str = name, logger: Any = logger) -> None:
+                logger.log_metrics(figures, step=step)
+                getattr(self, f"_text_{name}")(logger, text, step)
+                logger.finalize("KILLED" if interrupted and name == "mlflow" else "success")
+                if name == "wandb":
+                    logger.experiment.finish()
+
+            self._guarded(name, step, close)
         self.loggers.clear()
+
+    def _guarded(self, name: str, step: int, call: Any) -> None:
+        """Run one tracker call; a failure drops that tracker (with a warning), never the run."""
+        try:
+            call()
+        except Exception as err:
+            self.loggers.pop(name, None)
+            self.stopped.append({"tracker": name, "step": step, "error": f"{type(err).__name__}: {err}"})
+            warnings.warn(f"tracker {name} failed at step {step} and is stopped ({type(err).__name__}: {err}); "
+                          "training goes on, metrics.csv keeps every row", stacklevel=2)  # fmt: skip
 
     @staticmethod
     def _text_tensorboard(logger: Any, text: dict[str, str], step: int) -> None:

@@ -24,6 +24,7 @@ from leapkd.errors import LeapkdError  # noqa: E402
 from leapkd.eval.protocol import EvalContext, Protocol, register_protocol  # noqa: E402
 from leapkd.metrics import linear_cka  # noqa: E402
 from leapkd.models import Backbone, load_backbone  # noqa: E402
+from leapkd.plots import save_figure  # noqa: E402
 
 
 @torch.no_grad()
@@ -78,8 +79,7 @@ def save_cka_map(matrix: Tensor, row_name: str, col_name: str, png: Path, csv_pa
     ax.set_title("linear CKA between levels")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 @register_protocol("cka-map")

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from leapkd.data.transforms import EvalTransform
+from leapkd.disk import write_text_atomic
 from leapkd.errors import LeapkdError
 from leapkd.eval.protocol import PROTOCOLS, EvalContext, EvalOptions, Protocol, evaluated
 from leapkd.eval.retrieval import REVISITED
 from leapkd.features import FeatureKind
 from leapkd.hardware import autocast_dtype, evaluation_device, resolve_precision, resolve_workers
 from leapkd.models import Backbone
-from leapkd.rundir import RunDirectory, write_text_atomic
+from leapkd.rundir import RunDirectory
 from leapkd.targets import load_target
 
 DEFAULT_PROTOCOLS = ("knn", "linear", "retrieval")

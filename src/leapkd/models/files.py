@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
+from leapkd.disk import write_bytes_atomic
 from leapkd.errors import LeapkdError
 from leapkd.models.contract import Backbone
 from leapkd.models.registry import load_backbone
@@ -24,7 +25,7 @@ def save_student_file(backbone: Backbone, path: str | Path, **metadata: Any) -> 
         "leapkd": json.dumps(backbone.describe()),
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
     }
-    save_file(state, str(path), metadata=meta)
+    write_bytes_atomic(Path(path), save(state, metadata=meta))
     return Path(path)
 
 
@@ -62,7 +63,8 @@ def head_file_of(student_file: str | Path) -> Path:
 def save_head_file(head: nn.Module, path: str | Path, classes: list[str]) -> Path:
     """A student's linear classification head (on its pooled last-level features), with its class names."""
     state = {k: v.detach().float().cpu().contiguous().clone() for k, v in head.state_dict().items()}
-    save_file(state, str(path), metadata={"classes": json.dumps(classes), "pooling": "cls"})
+    meta = {"classes": json.dumps(classes), "pooling": "cls"}
+    write_bytes_atomic(Path(path), save(state, metadata=meta))
     return Path(path)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 
+from leapkd.disk import write_atomic
 from leapkd.engine.callbacks.evaluation import EvaluateDuringTraining
 from leapkd.engine.callbacks.signals import StopOnSignal
 from leapkd.engine.module import DistillModule
@@ -70,18 +70,12 @@ class CheckpointPolicy(Checkpoint):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file, fsync, keep the previous checkpoint as `*.prev`, rename.
+    """Write to a temporary file, fsync, keep the previous checkpoint as `*.prev`, rename
+    (`leapkd.disk.write_atomic`: a full disk leaves both earlier checkpoints as they were).
     (Reading is Lightning's: every storage stays on the CPU, then each rank moves the
     restored states to its own device.)"""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: torch.save(checkpoint, f), keep_previous=True)
