@@ -8,9 +8,9 @@ Usage:
 
 Every run distils the embedded DINOv2 ViT-S/14 teacher on Animal-MNIST (80 training images
 per class, 112 px, batch 32, fp32, loader in the training process) and scores the student
-with kNN every 100 steps during training (50 fixed images per class of each split); the
-final student is also scored with `leapkd eval`'s kNN and linear probe (100 / 50 images per
-class). `leap-paper` is the corrected recipe at this scale: its epoch counts (warm-up
+with kNN at every tenth of the run (every 100 steps in the grid; 50 fixed images per class of
+each split); the final student is also scored with `leapkd eval`'s kNN and linear probe
+(100 / 50 images per class). `leap-paper` is the corrected recipe at this scale: its epoch counts (warm-up
 min(10, epochs / 10), 5 of 100 epochs per block) scaled to the run's epochs.
 
 Each finished run is stored in <out>/benchmarks/leap_lead.json at once, so an interrupted

@@ -123,7 +123,7 @@ def render_section(results: dict[str, Any], assets: Path) -> str:
         "",
         f"LEAP against the fixed target (the teacher's last block) on {any_run['data']}: the embedded DINOv2 "
         f"ViT-S/14 teacher, {any_run['subset_per_class']} training images per class, {any_run['image_size']} px, "
-        f"batch {any_run['batch_size']}, fp32; kNN every {any_run['eval_every']} steps on "
+        f"batch {any_run['batch_size']}, fp32; kNN at every tenth of each run on "
         f"{any_run['eval_images_per_class']} fixed images per class, then `leapkd eval` kNN and linear probe "
         "(100 / 50 images per class). Differences are paired by seed (the same seed, data order and "
         "initialisation for both arms); a difference within the seeds' spread is no difference. "
