@@ -5,7 +5,7 @@ Usage:
   python bench/recipes.py --quick    # smoke test: tiny runs, a couple of minutes
 
 (a) LEAP against the fixed target under two recipes: `demo` (leapkd's defaults) and
-    `leap-paper` (SPEC 5.1: LARS, sqrt LR scaling, mixup on every batch, the DistillationV2
+    `leap-paper` (docs/fidelity.md: LARS, sqrt LR scaling, mixup on every batch, the DistillationV2
     augmentation, warm-up in epochs, trunc-normal projector), both with the demo's models,
     image size, data subset, batch and 10 epochs (the recipe's teacher, student, 224 px and
     100 epochs do not fit 2 CPU cores); on Fashion-MNIST and Animal-MNIST; 3 seeds; equal

@@ -1,4 +1,4 @@
-"""FLOP accounting for LEAP runs and their fixed-target baseline (SPEC section 1).
+"""FLOP accounting for LEAP runs and their fixed-target baseline (docs/method.md, section 1.7).
 
 FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode`. In torch 2.14 it has no
 formula for the fused attention kernels that run on CPU, so attention counted as zero;

@@ -12,7 +12,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from leapkd.errors import LeapkdError
 
@@ -61,7 +61,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object], keep_previous
         with open_for_writing(tmp) as raw:
             file = _RecordingFile(raw)
             try:
-                write(file)  # type: ignore[arg-type]
+                write(cast(IO[bytes], file))
             except Exception as err:
                 if file.error is not None:
                     raise file.error from err

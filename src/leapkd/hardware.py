@@ -4,7 +4,7 @@ and the data workers `auto` starts. Capabilities are detected, never assumed.
 - CUDA computes bf16 natively from compute capability 8.0 (Ampere) on;
 - a CPU does with the AVX512-BF16 or AMX-BF16 instructions (`avx512_bf16` / `amx_bf16` in
   /proc/cpuinfo's flags; on a CPU without them bf16 autocast was measured ~2x slower than
-  fp32, with them 1.7x faster: SPEC section 4).
+  fp32, with them 1.7x faster: docs/method.md, section 4).
 """
 
 from __future__ import annotations

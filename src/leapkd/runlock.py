@@ -20,10 +20,10 @@ from typing import Any
 
 from leapkd.errors import LeapkdError
 
-try:
+if sys.platform == "win32":  # no flock: runs there are not locked
+    fcntl = None
+else:
     import fcntl
-except ImportError:  # Windows: no flock; runs there are not locked
-    fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".lock"
 

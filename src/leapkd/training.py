@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import _get_rank
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from leapkd.config import DistillConfig
@@ -152,7 +153,7 @@ def distill(
         }
         with on_device(trainer.strategy.root_device, module, *_ema_student(callbacks)):  # score where it trained
             if callbacks.flops.ledger is None:  # resumed at its very end: Lightning ran no training hook
-                _replay_training_hooks(trainer, module)
+                _replay_training_hooks(trainer, module, callbacks.every)
             if trainer.is_global_zero:
                 summary = _finish(run, cfg, module, callbacks, len(train_set), hardware, scorer)
     except BaseException as err:
@@ -164,11 +165,11 @@ def distill(
     return DistillResult(run.path, summary)
 
 
-def _replay_training_hooks(trainer: L.Trainer, module: DistillModule) -> None:
+def _replay_training_hooks(trainer: L.Trainer, module: DistillModule, every: list[Callback]) -> None:
     """A resumed run whose checkpoint is its last step (its end was cut short, e.g. by a full
     disk) has no step left, and Lightning then skips the training hooks: run them on the
     restored state, so the run's end (summary, plots, student, report) is written as usual."""
-    callbacks = [c for c in trainer.callbacks if not isinstance(c, StopOnSignal)]  # type: ignore[attr-defined]
+    callbacks = [c for c in every if not isinstance(c, StopOnSignal)]
     for callback in callbacks:
         callback.on_train_start(trainer, module)
     module.on_train_start()

@@ -1,4 +1,4 @@
-"""Spectral analysis of a ViT's layers (SpectralKD, SPEC section 2).
+"""Spectral analysis of a ViT's layers (SpectralKD, docs/method.md, section 2).
 
 Every block's un-normed output is taken as a feature map (patch tokens on their grid,
 prefix tokens dropped, shape B x C x H x W) and summarised over a batch of images:

@@ -1,4 +1,4 @@
-"""Evaluations of frozen backbones (the protocols of SPEC section 3), as registered plug-ins.
+"""Evaluations of frozen backbones (the protocols of docs/method.md, section 3), as registered plug-ins.
 
 Importing this package registers the built-in protocols: knn, linear, linear-reference,
 retrieval, cka-map.

@@ -1,4 +1,4 @@
-"""Linear probe on frozen features: one linear layer trained with SGD (SPEC section 3).
+"""Linear probe on frozen features: one linear layer trained with SGD (docs/method.md, section 3).
 
 The layer is trained by `leapkd.linear_classifier.train_linear` (standardised features).
 The learning rate is chosen on a seeded held-out part of the training split, then the

@@ -1,4 +1,4 @@
-"""Feature MSE: projected student patch tokens against the target tokens (SPEC section 1)."""
+"""Feature MSE: projected student patch tokens against the target tokens (docs/method.md, section 1.2)."""
 
 from __future__ import annotations
 

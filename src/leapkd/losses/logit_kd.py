@@ -1,4 +1,4 @@
-"""Logit distillation (SPEC section 5.2): soft, `T² · KL(teacher/T || student/T)`, or DeiT's hard
+"""Logit distillation (docs/method.md, section 2): soft, `T² · KL(teacher/T || student/T)`, or DeiT's hard
 variant, the cross-entropy of the student's logits against the teacher's top class."""
 
 from __future__ import annotations

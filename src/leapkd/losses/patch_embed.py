@@ -1,4 +1,4 @@
-"""Patch-embedding loss, as the LEAP reference's `--embed-loss` (SPEC section 1).
+"""Patch-embedding loss, as the LEAP reference's `--embed-loss` (docs/method.md, section 1.2).
 
 `E_s`, `E_t` are the raw patch-projection conv outputs of student and teacher (before the
 position embedding, no prefix tokens), flattened to (B, P, D). The loss is

@@ -1,4 +1,4 @@
-"""SpectralKD alignment loss (SPEC section 2).
+"""SpectralKD alignment loss (docs/method.md, section 2).
 
 For one (student, teacher) layer pair the feature maps are compared in the frequency
 domain: the teacher's channel axis is adaptive-average-pooled down to the student's width

@@ -1,4 +1,4 @@
-"""Feature distillation: the loss terms `leap`, `fixed` and `spectralkd` share (SPEC sections 1-2).
+"""Feature distillation: the loss terms `leap`, `fixed` and `spectralkd` share (docs/method.md, sections 1-2).
 
 A subclass chooses the target blocks; this class composes the terms, each optional by its
 weight (`leapkd.losses`):

@@ -1,4 +1,4 @@
-"""LEAP: the target walks through the teacher's blocks as the student catches up (SPEC section 1)."""
+"""LEAP: the target walks through the teacher's blocks as the student catches up (docs/method.md, section 1)."""
 
 from __future__ import annotations
 

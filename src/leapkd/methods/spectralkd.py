@@ -1,4 +1,4 @@
-"""SpectralKD: align the 2-D spectra of chosen student and teacher blocks (SPEC section 2)."""
+"""SpectralKD: align the 2-D spectra of chosen student and teacher blocks (docs/method.md, section 2)."""
 
 from __future__ import annotations
 

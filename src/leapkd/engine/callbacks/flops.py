@@ -1,4 +1,4 @@
-"""FLOP accounting of every step against the fixed-last-block baseline (SPEC section 1)."""
+"""FLOP accounting of every step against the fixed-last-block baseline (docs/method.md, section 1.7)."""
 
 from __future__ import annotations
 
