@@ -34,11 +34,6 @@ ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4
 ONNX_CHECK_BATCHES = (1, 3)
 # Real timm ViT names the presets are built on (the kwargs set the actual shape).
-TIMM_BASES = {
-    "vit-nano": "vit_tiny_patch16_224",
-    "vit-tiny": "vit_tiny_patch16_224",
-    "vit-small": "vit_small_patch16_224",
-}
 _FILES = {
     "safetensors": ("student.safetensors",),
     "timm": ("timm_model.safetensors", "timm_config.json"),
@@ -141,9 +136,9 @@ def timm_spec(backbone: Backbone) -> tuple[str, dict[str, Any]]:
     """(timm model name, kwargs) that rebuild the student's architecture in timm."""
     kwargs: dict[str, Any] = dict(backbone.build.get("model_kwargs") or {})
     if backbone.name in PRESETS:
-        base = TIMM_BASES.get(backbone.name, "vit_tiny_patch16_224")
-        p = PRESETS[backbone.name]
-        kwargs.update(embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads)
+        preset = PRESETS[backbone.name]
+        base = preset.timm_base
+        kwargs.update(preset.shape())
     elif not is_timm_name(backbone.name):
         raise LeapkdError(
             f"the student '{backbone.name}' is not a timm model (a Hugging Face directory or a registered model)",

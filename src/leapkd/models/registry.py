@@ -38,21 +38,26 @@ register_model = MODELS.register  # a class `(image_size: int) -> nn.Module` imp
 
 @dataclass(frozen=True)
 class Preset:
-    """A ViT student size: width, depth, heads (MLP ratio 4)."""
+    """A ViT student size: width, depth, heads (MLP ratio 4), and the timm architecture that
+    rebuilds it with these as keyword arguments (what `leapkd export --format timm` writes)."""
 
     name: str
     embed_dim: int
     depth: int
     num_heads: int
     note: str
+    timm_base: str
+
+    def shape(self) -> dict[str, int]:
+        return {"embed_dim": self.embed_dim, "depth": self.depth, "num_heads": self.num_heads}
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("vit-nano", 128, 6, 2, "CPU-sized student for quick runs and tests"),
-        Preset("vit-tiny", 192, 12, 3, "DeiT-Tiny shape"),
-        Preset("vit-small", 384, 12, 6, "ViT-S shape (DINOv2 ViT-S/14 width)"),
+        Preset("vit-nano", 128, 6, 2, "CPU-sized student for quick runs and tests", "vit_tiny_patch16_224"),
+        Preset("vit-tiny", 192, 12, 3, "DeiT-Tiny shape", "vit_tiny_patch16_224"),
+        Preset("vit-small", 384, 12, 6, "ViT-S shape (DINOv2 ViT-S/14 width)", "vit_small_patch16_224"),
     )
 }
 
@@ -108,7 +113,7 @@ def _build(source: str, image_size: int, patch_size: int | None, kwargs: dict[st
     """A random-init model of a preset, a registered model or a timm name."""
     if source in PRESETS:
         p = PRESETS[source]
-        shape = dict(embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads, **kwargs)
+        shape = dict(**p.shape(), **kwargs)
         return VisionTransformer(img_size=image_size, patch_size=patch_size or 16, num_classes=0, **shape)
     if source in MODELS:
         return MODELS.get(source)(image_size, **kwargs)
