@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import lightning as L
 import torch
 
 from leapkd.config import DistillConfig
 from leapkd.methods import LossOutput, Targets
+from leapkd.models import Features
 
 
 class MicroBatches:
-    """Keeps what the progress metric needs of the batches accumulated into one optimizer step:
-    the detached loss and parts, the projected tokens and the target tokens (not the rest of
-    the targets, such as spectral maps or logits, which the step no longer needs)."""
+    """Keeps what the progress metric may read of the batches accumulated into one optimizer
+    step: the detached loss and parts, the projected tokens and every field of the targets
+    (patch and CLS tokens, spectral maps, logits, levels), joined along the batch at the end."""
 
     def __init__(self, per_step: int) -> None:
         self.per_step = per_step
@@ -21,8 +25,7 @@ class MicroBatches:
     def add(self, out: LossOutput, targets: Targets) -> bool:
         """Keep one micro-batch; True when the step has all of them."""
         projected = out.projected.detach() if out.projected is not None else None
-        kept = LossOutput(out.loss.detach(), out.parts, projected)
-        self._group.append((kept, Targets(targets.depth, targets.patch, targets.grid)))
+        self._group.append((LossOutput(out.loss.detach(), out.parts, projected), targets))
         return len(self._group) >= self.per_step
 
     def __len__(self) -> int:
@@ -43,8 +46,22 @@ class MicroBatches:
         projected = None
         if all(o.projected is not None for o in outs):
             projected = torch.cat([o.projected for o in outs if o.projected is not None])
-        joined = Targets(targets[0].depth, torch.cat([t.patch for t in targets]), targets[0].grid)
-        return LossOutput(loss, parts, projected), joined
+        fields = {f.name: _join([getattr(t, f.name) for t in targets]) for f in dataclasses.fields(Targets)}
+        return LossOutput(loss, parts, projected), Targets(**fields)
+
+
+def _join(values: list[Any]) -> Any:
+    """One field of the micro-batches' targets as one batch's: tensors and features joined along
+    the batch, dicts key by key; anything else (depth, grid) is the same in every micro-batch."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(values)
+    if isinstance(first, Features):
+        prefix = None if first.prefix is None else torch.cat([v.prefix for v in values])
+        return Features(torch.cat([v.patches for v in values]), first.grid, prefix)
+    if isinstance(first, dict):
+        return {key: _join([v[key] for v in values]) for key in first}
+    return first
 
 
 def global_batch(cfg: DistillConfig, world_size: int) -> int:
