@@ -14,7 +14,9 @@ from leapkd.errors import LeapkdError
 
 
 def make(num_blocks: int = 4, **kw: object) -> Curriculum:
-    return Curriculum(CurriculumConfig(num_blocks=num_blocks, **kw))  # type: ignore[arg-type]
+    """A controller with the paper's ImageNet-1k threshold and epoch cap unless told otherwise."""
+    settings = {"threshold": 0.8, "max_epochs_per_block": 5, **kw}
+    return Curriculum(CurriculumConfig(num_blocks=num_blocks, **settings))  # type: ignore[arg-type]
 
 
 def test_module_does_not_import_torch() -> None:

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, SupportsFloat
 
+from annotated_types import Interval
+
 from leapkd.errors import LeapkdError
 
 Reason = Literal["threshold", "epoch_cap", "snap"]
@@ -44,6 +46,16 @@ def _is_real(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# The curriculum's defaults (leapkd's LEAP runs) and limits: the one source of both, read by
+# `CurriculumConfig` here and by the `leap` method's configuration keys (`methods/leap.py`).
+THRESHOLD, ALPHA, MAX_EPOCHS_PER_BLOCK = 0.85, 1.0, 1
+LIMITS: dict[str, Interval] = {
+    "threshold": Interval(gt=0, le=1),
+    "alpha": Interval(gt=0, le=1),
+    "max_epochs_per_block": Interval(ge=1),
+}
+
+
 @dataclass(frozen=True)
 class CurriculumConfig:
     """Settings of the LEAP controller; validated on construction (LeapkdError naming the key).
@@ -56,9 +68,9 @@ class CurriculumConfig:
     """
 
     num_blocks: int
-    threshold: float = 0.8
-    alpha: float = 1.0
-    max_epochs_per_block: int = 5
+    threshold: float = THRESHOLD
+    alpha: float = ALPHA
+    max_epochs_per_block: int = MAX_EPOCHS_PER_BLOCK
     snap_to_last: int | None = None
 
     def __post_init__(self) -> None:
@@ -67,15 +79,37 @@ class CurriculumConfig:
 
         if not _is_int(self.num_blocks) or self.num_blocks < 1:
             raise bad("num_blocks", "an integer >= 1", self.num_blocks)
-        if not _is_real(self.threshold) or not 0.0 < self.threshold <= 1.0:
-            raise bad("threshold", "a number in (0, 1]", self.threshold)
-        if not _is_real(self.alpha) or not 0.0 < self.alpha <= 1.0:
-            raise bad("alpha", "a number in (0, 1]", self.alpha)
-        if not _is_int(self.max_epochs_per_block) or self.max_epochs_per_block < 1:
-            raise bad("max_epochs_per_block", "an integer >= 1", self.max_epochs_per_block)
+        for key, limits in LIMITS.items():
+            value = getattr(self, key)
+            integer = key == "max_epochs_per_block"
+            if not (_is_int(value) if integer else _is_real(value)) or not _within(value, limits):
+                raise bad(key, _describe(limits, integer), value)
         s = self.snap_to_last
         if s is not None and (not _is_int(s) or not 1 <= s <= self.num_blocks):
             raise bad("snap_to_last", f"None or an integer in 1..{self.num_blocks} (num_blocks)", s)
+
+
+def _within(value: float, limits: Interval) -> bool:
+    """Whether `value` lies within `limits`; NaN never does."""
+
+    def bound(name: str, default: float) -> float:
+        given = getattr(limits, name)
+        return default if given is None else float(given)
+
+    return (
+        value > bound("gt", -math.inf)
+        and value >= bound("ge", -math.inf)
+        and value < bound("lt", math.inf)
+        and value <= bound("le", math.inf)
+    )
+
+
+def _describe(limits: Interval, integer: bool) -> str:
+    if limits.gt is not None and limits.le is not None:
+        return f"a number in ({limits.gt}, {limits.le}]"
+    bounds = [f"{sign} {getattr(limits, k)}" for k, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+              if getattr(limits, k) is not None]  # fmt: skip
+    return f"{'an integer' if integer else 'a number'} {' and '.join(bounds)}"
 
 
 @dataclass(frozen=True)

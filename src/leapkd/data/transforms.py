@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from leapkd.errors import LeapkdError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 Output = Literal["float", "uint8"]
 EvalTransform = Literal["resize", "center-crop"]
 Interpolation = Literal["bilinear", "bicubic"]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from leapkd.config import MethodArgs
-from leapkd.curriculum import Curriculum, CurriculumConfig
+from leapkd.curriculum import ALPHA, LIMITS, MAX_EPOCHS_PER_BLOCK, THRESHOLD, Curriculum, CurriculumConfig
 from leapkd.errors import LeapkdError
 from leapkd.methods.base import LossOutput, LrRestart, StudentOutput, Targets
 from leapkd.methods.feature import FeatureArgs, FeatureDistillation
@@ -20,9 +20,15 @@ from leapkd.models import Backbone
 class LeapArgs(FeatureArgs):
     """The curriculum's keys."""
 
-    threshold: float = Field(0.85, gt=0, le=1, description="level up when the smoothed metric reaches this")
-    alpha: float = Field(1.0, gt=0, le=1, description="EMA weight of the newest metric (1: no smoothing)")
-    max_epochs_per_block: int = Field(1, ge=1, description="level up after this many epochs on one block")
+    threshold: Annotated[float, LIMITS["threshold"]] = Field(
+        THRESHOLD, description="level up when the smoothed metric reaches this"
+    )
+    alpha: Annotated[float, LIMITS["alpha"]] = Field(
+        ALPHA, description="EMA weight of the newest metric (1: no smoothing)"
+    )
+    max_epochs_per_block: Annotated[int, LIMITS["max_epochs_per_block"]] = Field(
+        MAX_EPOCHS_PER_BLOCK, description="level up after this many epochs on one block"
+    )
     snap_to_last: int | None = Field(None, ge=1, description="once the block is >= this, jump to the last")
     calibrate: bool = Field(True, description="pick the starting block by scanning all blocks on the first batch")
     reset_projector: bool = Field(False, description="reset the projector to its initial weights at each level-up")

@@ -22,12 +22,12 @@ from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch import Tensor, nn
 
 from leapkd.errors import LeapkdError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 Pooling = Literal["cls", "avgpool"]
 
 
