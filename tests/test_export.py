@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from leapkd.deploy import export
 from leapkd.errors import LeapkdError
@@ -42,26 +43,32 @@ def _student(run_dir: Path, size: int = 32):
 
 
 def test_timm_round_trip_matches_backbone(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What timm's save_for_hf writes: `local-dir:` loads it with timm alone, and the card is a Hub card."""
     import timm
 
     result = export(run_dir, "timm")
     out = Path(result["card"]).parent
     assert out == run_dir / "export"
-    cfg = json.loads((out / "timm_config.json").read_text())
-    overlay = {**cfg["pretrained_cfg_overlay"], "file": str(out / cfg["pretrained_cfg_overlay"]["file"])}
-    model = timm.create_model(cfg["model_name"], pretrained=True, pretrained_cfg_overlay=overlay, **cfg["kwargs"])
+    assert {Path(f).name for f in result["files"]} == {"model.safetensors", "config.json", "README.md"}
+    assert not (out / ".timm-export.tmp").exists()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architecture"] == "vit_tiny_patch16_224" and cfg["model_args"]["embed_dim"] == 128
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     images = torch.randn(2, 3, 32, 32)
     backbone = _student(run_dir)
     with torch.no_grad():
         expected = backbone(images)
-        assert torch.equal(model.eval().forward_features(images), expected)
+        assert torch.equal(model.forward_features(images), expected)
         # The snippet in the model card runs as written, from the export directory.
-        snippet = re.search(r"```python\n(import timm.*?)```", (out / "README.md").read_text(), re.S).group(1)
+        card = (out / "README.md").read_text()
+        snippet = re.search(r"```python\n(import timm.*?)```", card, re.S).group(1)
         monkeypatch.chdir(out)
         scope: dict = {"images": images}
         exec(snippet, scope)
         assert torch.equal(scope["features"], expected)
     assert tuple(scope["model"].pretrained_cfg["mean"]) == backbone.mean
+    front = yaml.safe_load(card.split("---")[1])  # the Hub's model-card metadata
+    assert front["library_name"] == "timm" and "image-feature-extraction" in front["tags"]
 
 
 def test_onnx_parity_dynamic_batch(run_dir: Path, tmp_path: Path) -> None:

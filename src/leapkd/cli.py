@@ -442,9 +442,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     ex = sub.add_parser(
         "export",
         help="export a run's student (safetensors, timm-loadable, ONNX) with a model card",
-        description="The student backbone without the projector, for deployment. timm: loadable with "
-        "timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...)) and checked to give "
-        "identical features; onnx: opset 17, dynamic batch, checked against onnxruntime (max |diff| <= 1e-4). "
+        description="The student backbone without the projector, for deployment. timm: what timm's save_for_hf "
+        "writes (config.json + model.safetensors), loadable with timm.create_model('local-dir:DIR', "
+        "pretrained=True) and checked to give identical features, pushable to the Hub as it is; "
+        "onnx: opset 17, dynamic batch, checked against onnxruntime (max |diff| <= 1e-4). "
         "A README.md model card is written beside the files.",
         allow_abbrev=False,
     )

@@ -3,8 +3,9 @@
 Formats (files land in `<run>/export/` unless `out_dir` is given):
 
 - `safetensors`: `student.safetensors`, the backbone weights (timm keys) with metadata;
-- `timm`: `timm_model.safetensors` + `timm_config.json`, loadable with `timm.create_model`
-  (pretrained=True, file overlay) without leapkd;
+- `timm`: `model.safetensors` + `config.json`, as timm's `save_for_hf` writes them, so
+  `timm.create_model("local-dir:<dir>", pretrained=True)` loads the student without leapkd and
+  `huggingface_hub` can push the directory unchanged (the card has the Hub's front matter);
 - `onnx`: `student.onnx` (input `images` (B, 3, S, S), output `tokens`, dynamic batch),
   exported with the TorchScript-based exporter and checked against onnxruntime.
 
@@ -15,6 +16,7 @@ Every export (re)writes a model card `README.md` describing all formats in the d
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 import yaml
 
-from leapkd.disk import write_text_atomic
+from leapkd.disk import write_error, write_text_atomic
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import evaluated
 from leapkd.models import PRESETS, Backbone, head_file_of, is_timm_name, load_student_file, save_student_file, wrap
@@ -36,7 +38,7 @@ ONNX_CHECK_BATCHES = (1, 3)
 # Real timm ViT names the presets are built on (the kwargs set the actual shape).
 _FILES = {
     "safetensors": ("student.safetensors",),
-    "timm": ("timm_model.safetensors", "timm_config.json"),
+    "timm": ("model.safetensors", "config.json"),
     "onnx": ("student.onnx",),
 }
 
@@ -151,60 +153,58 @@ def timm_spec(backbone: Backbone) -> tuple[str, dict[str, Any]]:
     return base, kwargs
 
 
-def timm_snippet(name: str, kwargs: dict[str, Any], file: str, mean: tuple, std: tuple) -> str:
-    """Python that builds the exported model with timm (run from the export directory)."""
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+def timm_snippet() -> str:
+    """Python that loads the exported model with timm alone (run from the export directory)."""
     return (
         "import timm\n\n"
-        "model = timm.create_model(\n"
-        f"    {name!r},\n"
-        "    pretrained=True,\n"
-        f"    pretrained_cfg_overlay=dict(file={file!r}, mean={tuple(mean)!r}, std={tuple(std)!r}),\n"
-        f"    num_classes=0,\n"
-        f"    {args},\n"
-        ").eval()\n"
+        'model = timm.create_model("local-dir:.", pretrained=True).eval()  # config.json + model.safetensors\n'
         "features = model.forward_features(images)  # images: normalised (B, 3, H, W) floats\n"
     )
 
 
 def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
+    """timm's own export (`save_for_hf`: weights and config), checked by loading it back
+    through `local-dir:` and comparing its features with the student's."""
     import timm
+    from timm.models import save_for_hf
 
     name, kwargs = timm_spec(backbone)
-    path = save_student_file(backbone, out / "timm_model.safetensors")
-    overlay = {"file": path.name, "mean": list(backbone.mean), "std": list(backbone.std)}
-    config = {"model_name": name, "kwargs": {"num_classes": 0, **kwargs}, "pretrained_cfg_overlay": overlay}
-    config_path = out / "timm_config.json"
-    write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
-    # Round trip: timm must rebuild the same network from the file alone.
+    staged = out / ".timm-export.tmp"  # written whole there, then moved beside the other formats
+    shutil.rmtree(staged, ignore_errors=True)
     try:
-        model = timm.create_model(
-            name,
-            pretrained=True,
-            pretrained_cfg_overlay={**overlay, "file": str(path)},
-            num_classes=0,
-            **kwargs,
-        ).eval()
+        staged.mkdir()
+        source = save_student_file(backbone, staged / "student.safetensors")
+        overlay = {"file": str(source), "mean": tuple(backbone.mean), "std": tuple(backbone.std)}
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0, **kwargs)
+        save_for_hf(model, str(staged), model_args={"num_classes": 0, **kwargs}, safe_serialization=True)
+        for file in _FILES["timm"]:
+            os.replace(staged / file, out / file)
+    except OSError as err:
+        raise write_error(out, err) from None
+    except LeapkdError:
+        raise
     except Exception as err:
         raise LeapkdError(
-            f"timm could not load the exported file as {name} with {kwargs}: {type(err).__name__}: {err}",
+            f"timm could not rebuild the student as {name} with {kwargs}: {type(err).__name__}: {err}",
             "export as safetensors or onnx instead",
         ) from err
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    reloaded = timm.create_model(f"local-dir:{out}", pretrained=True).eval()  # what a user's call gets
     images = _check_images(2, backbone.image_size)
     with torch.no_grad():  # the same features, read from timm's model through the same contract
-        rebuilt = wrap(model, backbone.name, backbone.image_size)
-        diff = (rebuilt(images) - backbone(images)).abs().max().item()
+        diff = (wrap(reloaded, backbone.name, backbone.image_size)(images) - backbone(images)).abs().max().item()
     if diff > 1e-6:
         raise LeapkdError(
             f"timm model {name} differs from the student (max abs diff {diff:.2e})",
             "export as safetensors or onnx instead",
         )
     return {
-        "files": [str(path), str(config_path)],
+        "files": [str(out / f) for f in _FILES["timm"]],
         "timm_name": name,
         "timm_kwargs": kwargs,
         "max_abs_diff": diff,
-        "snippet": timm_snippet(name, kwargs, path.name, backbone.mean, backbone.std),
+        "snippet": timm_snippet(),
     }
 
 
@@ -316,6 +316,12 @@ def model_card(
         ("wall seconds", f"{summary['wall_seconds']:.1f}" if "wall_seconds" in summary else "n/a"),
     ]
     lines = [
+        "---",  # the Hugging Face Hub's model-card metadata
+        "library_name: timm",
+        "tags: [image-feature-extraction, timm, leapkd, knowledge-distillation]",
+        "pipeline_tag: image-feature-extraction",
+        "---",
+        "",
         f"# {run.path.name}: distilled `{backbone.name}` student",
         "",
         f"A Vision Transformer backbone distilled by leapkd from `{teacher}` with method `{method}`.",
@@ -384,7 +390,10 @@ def _load_sections(backbone: Backbone, formats: dict[str, dict[str, Any]]) -> li
             lines.append("The model's own (timm) keys, no projector, no head. With leapkd:")
         elif fmt == "timm":
             code = entry["snippet"]
-            lines.append("With timm alone, from this directory (`timm_config.json` holds the same arguments):")
+            lines.append(
+                f"With timm alone, from this directory (`config.json`: architecture `{entry['timm_name']}` "
+                "and its arguments, mean and std):"
+            )
         else:
             code = (
                 "import onnxruntime as ort\n\n"
