@@ -128,6 +128,12 @@ def build_sections(run: RunDirectory) -> list[Section]:
     if not run.summary.is_file():
         raise LeapkdError(f"{run.path} has no summary.json", "pass a finished (or stopped) run directory")
     s = run.read_summary()
+    if "method" not in s:  # a run that failed before it could write its summary
+        raise LeapkdError(
+            f"{run.path} failed after step {s.get('failed_after_step', '?')} ({s.get('error', 'no error recorded')}) "
+            "before it wrote its figures, so there is nothing to report yet",
+            "continue it with `leapkd distill --resume` (the report is written when it ends)",
+        )
     cfg = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
     sections = [_headline(s, cfg)]
     if (run.plots / "curriculum.png").is_file():

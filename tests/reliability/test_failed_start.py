@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from leapkd import distill
+from leapkd.cli import main
 from leapkd.engine.module import DistillModule
 
 
@@ -91,9 +92,13 @@ def test_a_resume_that_fails_before_its_first_step_leaves_the_run_as_it_was(tiny
     assert distill(name="resumed", resume=True, **tiny).summary["steps"] == 15
 
 
-def test_a_run_that_fails_after_training_is_marked_failed(tiny, monkeypatch):
+def test_a_run_that_fails_after_training_is_marked_failed(tiny, monkeypatch, capsys):
     fail_at_step(monkeypatch, 4, RuntimeError("device lost"))
     with pytest.raises(RuntimeError, match="device lost"):
         distill(name="crashed", checkpoint_every=2, **tiny)
-    summary = json.loads((Path(tiny["output_dir"]) / "crashed" / "summary.json").read_text())
+    run = Path(tiny["output_dir"]) / "crashed"
+    summary = json.loads((run / "summary.json").read_text())
     assert summary == {"status": "failed", "failed_after_step": 4, "error": "RuntimeError: device lost"}
+    assert main(["report", str(run)]) == 2  # a clear error, not a KeyError on the missing figures
+    err = capsys.readouterr().err
+    assert "failed after step 4 (RuntimeError: device lost)" in err and "--resume" in err and "Traceback" not in err
