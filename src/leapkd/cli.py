@@ -217,8 +217,10 @@ def _cmd_eval(args: argparse.Namespace) -> None:
             for protocol, result in evaluated(one)
             for label, value in protocol.rows(result)
         ]
-        print(f"{one['model']['name']} on {one['data']} at {one['image_size']} px, "
-              f"{one['features']} features of level {one['block']}")  # fmt: skip
+        print(
+            f"{one['model']['name']} on {one['data']} at {one['image_size']} px, "
+            f"{one['features']} features of level {one['block']}"
+        )
         print(format_table(rows, ["protocol", "value"]))
     print(f"results: {r['out_dir']}/eval.json")
 
@@ -230,8 +232,12 @@ def _blocks(text: str) -> list[int]:
 def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (a GPU when there is one)")
     p.add_argument("--devices", type=int, default=1, help="CUDA GPUs to split every batch over (default 1)")
-    p.add_argument("--precision", default="32", choices=["32", "auto", "bf16-mixed", "16-mixed"],
-                   help="32 (default, numbers comparable across machines), or autocast")  # fmt: skip
+    p.add_argument(
+        "--precision",
+        default="32",
+        choices=["32", "auto", "bf16-mixed", "16-mixed"],
+        help="32 (default, numbers comparable across machines), or autocast",
+    )
     p.add_argument("--workers", default="auto", help="data loader processes (auto: the cores minus one)")
 
 
@@ -389,8 +395,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         type=_per_class,
         help="train images per class, or 'all'; default: 100 (linear-reference: all)",
     )
-    e.add_argument("--val-per-class", type=_per_class,
-                   help="validation images per class, or 'all'; default: 50 (linear-reference: all)")  # fmt: skip
+    e.add_argument(
+        "--val-per-class",
+        type=_per_class,
+        help="validation images per class, or 'all'; default: 50 (linear-reference: all)",
+    )
     e.add_argument("--k", type=int, default=20, help="kNN neighbours")
     e.add_argument("--weights", help="weight file for a model-name TARGET (safetensors, .pth or .bin)")
     e.add_argument("--reference", help="model the CKA map compares with (default: the run's teacher)")
@@ -477,9 +486,12 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--batch-size", type=int, default=128, help="images per batch per GPU (default: 128)")
     data = pl.add_mutually_exclusive_group()
     data.add_argument("--images", type=int, help="training images per epoch")
-    data.add_argument("--data", default="imagenet-1k",
-                      help="a built-in dataset, an image folder, imagenet-1k or imagenet-100: its training split's "
-                      "size (default: imagenet-1k, 1,281,167 images)")  # fmt: skip
+    data.add_argument(
+        "--data",
+        default="imagenet-1k",
+        help="a built-in dataset, an image folder, imagenet-1k or imagenet-100: its training split's "
+        "size (default: imagenet-1k, 1,281,167 images)",
+    )
     pl.add_argument("--epochs", type=int, default=100, help="training epochs (default: 100)")
     pl.add_argument("--method", default="leap", choices=["leap", "fixed", "spectralkd"], help="default: leap")
     pl.add_argument("--max-epochs-per-block", type=int, help="leap: the epoch cap of one level (default: leap's)")

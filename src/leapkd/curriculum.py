@@ -107,8 +107,11 @@ def _within(value: float, limits: Interval) -> bool:
 def _describe(limits: Interval, integer: bool) -> str:
     if limits.gt is not None and limits.le is not None:
         return f"a number in ({limits.gt}, {limits.le}]"
-    bounds = [f"{sign} {getattr(limits, k)}" for k, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
-              if getattr(limits, k) is not None]  # fmt: skip
+    bounds = [
+        f"{sign} {getattr(limits, k)}"
+        for k, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+        if getattr(limits, k) is not None
+    ]
     return f"{'an integer' if integer else 'a number'} {' and '.join(bounds)}"
 
 

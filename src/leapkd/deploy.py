@@ -363,8 +363,10 @@ def _head_row(summary: dict[str, Any]) -> str:
     scores = summary.get("student_classification")
     if not scores:
         return "none (the run trained no student head)"
-    return (f"`student_head.safetensors` (nn.Linear on the pooled last level), top-1 {_pct(scores['top1'])} on "
-            f"{scores['images_per_class']} validation images per class of `{scores['data']}`")  # fmt: skip
+    return (
+        f"`student_head.safetensors` (nn.Linear on the pooled last level), top-1 {_pct(scores['top1'])} on "
+        f"{scores['images_per_class']} validation images per class of `{scores['data']}`"
+    )
 
 
 def _which_row(summary: dict[str, Any], which: str) -> str:

@@ -107,5 +107,7 @@ def write_error(path: Path, err: OSError, written: int | None = None) -> LeapkdE
     space = f"{free / 1e6:.1f} MB free there" if free is not None else "free space unknown"
     if written:
         space = f"it stopped after {written / 1e6:.1f} MB; {space}"
-    return LeapkdError(f"could not write {path}: {err.strerror or err} ({space})",
-                       "free space on that filesystem, or write somewhere else")  # fmt: skip
+    return LeapkdError(
+        f"could not write {path}: {err.strerror or err} ({space})",
+        "free space on that filesystem, or write somewhere else",
+    )

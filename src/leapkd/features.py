@@ -62,8 +62,9 @@ def extract_features(
     set, fed by `num_workers` loader processes.
     """
     level = block or backbone.num_levels
-    found = extract_levels(backbone, dataset, [level], kind, batch_size, cache_key, progress, desc, autocast_dtype,
-                           num_workers)  # fmt: skip
+    found = extract_levels(
+        backbone, dataset, [level], kind, batch_size, cache_key, progress, desc, autocast_dtype, num_workers
+    )
     return found[level]
 
 
@@ -93,8 +94,13 @@ def extract_levels(
     backbone.eval()
     device = next(backbone.parameters()).device
     # DataLoader reads any map-style dataset (len and [int]) but is typed for Dataset subclasses
-    loader = DataLoader(cast(Dataset, dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")  # fmt: skip
+    loader = DataLoader(
+        cast(Dataset, dataset),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
     pooled: nn.Module = PooledLevels(backbone, todo, kind, autocast_dtype)
     if devices > 1:  # the batch split over the devices, the results gathered on the first
         pooled = nn.DataParallel(pooled, device_ids=list(range(devices)))

@@ -118,13 +118,18 @@ def evaluation_device(accelerator: str, devices: int = 1) -> str:
     device = device_type(accelerator)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "cuda" and gpus == 0:
-        raise LeapkdError(f"--accelerator {accelerator} asks for a CUDA GPU and this machine has none",
-                          "use --accelerator cpu, or auto to use a GPU when there is one")  # fmt: skip
+        raise LeapkdError(
+            f"--accelerator {accelerator} asks for a CUDA GPU and this machine has none",
+            "use --accelerator cpu, or auto to use a GPU when there is one",
+        )
     if devices < 1:
         raise LeapkdError(f"--devices {devices} is not a number of devices", "give 1 or more")
     if devices > 1 and device != "cuda":
-        raise LeapkdError(f"--devices {devices}: splitting the batches over several devices needs CUDA GPUs, "
-                          f"and this evaluation runs on {device}", "drop --devices (one device)")  # fmt: skip
+        raise LeapkdError(
+            f"--devices {devices}: splitting the batches over several devices needs CUDA GPUs, "
+            f"and this evaluation runs on {device}",
+            "drop --devices (one device)",
+        )
     if devices > gpus > 0:
         raise LeapkdError(f"--devices {devices}: this machine has {gpus} CUDA GPU(s)", f"use --devices {gpus} or fewer")
     return device

@@ -125,15 +125,18 @@ class PlanRequest:
     def __post_init__(self) -> None:
         gpu_spec(self.gpu)
         if self.method not in PLAN_METHODS:
-            raise LeapkdError(f"leapkd plan knows methods {', '.join(PLAN_METHODS)}, not '{self.method}'",
-                              f"use --method {' or '.join(PLAN_METHODS)}")  # fmt: skip
+            raise LeapkdError(
+                f"leapkd plan knows methods {', '.join(PLAN_METHODS)}, not '{self.method}'",
+                f"use --method {' or '.join(PLAN_METHODS)}",
+            )
         if self.precision not in TEACHER_BYTES:
             raise LeapkdError(f"precision '{self.precision}' is not planned", "use bf16-mixed or 32")
         for key in ("image_size", "batch_size", "images", "epochs", "gpus", "max_epochs_per_block"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise LeapkdError(f"{key} must be a whole number >= 1, got {value!r}",
-                                  f"give --{key.replace('_', '-')} 1 or more")  # fmt: skip
+                raise LeapkdError(
+                    f"{key} must be a whole number >= 1, got {value!r}", f"give --{key.replace('_', '-')} 1 or more"
+                )
 
 
 def gpu_spec(name: str) -> GpuSpec:
@@ -218,8 +221,13 @@ def _on_cpu(value: Any) -> Any:
 
 def measure(request: PlanRequest) -> Measured:
     """Count FLOPs, parameters and saved activations of one training step of `request` (CPU, seconds)."""
-    overrides: dict[str, Any] = {"method": request.method, "teacher": request.teacher, "student": request.student,
-                                 "image_size": request.image_size, "allow_random_teacher": True}  # fmt: skip
+    overrides: dict[str, Any] = {
+        "method": request.method,
+        "teacher": request.teacher,
+        "student": request.student,
+        "image_size": request.image_size,
+        "allow_random_teacher": True,
+    }
     if request.max_epochs_per_block is not None:
         overrides["max_epochs_per_block"] = request.max_epochs_per_block
     cfg = load_config(None, overrides)
@@ -303,22 +311,37 @@ class Plan:
         r, m, gib = self.request, self.measured, 2**30
         teacher = m.teacher_flops_by_depth[-1]
         rows = [
-            ("teacher -> student", f"{r.teacher} ({m.teacher_params / 1e6:.1f} M params, {m.teacher_blocks} levels)"
-                                   f" -> {r.student} ({m.student_params / 1e6:.1f} M trained: student + method)"),
-            ("run", f"{r.method}, {r.images:,} images ({r.data}) x {r.epochs} epochs, {r.image_size} px, "
-                    f"batch {r.batch_size} per GPU, {r.precision}"),
-            ("GFLOP per image per step", f"{_num(self.flops_per_image / 1e9)} (teacher {_num(teacher / 1e9)} to level "
-                                         f"{m.teacher_blocks}, student fwd+bwd {_num(m.student_step_flops / 1e9)})"),
+            (
+                "teacher -> student",
+                f"{r.teacher} ({m.teacher_params / 1e6:.1f} M params, {m.teacher_blocks} levels)"
+                f" -> {r.student} ({m.student_params / 1e6:.1f} M trained: student + method)",
+            ),
+            (
+                "run",
+                f"{r.method}, {r.images:,} images ({r.data}) x {r.epochs} epochs, {r.image_size} px, "
+                f"batch {r.batch_size} per GPU, {r.precision}",
+            ),
+            (
+                "GFLOP per image per step",
+                f"{_num(self.flops_per_image / 1e9)} (teacher {_num(teacher / 1e9)} to level "
+                f"{m.teacher_blocks}, student fwd+bwd {_num(m.student_step_flops / 1e9)})",
+            ),
             ("teacher share", f"{100 * self.teacher_share:.0f}%"),
-            ("memory per GPU", f"{self.memory_bytes / gib:.1f} GiB at batch {r.batch_size} (fixed "
-                               f"{self.fixed_memory_bytes / gib:.2f} GiB + {m.activation_bytes_per_image / 2**20:.1f}"
-                               f" MiB per image) of {self.gpu.memory_gib:.0f} GiB"),
+            (
+                "memory per GPU",
+                f"{self.memory_bytes / gib:.1f} GiB at batch {r.batch_size} (fixed "
+                f"{self.fixed_memory_bytes / gib:.2f} GiB + {m.activation_bytes_per_image / 2**20:.1f}"
+                f" MiB per image) of {self.gpu.memory_gib:.0f} GiB",
+            ),
             ("largest batch per GPU", f"{self.largest_batch:,} ({100 * USABLE_MEMORY:.0f}% of the GPU's memory)"),
-            ("images/s per GPU", f"{self.images_per_second_per_gpu:,.0f} ({self.gpu.label}, MFU {100 * self.mfu:.0f}%"
-                                 f" {self._mfu_kind()} of {self.gpu.peak_tflops(r.precision):.0f} TFLOP/s)"),
+            (
+                "images/s per GPU",
+                f"{self.images_per_second_per_gpu:,.0f} ({self.gpu.label}, MFU {100 * self.mfu:.0f}%"
+                f" {self._mfu_kind()} of {self.gpu.peak_tflops(r.precision):.0f} TFLOP/s)",
+            ),
             ("images/s for the job", f"{self.images_per_second:,.0f} on {r.gpus} GPU{'s' if r.gpus > 1 else ''}"),
             ("training time", f"{_duration(self.hours)} (teacher at its last level every step)"),
-        ]  # fmt: skip
+        ]
         if r.method == "leap":
             cap = m.max_epochs_per_block
             pace = f"every level for its cap of {cap} epoch{'s' if cap != 1 else ''}, from level 1"
@@ -346,9 +369,12 @@ class Plan:
         ]
         gpu, rate = self.gpu, self.gpu.measured_matmul_tflops
         if rate is not None and self.request.precision == "bf16-mixed":
-            lines.insert(1, f"{gpu.label}: about {rate:.0f} TFLOP/s measured ({MATMUL_SOURCE}), "
-                            f"{100 * rate / gpu.bf16_peak_tflops:.0f}% of the {gpu.bf16_peak_tflops:.0f} datasheet "
-                            "peak; a training step sustains less than that, hence the MFU.")  # fmt: skip
+            lines.insert(
+                1,
+                f"{gpu.label}: about {rate:.0f} TFLOP/s measured ({MATMUL_SOURCE}), "
+                f"{100 * rate / gpu.bf16_peak_tflops:.0f}% of the {gpu.bf16_peak_tflops:.0f} datasheet "
+                "peak; a training step sustains less than that, hence the MFU.",
+            )
         if self.request.method == "leap":
             lines.append(
                 "LEAP's saving is the largest its rules give: every level uses its whole epoch cap, starting at "
@@ -385,8 +411,11 @@ def make_plan(request: PlanRequest, measured: Measured, mfu: float | None = None
     used, basis = (gpu.mfu, gpu.basis) if mfu is None else (mfu, USER_BASIS)
     m = measured
     teacher, student = m.teacher_flops_by_depth[-1], m.student_step_flops
-    fixed = (BYTES_PER_TRAINED_PARAM * m.student_params + TEACHER_BYTES[request.precision] * m.teacher_params
-             + m.activation_bytes_per_step)  # fmt: skip
+    fixed = (
+        BYTES_PER_TRAINED_PARAM * m.student_params
+        + TEACHER_BYTES[request.precision] * m.teacher_params
+        + m.activation_bytes_per_step
+    )
     usable = USABLE_MEMORY * gpu.memory_gib * 2**30
     largest = int((usable - fixed) // max(1, m.activation_bytes_per_image))
     rate = used * gpu.peak_tflops(request.precision) * 1e12 / (teacher + student)
@@ -394,8 +423,9 @@ def make_plan(request: PlanRequest, measured: Measured, mfu: float | None = None
     saving = 0.0
     if request.method == "leap" and m.max_epochs_per_block is not None:
         calibration = request.gpus * request.batch_size if m.calibrate else 0
-        saving = leap_largest_saving(m.teacher_flops_by_depth, student, request.epochs, m.max_epochs_per_block,
-                                     request.images, calibration)  # fmt: skip
+        saving = leap_largest_saving(
+            m.teacher_flops_by_depth, student, request.epochs, m.max_epochs_per_block, request.images, calibration
+        )
     return Plan(
         request=request,
         measured=m,
@@ -423,9 +453,10 @@ def check_fits(plan: Plan) -> None:
     raise LeapkdError(
         f"a batch of {plan.request.batch_size} per GPU needs about {plan.memory_bytes / gib:.1f} GiB, more than "
         f"{100 * USABLE_MEMORY:.0f}% of the {plan.gpu.label}'s {plan.gpu.memory_gib:.0f} GiB",
-        f"use --batch-size {plan.largest_batch} or less" if plan.largest_batch else
-        "the model alone does not fit: use a GPU with more memory or a smaller student",
-    )  # fmt: skip
+        f"use --batch-size {plan.largest_batch} or less"
+        if plan.largest_batch
+        else "the model alone does not fit: use a GPU with more memory or a smaller student",
+    )
 
 
 def estimate_plan(request: PlanRequest, *, mfu: float | None = None) -> Plan:

@@ -92,8 +92,11 @@ def plot_accounting(summary: dict[str, Any], path: Path) -> Path:
     ax_f.set_xlabel("training TFLOP (measured)")
     ax_f.set_title(f"FLOPs: saving {100 * summary['flops_saving']:.1f}%")
     ax_f.legend(fontsize=8, loc="lower right")
-    parts = [("teacher", summary["teacher_seconds"], "tab:blue"), ("student", summary["student_seconds"], "tab:orange"),
-             ("metric", summary["metric_seconds"], "tab:green")]  # fmt: skip
+    parts = [
+        ("teacher", summary["teacher_seconds"], "tab:blue"),
+        ("student", summary["student_seconds"], "tab:orange"),
+        ("metric", summary["metric_seconds"], "tab:green"),
+    ]
     if summary.get("evaluation"):
         parts.append(("evaluation", summary["evaluation"]["seconds"], "tab:purple"))
     left = 0.0
@@ -132,10 +135,25 @@ def plot_evaluation(
         x = [e[key] / scale for e in history]
         for name in figures:
             bold = name == metric
-            ax.plot(x, [100 * e[name] for e in history], marker="o" if bold else None, ms=3,
-                    lw=2 if bold else 1, alpha=1 if bold else 0.6, label=name)  # fmt: skip
-        ax.plot([best[key] / scale], [100 * best[metric]], marker="*", ms=14, color="gold", mec="black", ls="",
-                label=f"best {metric}")  # fmt: skip
+            ax.plot(
+                x,
+                [100 * e[name] for e in history],
+                marker="o" if bold else None,
+                ms=3,
+                lw=2 if bold else 1,
+                alpha=1 if bold else 0.6,
+                label=name,
+            )
+        ax.plot(
+            [best[key] / scale],
+            [100 * best[metric]],
+            marker="*",
+            ms=14,
+            color="gold",
+            mec="black",
+            ls="",
+            label=f"best {metric}",
+        )
         for step in level_ups:
             row = by_step.get(int(step))
             position = step if key == "step" else (row[key] / scale if row and row.get(key) is not None else None)

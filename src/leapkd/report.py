@@ -45,7 +45,7 @@ def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
             f"{s['teacher']['name']} ({s['teacher']['blocks']} blocks) → "
             f"{s['student']['name']} ({s['student']['blocks']} blocks, "
             f"{s['student']['params'] / 1e6:.2f} M parameters)",
-        ),  # fmt: skip
+        ),
         ("data", f"{s['data']}, {s['train_images']} training images, {cfg.get('image_size')} px"),
         ("steps / epochs", f"{s['steps']} / {s['epochs']} (global batch {s['global_batch']})"),
         ("target block", f"{s.get('start_block')} → {s['final_block']} of {s['teacher']['blocks']}"),
@@ -55,8 +55,13 @@ def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
     ]
     if s.get("student_classification"):
         scores = s["student_classification"]
-        rows.append(("student head top-1 / top-5", f"{_pct(scores['top1'])} / {_pct(scores.get('top5', 0.0))} "
-                     f"({scores['images_per_class']} val images per class)"))  # fmt: skip
+        rows.append(
+            (
+                "student head top-1 / top-5",
+                f"{_pct(scores['top1'])} / {_pct(scores.get('top5', 0.0))} "
+                f"({scores['images_per_class']} val images per class)",
+            )
+        )
     evaluation = s.get("evaluation")
     if evaluation and evaluation.get("best"):
         best, metric = evaluation["best"], evaluation["metric"]
@@ -83,14 +88,20 @@ def _evaluation_section(s: dict[str, Any], run: RunDirectory) -> Section | None:
     metric, best, last = evaluation["metric"], evaluation["best"], evaluation["last"]
     share = evaluation.get("share_of_wall")
     rows = [
-        ("evaluated on", f"{evaluation['data']}, {evaluation['images_per_class']} fixed images per class and split, "
-                         f"{evaluation.get('transform', 'resize')}"),
+        (
+            "evaluated on",
+            f"{evaluation['data']}, {evaluation['images_per_class']} fixed images per class and split, "
+            f"{evaluation.get('transform', 'resize')}",
+        ),
         ("schedule", f"every {evaluation['every']}, before the first and after the last step"),
         (f"best {metric}", f"{_pct(best[metric])} at step {best['step']} (student_best.safetensors)"),
         (f"last {metric}", f"{_pct(last[metric])} at step {int(last['step'])} (student.safetensors)"),
-        ("evaluations / their cost", f"{len(evaluation['history'])} / {evaluation['seconds']:.1f} s"
-         + (f" ({_pct(share)} of wall time)" if share is not None else "")),
-    ]  # fmt: skip
+        (
+            "evaluations / their cost",
+            f"{len(evaluation['history'])} / {evaluation['seconds']:.1f} s"
+            + (f" ({_pct(share)} of wall time)" if share is not None else ""),
+        ),
+    ]
     if evaluation.get("early_stop"):
         rows.append(
             ("early stop", f"after step {evaluation['early_stop']['step']}: {evaluation['early_stop']['reason']}")
@@ -164,7 +175,7 @@ def build_sections(run: RunDirectory) -> list[Section]:
                 (
                     "teacher / student / metric seconds",
                     f"{s['teacher_seconds']:.1f} / {s['student_seconds']:.1f} / {s['metric_seconds']:.2f}",
-                ),  # fmt: skip
+                ),
                 ("wall seconds", f"{s['wall_seconds']:.1f}"),
                 *_hardware_rows(s),
             ],
@@ -176,8 +187,13 @@ def build_sections(run: RunDirectory) -> list[Section]:
         if rows:
             sections.append(Section(f"Evaluation on {data}", table=rows))
     if (run.path / "cka_map.png").is_file():
-        sections.append(Section("CKA map", "Linear CKA between student blocks (rows) and teacher blocks.",
-                                images=[run.path / "cka_map.png"]))  # fmt: skip
+        sections.append(
+            Section(
+                "CKA map",
+                "Linear CKA between student blocks (rows) and teacher blocks.",
+                images=[run.path / "cka_map.png"],
+            )
+        )
     spectra = sorted((run.path / "spectrum").glob("*.png")) if (run.path / "spectrum").is_dir() else []
     if spectra:
         sections.append(Section("Spectra", images=spectra))

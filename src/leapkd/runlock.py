@@ -52,8 +52,11 @@ class RunLock:
                 os.close(fd)
                 if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise self._busy() from None
-                warnings.warn(f"cannot lock {self.path} ({err.strerror}): nothing stops a second process "
-                              "from writing this run at the same time", stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"cannot lock {self.path} ({err.strerror}): nothing stops a second process "
+                    "from writing this run at the same time",
+                    stacklevel=2,
+                )
                 return
             if self._same_file(fd):  # not a lock file its last holder removed while we waited
                 break
@@ -61,8 +64,12 @@ class RunLock:
         previous = _read(fd)
         if previous:
             print(f"note: took over the lock of {_who(previous)}, which is no longer running", file=sys.stderr)
-        holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "command": " ".join(sys.argv)}  # fmt: skip
+        holder = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._fd = fd

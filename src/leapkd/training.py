@@ -221,10 +221,19 @@ def _scorer(cfg: DistillConfig, teacher: Backbone, classifier: bool) -> StudentS
         return None
     data = _eval_images(cfg)["data"]
     per_class = None if cfg.eval_images_per_class == "all" else cfg.eval_images_per_class
-    scorer = StudentScorer(data, cfg.image_size, teacher.mean, teacher.std, per_class, cfg.eval_protocols,
-                           seed=cfg.seed, data_root=cfg.data_root if data == cfg.data else None,
-                           batch_size=2 * cfg.batch_size, classifier=classifier,
-                           transform=cfg.eval_transform)  # fmt: skip
+    scorer = StudentScorer(
+        data,
+        cfg.image_size,
+        teacher.mean,
+        teacher.std,
+        per_class,
+        cfg.eval_protocols,
+        seed=cfg.seed,
+        data_root=cfg.data_root if data == cfg.data else None,
+        batch_size=2 * cfg.batch_size,
+        classifier=classifier,
+        transform=cfg.eval_transform,
+    )
     if cfg.eval_every is not None and cfg.eval_metric not in scorer.figures:
         head = cfg.eval_metric.startswith("student")
         raise LeapkdError(
@@ -444,8 +453,10 @@ def _finish(
     classes = list(module.train_set.classes)
     if head is not None and scorer is not None:  # the student's own classifier: saved and scored
         save_head_file(head, head_file_of(run.student), classes)
-        summary["student_classification"] = {**_head_scores(scorer, student, head, module, callbacks),
-                                             **_eval_images(cfg)}  # fmt: skip
+        summary["student_classification"] = {
+            **_head_scores(scorer, student, head, module, callbacks),
+            **_eval_images(cfg),
+        }
     run.write_summary(summary)
     _plots(run, method, module.teacher.num_levels, summary)
     save_student_file(student, run.student)
@@ -480,8 +491,11 @@ def on_device(device: torch.device, *modules: nn.Module) -> Iterator[None]:
 
 def _eval_images(cfg: DistillConfig) -> dict[str, Any]:
     """Which images the student is scored on: the labelled evaluation data and how many per class."""
-    return {"data": cfg.eval_data or cfg.data, "images_per_class": cfg.eval_images_per_class,
-            "transform": cfg.eval_transform}  # fmt: skip
+    return {
+        "data": cfg.eval_data or cfg.data,
+        "images_per_class": cfg.eval_images_per_class,
+        "transform": cfg.eval_transform,
+    }
 
 
 def _head_scores(
@@ -529,5 +543,10 @@ def _plots(run: RunDirectory, method: Method, num_levels: int, summary: dict[str
         plot_loss(rows, run.plots / "loss.png", [f"loss_{t}" for t in method.loss_terms()])
     evaluation = summary.get("evaluation")
     if evaluation and evaluation["history"]:
-        plot_evaluation(evaluation["history"], evaluation["metric"], rows, summary.get("level_ups", []),
-                        run.plots / "evaluation.png")  # fmt: skip
+        plot_evaluation(
+            evaluation["history"],
+            evaluation["metric"],
+            rows,
+            summary.get("level_ups", []),
+            run.plots / "evaluation.png",
+        )

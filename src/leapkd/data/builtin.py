@@ -34,14 +34,30 @@ SPLIT_SEED = 0
 VAL_FRACTION = 0.2
 
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 # Label order checked by eye on the data: alphabetical, as listed in the package metadata.
 ANIMAL_CLASSES = [
-    "bear", "bird", "cat", "cow", "dog",
-    "elephant", "giraffe", "horse", "sheep", "zebra",
-]  # fmt: skip
+    "bear",
+    "bird",
+    "cat",
+    "cow",
+    "dog",
+    "elephant",
+    "giraffe",
+    "horse",
+    "sheep",
+    "zebra",
+]
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
 Arrays = tuple[np.ndarray, np.ndarray]

@@ -160,8 +160,9 @@ def build_dataset(
     ``subset_per_class`` keeps ``min(n, available)`` images per class, chosen with ``seed``:
     the same seed gives the same images every time.
     """
-    transform = build_transform(image_size, augment, mean=mean, std=std, augmentation=augmentation, output=output,
-                                eval_transform=eval_transform)  # fmt: skip
+    transform = build_transform(
+        image_size, augment, mean=mean, std=std, augmentation=augmentation, output=output, eval_transform=eval_transform
+    )
     dataset: LabeledImages
     if name_or_path in BUILTINS:
         images, labels, classes = load_builtin(name_or_path, split, root=root)

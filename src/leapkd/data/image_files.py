@@ -89,8 +89,13 @@ def walk_images(directory: Path, prefix: str = "") -> Iterator[str]:
 class ImageList:
     """Paths relative to `root`, stored as one blob and offsets; `[i]` is the absolute Path."""
 
-    def __init__(self, root: str | Path, names: Iterable[str] = (), blob: bytes | bytearray | None = None,
-                 offsets: np.ndarray | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | Path,
+        names: Iterable[str] = (),
+        blob: bytes | bytearray | None = None,
+        offsets: np.ndarray | None = None,
+    ) -> None:
         self.root = Path(root)
         if blob is None or offsets is None:  # packed as they come: no list of all the names
             packed, lengths = bytearray(), array("q")

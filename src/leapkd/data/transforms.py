@@ -77,8 +77,12 @@ def randaugment(config: str, image_size: int, interpolation: Interpolation = "bi
     # magnitudes (with their noise) stop just below timm's 10: at 10 its increasing posterize keeps 0 bits,
     # which Pillow refuses; 9.99 keeps 1
     resample = Image.Resampling.BICUBIC if interpolation == "bicubic" else Image.Resampling.BILINEAR
-    hparams = {"translate_const": int(image_size * 0.45), "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
-               "magnitude_max": 9.99, "interpolation": resample}  # fmt: skip
+    hparams = {
+        "translate_const": int(image_size * 0.45),
+        "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
+        "magnitude_max": 9.99,
+        "interpolation": resample,
+    }
     try:
         return rand_augment_transform(config, hparams)
     except (AssertionError, ValueError, KeyError, IndexError) as err:

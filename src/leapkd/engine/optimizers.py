@@ -32,8 +32,13 @@ def build_optimizer(
     """`cfg.optimizer` over the trainable parameters of `modules` at peak LR `lr` (`fused`: AdamW's
     one-kernel step)."""
     if cfg.optimizer == "lars":
-        return Lars(lars_groups(modules, cfg.weight_decay), lr=lr, momentum=cfg.momentum,
-                    trust_coeff=cfg.lars_trust_coefficient, eps=LARS_EPS)  # fmt: skip
+        return Lars(
+            lars_groups(modules, cfg.weight_decay),
+            lr=lr,
+            momentum=cfg.momentum,
+            trust_coeff=cfg.lars_trust_coefficient,
+            eps=LARS_EPS,
+        )
     return torch.optim.AdamW(weight_decay_groups(modules, cfg.weight_decay), lr=lr, fused=fused)
 
 

@@ -65,22 +65,29 @@ class Trackers:
         from lightning.pytorch.loggers import TensorBoardLogger
 
         # steps at or after the resumed one are dropped from the event files (they are trained again)
-        return TensorBoardLogger(str(self.run.path), name="tensorboard", version="", default_hp_metric=False,
-                                 purge_step=resume_step)  # fmt: skip
+        return TensorBoardLogger(
+            str(self.run.path), name="tensorboard", version="", default_hp_metric=False, purge_step=resume_step
+        )
 
     def _open_wandb(self, ids: dict[str, str], resume_step: int | None) -> Logger:
         from lightning.pytorch.loggers import WandbLogger
 
         ids.setdefault("wandb", uuid.uuid4().hex[:12])
-        return WandbLogger(name=self.run.path.name, project=self.project, save_dir=str(self.run.path),
-                           id=ids["wandb"], resume="allow")  # fmt: skip
+        return WandbLogger(
+            name=self.run.path.name, project=self.project, save_dir=str(self.run.path), id=ids["wandb"], resume="allow"
+        )
 
     def _open_mlflow(self, ids: dict[str, str], resume_step: int | None) -> Logger:
         from lightning.pytorch.loggers import MLFlowLogger
 
         artifacts = (self.run.path.parent / "mlflow-artifacts").resolve().as_uri()
-        logger = MLFlowLogger(experiment_name=self.project, run_name=self.run.path.name, tracking_uri=self.mlflow_uri,
-                              run_id=ids.get("mlflow"), artifact_location=artifacts)  # fmt: skip
+        logger = MLFlowLogger(
+            experiment_name=self.project,
+            run_name=self.run.path.name,
+            tracking_uri=self.mlflow_uri,
+            run_id=ids.get("mlflow"),
+            artifact_location=artifacts,
+        )
         ids["mlflow"] = logger.run_id or ""
         return logger
 
@@ -93,10 +100,15 @@ class Trackers:
     def finish(self, summary: dict[str, Any], step: int) -> None:
         """Summary figures (as `summary/<key>` at `step`), level-ups and early stop as text, the whole
         summary as JSON; then close each tracker with the run's status."""
-        figures = {f"summary/{k}": float(v) for k, v in summary.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
-        events = [f"step {e['step']}: block {e['from_block']} → {e['to_block']} ({e['reason']})"
-                  for e in summary.get("level_up_events", [])]  # fmt: skip
+        figures = {
+            f"summary/{k}": float(v)
+            for k, v in summary.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        events = [
+            f"step {e['step']}: block {e['from_block']} → {e['to_block']} ({e['reason']})"
+            for e in summary.get("level_up_events", [])
+        ]
         stop = (summary.get("evaluation") or {}).get("early_stop")
         if stop:
             events.append(f"step {stop['step']}: early stop ({stop['reason']})")
@@ -121,8 +133,11 @@ class Trackers:
         except Exception as err:
             self.loggers.pop(name, None)
             self.stopped.append({"tracker": name, "step": step, "error": f"{type(err).__name__}: {err}"})
-            warnings.warn(f"tracker {name} failed at step {step} and is stopped ({type(err).__name__}: {err}); "
-                          "training goes on, metrics.csv keeps every row", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"tracker {name} failed at step {step} and is stopped ({type(err).__name__}: {err}); "
+                "training goes on, metrics.csv keeps every row",
+                stacklevel=2,
+            )
 
     @staticmethod
     def _text_tensorboard(logger: Any, text: dict[str, str], step: int) -> None:

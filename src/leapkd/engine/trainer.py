@@ -67,8 +67,17 @@ def run_callbacks(
     every += [*([evaluation] if evaluation else []), MetricsLog(run.metrics, columns, trackers)]
     if cfg.snapshot_every:
         every.append(Snapshots(cfg.snapshot_every, run.snapshot, kept))
-    every += [stop, CheckpointPolicy(run.last_checkpoint, cfg.checkpoint_every, stop, cfg.checkpoint_every_minutes,
-                                     run.best_checkpoint, evaluation)]  # fmt: skip
+    every += [
+        stop,
+        CheckpointPolicy(
+            run.last_checkpoint,
+            cfg.checkpoint_every,
+            stop,
+            cfg.checkpoint_every_minutes,
+            run.best_checkpoint,
+            evaluation,
+        ),
+    ]
     if LockStepCheck.enabled():
         every.append(LockStepCheck(run.path / "ranks"))
     if progress:
@@ -83,8 +92,9 @@ def _evaluation(
     if schedule is None or scorer is None:
         return None
     every, unit = schedule
-    return EvaluateDuringTraining(scorer, every, unit, cfg.eval_metric, run.student_best,
-                                  cfg.early_stop_patience, cfg.early_stop_min_delta, ema)  # fmt: skip
+    return EvaluateDuringTraining(
+        scorer, every, unit, cfg.eval_metric, run.student_best, cfg.early_stop_patience, cfg.early_stop_min_delta, ema
+    )
 
 
 def build_trainer(

@@ -58,16 +58,19 @@ class StudentScorer:
         self.classifier = classifier  # the student has a head: its top-1 / top-5 are figures too
         splits: dict[str, Dataset] = {}
         for split in ("train", "val") if self.protocols else ("val",):
-            images = build_dataset(data, split, image_size, augment=False, mean=mean, std=std, root=data_root,
-                                   eval_transform=transform)  # fmt: skip
+            images = build_dataset(
+                data, split, image_size, augment=False, mean=mean, std=std, root=data_root, eval_transform=transform
+            )
             if not images.classes:
                 raise LeapkdError(
                     f"evaluation during training needs class labels, and {data} has none",
                     "give a labelled set with --eval_data (a built-in name or a folder with train/ and val/)",
                 )
-            chosen = images if images_per_class is None else LabeledSubset(
-                images, subset_indices(images.targets, images_per_class, seed)
-            )  # fmt: skip
+            chosen = (
+                images
+                if images_per_class is None
+                else LabeledSubset(images, subset_indices(images.targets, images_per_class, seed))
+            )
             splits[split] = _in_memory(chosen, in_memory_bytes)
         self.bank, self.queries = splits.get("train"), splits["val"]
         self.num_classes = len(images.classes)
@@ -109,8 +112,15 @@ class StudentScorer:
         self, student: Backbone, images: Dataset, dtype: torch.dtype | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         workers = 0 if isinstance(images, TensorDataset) else self.num_workers
-        return extract_features(student, images, "cls", batch_size=self.batch_size, progress=False,
-                                autocast_dtype=dtype, num_workers=workers)  # fmt: skip
+        return extract_features(
+            student,
+            images,
+            "cls",
+            batch_size=self.batch_size,
+            progress=False,
+            autocast_dtype=dtype,
+            num_workers=workers,
+        )
 
 
 def _classified(classifier: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

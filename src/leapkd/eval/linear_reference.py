@@ -75,7 +75,10 @@ class ReferenceLinearProbeProtocol(Protocol):
     def rows(self, result: dict[str, Any]) -> list[tuple[str, str]]:
         rows = accuracy_rows("reference linear probe", result, " (last epoch)")
         rows.append(
-            (f"reference linear probe top-1 (best epoch, {result['best_epoch']} of {result['epochs']}; chosen on val)",
-             percent(result["best_top1"]))
-        )  # fmt: skip
+            (
+                f"reference linear probe top-1 (best epoch, {result['best_epoch']} of {result['epochs']}; "
+                "chosen on val)",
+                percent(result["best_top1"]),
+            )
+        )
         return rows

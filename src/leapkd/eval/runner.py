@@ -78,34 +78,81 @@ def evaluate(
     model.to(device)
     data = data or defaults.get("data", "fashion-mnist")
     labelled = data not in REVISITED
-    if not labelled:
-        chosen = _without_labels(chosen, data, tuple(protocols) == DEFAULT_PROTOCOLS)
-        transform = transform or "center-crop"  # the LEAP reference's (eval_instance_retrieval.py:703)
-    given = _chosen_options(chosen, train_per_class=train_per_class, val_per_class=val_per_class, transform=transform)
-    transform, per_class = given["transform"], (given["train_per_class"], given["val_per_class"])
+    chosen, transform, per_class = _settle(chosen, protocols, data, transform, (train_per_class, val_per_class))
     out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
-    options = EvalOptions(features=features, transform=transform, blocks=tuple(blocks),
-                          train_per_class=per_class[0], val_per_class=per_class[1], k=k, cka_images=cka_images,
-                          reference=reference, reference_weights=reference_weights, data_root=data_root,
-                          progress=progress, autocast=autocast_dtype(resolve_precision(precision, device)[0]),
-                          num_workers=resolve_workers(num_workers), devices=devices)  # fmt: skip
-    header = {"target": str(target) if labelled else defaults["name"], "model": model.describe(), "data": data,
-              "transform": transform}  # fmt: skip
-    if labelled:
-        header |= {"weights": str(weights) if weights else None, "train_per_class": per_class[0],
-                   "val_per_class": per_class[1], "seed": seed}  # fmt: skip
+    options = EvalOptions(
+        features=features,
+        transform=transform,
+        blocks=tuple(blocks),
+        train_per_class=per_class[0],
+        val_per_class=per_class[1],
+        k=k,
+        cka_images=cka_images,
+        reference=reference,
+        reference_weights=reference_weights,
+        data_root=data_root,
+        progress=progress,
+        autocast=autocast_dtype(resolve_precision(precision, device)[0]),
+        num_workers=resolve_workers(num_workers),
+        devices=devices,
+    )
+    name = str(target) if labelled else defaults["name"]
+    header = _header(name, model, data, transform, labelled, weights=weights, per_class=per_class, seed=seed)
     by_block = {}
     for b in blocks:
         ctx = EvalContext(model, data, defaults["image_size"], seed, replace(options, block=b), out, defaults, labelled)
         by_block[b] = {**header, "image_size": ctx.image_size, "features": features, "block": b}
         by_block[b] |= {protocol.key: protocol.run(ctx) for protocol in chosen}
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves nothing behind
+    return _record_all(out, run, data, by_block)
+
+
+def _record_all(out: Path, run: RunDirectory | None, data: str, by_block: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Record each block's results (one entry per block when there are several); the results returned."""
+    blocks = list(by_block)
     if len(blocks) == 1:
         _record(out / "eval.json", run, data, by_block[blocks[0]])
         return {**by_block[blocks[0]], "out_dir": str(out)}
     for b, results in by_block.items():
         _record(out / "eval.json", run, f"{data} @ block {b}", results)
     return {"blocks": by_block, "data": data, "out_dir": str(out)}
+
+
+def _settle(
+    chosen: list[Protocol],
+    asked: tuple[str, ...],
+    data: str,
+    transform: EvalTransform | None,
+    per_class: tuple[Any, Any],
+) -> tuple[list[Protocol], Any, tuple[Any, Any]]:
+    """The protocols that can run on `data`, and the transform and per-class counts they will use."""
+    if data in REVISITED:
+        chosen = _without_labels(chosen, data, tuple(asked) == DEFAULT_PROTOCOLS)
+        transform = transform or "center-crop"  # the LEAP reference's (eval_instance_retrieval.py:703)
+    given = _chosen_options(chosen, train_per_class=per_class[0], val_per_class=per_class[1], transform=transform)
+    return chosen, given["transform"], (given["train_per_class"], given["val_per_class"])
+
+
+def _header(
+    name: str,
+    model: Backbone,
+    data: str,
+    transform: str,
+    labelled: bool,
+    weights: str | Path | None,
+    per_class: tuple[Any, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """What every entry of one evaluation records about its target and data."""
+    header: dict[str, Any] = {"target": name, "model": model.describe(), "data": data, "transform": transform}
+    if labelled:
+        header |= {
+            "weights": str(weights) if weights else None,
+            "train_per_class": per_class[0],
+            "val_per_class": per_class[1],
+            "seed": seed,
+        }
+    return header
 
 
 _OPTION_DEFAULTS: dict[str, Any] = {"train_per_class": 100, "val_per_class": 50, "transform": "resize"}

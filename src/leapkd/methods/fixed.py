@@ -81,11 +81,17 @@ class FixedTarget(FeatureDistillation):
         widths = [] if args.fixed_all_layers else [width]  # all layers: a projector per level pair instead
         super().__init__(args, teacher, student, num_classes=num_classes, seed=seed, target_widths=widths)
         self.layerwise = (
-            LayerwiseLoss(student, teacher, args.fixed_all_layers_reduce, args.projector, args.projector_init,
-                          cls=args.cls_weight > 0)
+            LayerwiseLoss(
+                student,
+                teacher,
+                args.fixed_all_layers_reduce,
+                args.projector,
+                args.projector_init,
+                cls=args.cls_weight > 0,
+            )
             if args.fixed_all_layers
             else None
-        )  # fmt: skip
+        )
 
     def target_blocks(self) -> list[int]:
         return self.blocks

@@ -151,8 +151,9 @@ class Leap(FeatureDistillation):
         if not self.concat_last or out.projected is None:
             return super().progress(out, targets)
         width = targets.patch.shape[-1] - self.last_width
-        return super().progress(replace(out, projected=out.projected[..., :width]),
-                                replace(targets, patch=targets.patch[..., :width]))  # fmt: skip
+        return super().progress(
+            replace(out, projected=out.projected[..., :width]), replace(targets, patch=targets.patch[..., :width])
+        )
 
     def after_step(self, metric: float | None) -> bool:
         return metric is not None and self._moved(self.curriculum.observe(metric))

@@ -204,13 +204,20 @@ def describe_models() -> list[dict[str, str]]:
         for p in PRESETS.values()
     ]
     families = [
-        ("<timm ViT/DeiT/DINOv2/Eva name>", "blocks", "vit_small_patch14_reg4_dinov2, deit_tiny_distilled_patch16_224, "
-         "vit_small_patch16_dinov3, eva02_tiny_patch14_224"),
+        (
+            "<timm ViT/DeiT/DINOv2/Eva name>",
+            "blocks",
+            "vit_small_patch14_reg4_dinov2, deit_tiny_distilled_patch16_224, "
+            "vit_small_patch16_dinov3, eva02_tiny_patch14_224",
+        ),
         ("<timm CaiT name>", "trunk blocks", "cait_s24_224; class attention gives the CLS of the last level"),
         ("<timm Swin name>", "blocks of all stages", "swin_tiny_patch4_window7_224"),
-        ("<timm CNN name>", "feature stages", "resnet18, convnext_atto, mobilenetv3_small_100, efficientnet_b0, "
-         "regnetx_002, mobilenetv4_conv_small"),
-    ]  # fmt: skip
+        (
+            "<timm CNN name>",
+            "feature stages",
+            "resnet18, convnext_atto, mobilenetv3_small_100, efficientnet_b0, regnetx_002, mobilenetv4_conv_small",
+        ),
+    ]
     rows += [{"name": n, "kind": "teacher or student", "levels": lv, "note": e} for n, lv, e in families]
     rows += [
         {"name": name, "kind": "registered model", "levels": "its forward_levels", "note": "leapkd.register_model"}

@@ -97,8 +97,13 @@ class EvaluateDuringTraining(Callback):
             figures = self._score(pl_module)
             if pl_module.device.type == "cuda":
                 torch.cuda.synchronize(pl_module.device)
-            entry = {"step": trainer.global_step, "flops": flops, "wall_seconds": wall,
-                     "seconds": time.perf_counter() - start, **figures}  # fmt: skip
+            entry = {
+                "step": trainer.global_step,
+                "flops": flops,
+                "wall_seconds": wall,
+                "seconds": time.perf_counter() - start,
+                **figures,
+            }
         entry = trainer.strategy.broadcast(entry, src=0)  # the other ranks wait here
         assert entry is not None
         self._record(trainer, entry)
@@ -158,8 +163,12 @@ class EvaluateDuringTraining(Callback):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best, "since_best": self.since_best,
-                "early_stop": self.early_stop}  # fmt: skip
+        return {
+            "history": self.history,
+            "best": self.best,
+            "since_best": self.since_best,
+            "early_stop": self.early_stop,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict["history"])

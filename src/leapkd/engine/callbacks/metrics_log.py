@@ -24,8 +24,14 @@ def metric_columns(loss_terms: list[str], log_values: tuple[str, ...], eval_figu
     """metrics.csv's header: core columns, the method's log values and loss terms, the tail, then
     the evaluation's figures and seconds (when evaluating during training)."""
     evaluation = [f"eval_{f}" for f in (*eval_figures, "seconds")] if eval_figures else []
-    return [*CORE_COLUMNS[:5], *log_values, CORE_COLUMNS[5], *(f"loss_{t}" for t in loss_terms), *TAIL_COLUMNS,
-            *evaluation]  # fmt: skip
+    return [
+        *CORE_COLUMNS[:5],
+        *log_values,
+        CORE_COLUMNS[5],
+        *(f"loss_{t}" for t in loss_terms),
+        *TAIL_COLUMNS,
+        *evaluation,
+    ]
 
 
 def record_row(record: StepRecord, wall_seconds: float) -> dict[str, Any]:
