@@ -30,7 +30,7 @@ from leapkd.engine.accumulation import MicroBatches, global_batch
 from leapkd.engine.non_finite import NonFiniteLosses
 from leapkd.engine.optimizers import build_optimizer, build_schedule, scaled_lr
 from leapkd.engine.run_state import restore_run_state, run_state
-from leapkd.engine.step_clock import StepClock
+from leapkd.engine.step_clock import Mark, StepClock
 from leapkd.engine.step_values import no_gradient_sync, step_values
 from leapkd.hardware import autocast_dtype
 from leapkd.methods import Method, StudentOutput
@@ -106,10 +106,19 @@ class DistillModule(L.LightningModule):
     def train_dataloader(self) -> DataLoader:
         position = self.restored["position"] if self.restored is not None else None
         cfg = self.cfg
-        return seeded_loader(self.train_set, cfg.seed, cfg.batch_size, self.num_workers, self.global_rank,
-                             self.trainer.world_size, position, pin_memory=self.device.type == "cuda",
-                             accumulate=cfg.accumulate_grad_batches, repeats=cfg.repeated_augmentation,
-                             python_rngs=cfg.aug_randaugment is not None)  # fmt: skip
+        return seeded_loader(
+            self.train_set,
+            cfg.seed,
+            cfg.batch_size,
+            self.num_workers,
+            self.global_rank,
+            self.trainer.world_size,
+            position,
+            pin_memory=self.device.type == "cuda",
+            accumulate=cfg.accumulate_grad_batches,
+            repeats=cfg.repeated_augmentation,
+            python_rngs=cfg.aug_randaugment is not None,
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self.lr = scaled_lr(self.cfg, self.global_batch)
@@ -159,7 +168,7 @@ class DistillModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = self.normalize(batch[0]), batch[1]
         images = self.batch_augment(images)  # mixup, random erasing (calibration included)
-        method, step, clock = self.method, self.global_step, self.clock
+        method, clock = self.method, self.clock
         self.record = None  # stays None mid-accumulation and for a skipped step
         first_batch_blocks = 0 if self.started else _first_batch(self, images)
         self.started = True
@@ -178,43 +187,7 @@ class DistillModule(L.LightningModule):
         clock.add("student", t1, t2)
         if not last:  # accumulate the next micro-batch first
             return
-        out, targets = self.micro_batches.joined()
-        micro_batches = len(self.micro_batches)
-        self.micro_batches.clear()
-        metric = method.progress(out, targets)
-        clock.add("metric", t2, clock.mark())
-        flags = {name: bool(ask()) for name, ask in self.step_flags.items()}
-        values = step_values(self.trainer.strategy, self.non_finite.take_flag(), flags, out, metric,
-                             metric_per_rank=method.progress_per_rank)  # fmt: skip
-        clock.settle()
-        if self.non_finite.skip(values.bad, values.loss, values.parts, step):
-            self._optimizer().zero_grad(set_to_none=True)
-            return
-        t3 = clock.mark()
-        lr = self._optimizer_step()
-        self.steps_taken += 1
-        clock.add("student", t3, clock.mark())  # read at the next step's transfer
-        moved = method.after_step(values.metric)
-        if moved:
-            _restart_schedule(self, decided_at=step)
-        self.batches_done_in_epoch = batch_idx + 1
-        self.last_trained_block = block
-        self.record = StepRecord(
-            step=step,
-            epoch=self.current_epoch,
-            target_block=block,
-            teacher_blocks_run=targets.depth,
-            first_batch_teacher_blocks=first_batch_blocks,
-            metric=values.metric,
-            loss=values.loss,
-            parts=values.parts,
-            lr=lr,
-            level_up=moved,
-            method_values=method.log_row(),
-            batch_size=images.shape[0],
-            micro_batches=micro_batches,
-            flags=values.flags,
-        )
+        _complete_step(self, batch_idx, block, first_batch_blocks, images.shape[0], t2)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip here, inside the optimizer step: Lightning's mixed-precision plugin calls this
@@ -257,6 +230,59 @@ class DistillModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.restored = checkpoint["leapkd"]
+
+
+def _complete_step(
+    module: DistillModule, batch_idx: int, block: int, first_batch_blocks: int, batch_size: int, since: Mark
+) -> None:
+    """The optimizer step that closes the micro-batches of one step: the progress metric on
+    them joined, the step's figures in one host transfer, a skip for a non-finite loss, the
+    update, the curriculum's decision and the step's `StepRecord` (`since`: the clock's mark
+    after the last backward)."""
+    method, step, clock = module.method, module.global_step, module.clock
+    out, targets = module.micro_batches.joined()
+    micro_batches = len(module.micro_batches)
+    module.micro_batches.clear()
+    metric = method.progress(out, targets)
+    clock.add("metric", since, clock.mark())
+    flags = {name: bool(ask()) for name, ask in module.step_flags.items()}
+    values = step_values(
+        module.trainer.strategy,
+        module.non_finite.take_flag(),
+        flags,
+        out,
+        metric,
+        metric_per_rank=method.progress_per_rank,
+    )
+    clock.settle()
+    if module.non_finite.skip(values.bad, values.loss, values.parts, step):
+        module._optimizer().zero_grad(set_to_none=True)
+        return
+    t3 = clock.mark()
+    lr = module._optimizer_step()
+    module.steps_taken += 1
+    clock.add("student", t3, clock.mark())  # read at the next step's transfer
+    moved = method.after_step(values.metric)
+    if moved:
+        _restart_schedule(module, decided_at=step)
+    module.batches_done_in_epoch = batch_idx + 1
+    module.last_trained_block = block
+    module.record = StepRecord(
+        step=step,
+        epoch=module.current_epoch,
+        target_block=block,
+        teacher_blocks_run=targets.depth,
+        first_batch_teacher_blocks=first_batch_blocks,
+        metric=values.metric,
+        loss=values.loss,
+        parts=values.parts,
+        lr=lr,
+        level_up=moved,
+        method_values=method.log_row(),
+        batch_size=batch_size,
+        micro_batches=micro_batches,
+        flags=values.flags,
+    )
 
 
 def student_forward(student: Backbone, method: Method, images: Tensor) -> StudentOutput:
