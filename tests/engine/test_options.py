@@ -126,7 +126,7 @@ def test_concat_last_targets_the_block_and_the_last_one():
     assert torch.equal(targets.cls, torch.cat([levels[1].cls, levels[6].cls], -1))
     raw = student.forward_levels(images, [6], norm=False)
     out = method.loss(StudentOutput(student.normalize(6, raw[6])), targets)
-    expected = method.metric_fn(out.projected[..., :128].detach(), levels[1].patches)
+    expected = method.progress_metric.fn(out.projected[..., :128].detach(), levels[1].patches)
     assert torch.allclose(method.progress(out, targets), expected)
     with pytest.raises(LeapkdError, match="snap_to_last"):
         build_method(load_config(None, {"method": "leap", "concat_last": True, "snap_to_last": 6}), teacher, student,

@@ -28,7 +28,7 @@ from leapkd.errors import LeapkdError
 from leapkd.losses import ClsMSE, CrossEntropy, FeatureMSE, KdMode, LogitKD, PatchEmbedLoss, SpectralLoss
 from leapkd.methods.align import Aligner, ProjectorInit, ProjectorKind
 from leapkd.methods.base import LossOutput, Method, StudentOutput, Targets
-from leapkd.metrics import get_metric
+from leapkd.methods.progress import ProgressMetric
 from leapkd.models import Backbone, Features
 
 
@@ -166,9 +166,7 @@ class FeatureDistillation(Method):
         self.spectral_loss = SpectralLoss()
         self.ce_loss = CrossEntropy(args.label_smoothing)
         self.kd_loss = LogitKD(args.kd_temperature, args.kd_mode)
-        self.metric_fn = get_metric(args.metric)
-        self.metric_images = args.metric_images
-        self._metric_gen = torch.Generator().manual_seed(seed + 7919)
+        self.progress_metric = ProgressMetric(args.metric, args.metric_images, seed)
 
     # ----- declarations ------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -286,27 +284,18 @@ class FeatureDistillation(Method):
     # ----- progress metric -------------------------------------------------------------
     @torch.no_grad()
     def progress(self, out: LossOutput, targets: Targets) -> Tensor | None:
-        """The metric between the aligned student tokens and the target on this rank.
-
-        float32, no autocast, no gradients; on `metric_images` random images of the batch
-        when set (drawn from the method's own seeded generator, so every rank and a resumed
-        run draw the same ones). None when nothing is projected (no feature loss).
-        """
-        projected, target = out.projected, targets.patch
-        if self.weights["feature"] == 0 or projected is None:
+        """The metric between the aligned student tokens and the target on this rank
+        (`ProgressMetric`); None when nothing is projected (no feature loss)."""
+        if self.weights["feature"] == 0 or out.projected is None:
             return None
-        if self.metric_images is not None and self.metric_images < projected.shape[0]:
-            idx = torch.randperm(projected.shape[0], generator=self._metric_gen)[: self.metric_images]
-            idx = idx.to(projected.device, non_blocking=True)
-            projected, target = projected[idx], target[idx]
-        return self.metric_fn(projected.detach(), target.detach())
+        return self.progress_metric(out.projected, targets.patch)
 
     # ----- state saved inside the module's state_dict (hence in every checkpoint) -----
     def get_extra_state(self) -> dict[str, Any]:
-        return {"metric_generator": self._metric_gen.get_state()}
+        return self.progress_metric.state()
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._metric_gen.set_state(state["metric_generator"])
+        self.progress_metric.load_state(state)
 
 
 def _own_classifier(args: FeatureArgs, teacher: Backbone, num_classes: int | None) -> bool:

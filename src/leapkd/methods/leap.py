@@ -139,7 +139,7 @@ class Leap(FeatureDistillation):
             target = outs[b]
             width = target.patches.shape[-1]  # with concat_last, the projection's first channels
             aligned = self.aligner.tokens(student.features, width + self.last_width, target.grid)[..., :width]
-            score = self.metric_fn(aligned, target.patches)
+            score = self.progress_metric.fn(aligned, target.patches)
             scores.append(float(score if self.progress_per_rank else self.reduce(score)))
         self.calibration_scores = scores
         self.curriculum.calibrate(scores)
