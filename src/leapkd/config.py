@@ -40,7 +40,9 @@ class StrictKeys(BaseModel):
         if not info.field_name:
             return value
         if is_list_key(cls, info.field_name):
-            if isinstance(value, str) and value.strip() not in ("", "null", "None", "~"):
+            if isinstance(value, str) and value.strip() in ("null", "None", "~"):
+                return None
+            if isinstance(value, str) and value.strip():
                 return [v.strip() for v in value.strip().strip("[]").split(",") if v.strip()]
             if isinstance(value, int | float) and get_origin(_unwrap(cls, info.field_name)) is list:
                 value = [value]

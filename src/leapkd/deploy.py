@@ -163,42 +163,26 @@ def timm_snippet() -> str:
 
 
 def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
-    """timm's own export (`save_for_hf`: weights and config), checked by loading it back
-    through `local-dir:` and comparing its features with the student's."""
-    import timm
-    from timm.models import save_for_hf
-
+    """timm's own export (`save_for_hf`: weights and config), written in a staging folder, loaded
+    back from there through `local-dir:` and compared with the student, and only then moved
+    beside the other formats (a failed check leaves an earlier export as it was)."""
     name, kwargs = timm_spec(backbone)
-    staged = out / ".timm-export.tmp"  # written whole there, then moved beside the other formats
+    staged = out / ".timm-export.tmp"
     shutil.rmtree(staged, ignore_errors=True)
     try:
         staged.mkdir()
-        source = save_student_file(backbone, staged / "student.safetensors")
-        overlay = {"file": str(source), "mean": tuple(backbone.mean), "std": tuple(backbone.std)}
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0, **kwargs)
-        save_for_hf(model, str(staged), model_args={"num_classes": 0, **kwargs}, safe_serialization=True)
+        diff = _save_for_timm(backbone, name, kwargs, staged)
+        if diff > 1e-6:
+            raise LeapkdError(
+                f"timm model {name} differs from the student (max abs diff {diff:.2e})",
+                "export as safetensors or onnx instead",
+            )
         for file in _FILES["timm"]:
             os.replace(staged / file, out / file)
     except OSError as err:
         raise write_error(out, err) from None
-    except LeapkdError:
-        raise
-    except Exception as err:
-        raise LeapkdError(
-            f"timm could not rebuild the student as {name} with {kwargs}: {type(err).__name__}: {err}",
-            "export as safetensors or onnx instead",
-        ) from err
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    reloaded = timm.create_model(f"local-dir:{out}", pretrained=True).eval()  # what a user's call gets
-    images = _check_images(2, backbone.image_size)
-    with torch.no_grad():  # the same features, read from timm's model through the same contract
-        diff = (wrap(reloaded, backbone.name, backbone.image_size)(images) - backbone(images)).abs().max().item()
-    if diff > 1e-6:
-        raise LeapkdError(
-            f"timm model {name} differs from the student (max abs diff {diff:.2e})",
-            "export as safetensors or onnx instead",
-        )
     return {
         "files": [str(out / f) for f in _FILES["timm"]],
         "timm_name": name,
@@ -206,6 +190,31 @@ def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
         "max_abs_diff": diff,
         "snippet": timm_snippet(),
     }
+
+
+def _save_for_timm(backbone: Backbone, name: str, kwargs: dict[str, Any], folder: Path) -> float:
+    """Build the student as timm model `name`, write it with `save_for_hf` into `folder`, load it
+    back as a user would (`local-dir:`); the largest difference of their features."""
+    import timm
+    from timm.models import save_for_hf
+
+    source = save_student_file(backbone, folder / "student.safetensors")
+    try:
+        overlay = {"file": str(source), "mean": tuple(backbone.mean), "std": tuple(backbone.std)}
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0, **kwargs)
+        save_for_hf(model, str(folder), model_args={"num_classes": 0, **kwargs}, safe_serialization=True)
+        source.unlink()
+        reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    except OSError:
+        raise
+    except Exception as err:
+        raise LeapkdError(
+            f"timm could not rebuild the student as {name} with {kwargs}: {type(err).__name__}: {err}",
+            "export as safetensors or onnx instead",
+        ) from err
+    images = _check_images(2, backbone.image_size)
+    with torch.no_grad():  # the same features, read from timm's model through the same contract
+        return float((wrap(reloaded, backbone.name, backbone.image_size)(images) - backbone(images)).abs().max())
 
 
 def _export_onnx(backbone: Backbone, out: Path) -> dict[str, Any]:

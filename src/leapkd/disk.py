@@ -69,7 +69,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object], keep_previous
             raw.flush()
             os.fsync(raw.fileno())
         if keep_previous and path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
+            _keep_as_previous(path)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -77,6 +77,18 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object], keep_previous
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _keep_as_previous(path: Path) -> None:
+    """`path` also as `<name>.prev`, through a hard link where the filesystem has them, so `path`
+    itself is never missing (a crash here leaves both); else by a rename."""
+    previous, staged = path.with_name(path.name + ".prev"), path.with_name(f"{path.name}.prev.{os.getpid()}.tmp")
+    try:
+        os.link(path, staged)
+    except OSError:
+        os.replace(path, previous)
+        return
+    os.replace(staged, previous)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import cast
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from leapkd.data import LabeledImages
-from leapkd.disk import write_bytes_atomic
-from leapkd.errors import LeapkdError
 from leapkd.models import Backbone, Pooling
 from leapkd.paths import cache_dir
 
@@ -117,11 +116,13 @@ def extract_levels(
         path = paths[b]
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            data = save({"features": found[b][0].contiguous(), "labels": targets.contiguous()})
-            try:
-                write_bytes_atomic(path, data)
-            except LeapkdError as err:  # a full cache disk: the features are still here, just not cached
-                warnings.warn(f"features not cached: {err.problem}", stacklevel=2)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            try:  # written from the tensors (no copy of the file in memory), then renamed
+                save_file({"features": found[b][0].contiguous(), "labels": targets.contiguous()}, str(tmp))
+                tmp.replace(path)
+            except Exception as err:  # a full cache disk: the features are still here, just not cached
+                tmp.unlink(missing_ok=True)
+                warnings.warn(f"features not cached in {path.parent}: {err}", stacklevel=2)
     return found
 
 

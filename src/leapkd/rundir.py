@@ -71,27 +71,29 @@ class RunDirectory:
                     f"cannot resume: {self.last_checkpoint} does not exist",
                     "drop --resume to start a new run, or point --name/--output-dir at the run to resume",
                 )
+        created = not self.path.exists()
         try:
             self.lock.acquire()
-            if not resume:
+            if resume:
+                self._remove_stray_temporaries()
+            else:
                 self._clear(overwrite)
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             self.plots.mkdir(exist_ok=True)
             probe = self.path / ".write-test"
             probe.write_text("ok")
             probe.unlink()
-        except OSError as err:
-            self.release()
-            raise LeapkdError(
-                f"cannot write to the run directory {self.path}: {err.strerror}",
-                "choose a writable --output-dir",
-            ) from err
-        except LeapkdError:
-            self.release()
+            if not resume:
+                write_text_atomic(self.config, config_yaml)
+                write_text_atomic(self.launch, json.dumps({"world_size": world_size}) + "\n")
+        except BaseException as err:
+            self.abandon(remove=created)
+            if isinstance(err, OSError):
+                raise LeapkdError(
+                    f"cannot write to the run directory {self.path}: {err.strerror}",
+                    "choose a writable --output-dir",
+                ) from err
             raise
-        if not resume:
-            write_text_atomic(self.config, config_yaml)
-            write_text_atomic(self.launch, json.dumps({"world_size": world_size}) + "\n")
 
     def _clear(self, overwrite: bool) -> None:
         """An existing run is removed with `overwrite` and refused without (its lock file stays: we hold it)."""
@@ -110,6 +112,24 @@ class RunDirectory:
     def release(self) -> None:
         """Let go of the run's lock (at the end of the run, however it ends)."""
         self.lock.release()
+
+    def abandon(self, remove: bool) -> None:
+        """A start that failed: with `remove`, empty the directory while still holding its lock
+        (no other process can have started in it), then let go and remove it; else just let go."""
+        if remove and self.lock.held:
+            self._clear(overwrite=True)
+        self.release()
+        if remove:
+            try:
+                os.rmdir(self.path)
+            except OSError:  # another process took the directory over in between: it is theirs now
+                pass
+
+    def _remove_stray_temporaries(self) -> None:
+        """Temporary files a killed process left mid-write (`<name>.<pid>.tmp`; ours hold the lock)."""
+        for folder in (self.path, self.checkpoints):
+            for stray in folder.glob("*.tmp") if folder.is_dir() else ():
+                stray.unlink(missing_ok=True)
 
     def read_launch(self) -> dict[str, Any]:
         """How the run was launched ({"world_size": n}); {} for runs written before it was recorded."""
@@ -147,9 +167,11 @@ class MetricsWriter:
             written = 0
             while written < len(data):
                 written += self._file.write(data[written:])
-        except OSError as err:
+        except BaseException as err:  # a refused write, or an interrupt between two partial writes
             self._file.truncate(end)
-            raise write_error(self.path, err) from None
+            if isinstance(err, OSError):
+                raise write_error(self.path, err) from None
+            raise
 
     def _lines(self, rows: list[dict[str, Any]]) -> str:
         text = io.StringIO()
@@ -190,11 +212,12 @@ def usable_checkpoint(run: RunDirectory) -> Path:
     if problem is None:
         return latest
     if previous.is_file() and _damage(previous) is None:
-        os.replace(latest, latest.with_name(latest.name + ".corrupt"))
+        if latest.exists():
+            os.replace(latest, latest.with_name(latest.name + ".corrupt"))
         os.replace(previous, latest)
         warnings.warn(
-            f"the latest checkpoint was damaged ({problem}); resuming from the previous one "
-            f"(the damaged file is kept as {latest.name}.corrupt)",
+            f"the latest checkpoint was damaged ({problem}); resuming from the previous one"
+            + (f" (the damaged file is kept as {latest.name}.corrupt)" if problem != "missing" else ""),
             stacklevel=2,
         )
         return latest

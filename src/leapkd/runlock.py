@@ -43,8 +43,8 @@ class RunLock:
         """Take the lock (creating the run directory), or refuse when another live process holds it."""
         if fcntl is None or self.held:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,7 +62,14 @@ class RunLock:
                 break
             os.close(fd)
         previous = _read(fd)
-        if previous:
+        if previous.get("host", socket.gethostname()) != socket.gethostname():
+            warnings.warn(
+                f"took over the lock of {_who(previous)}: no lock of it is visible from this machine; "
+                "if that run is alive there, stop this one (this filesystem may not share locks "
+                "between machines)",
+                stacklevel=2,
+            )
+        elif previous:
             print(f"note: took over the lock of {_who(previous)}, which is no longer running", file=sys.stderr)
         holder = {
             "host": socket.gethostname(),

@@ -8,7 +8,6 @@ writes the summary, plots, student and report.
 from __future__ import annotations
 
 import logging
-import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from leapkd.data import Augmentation, LabeledImages, build_dataset, image_files,
 from leapkd.data.transforms import Output
 from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
 from leapkd.engine.accumulation import global_batch
-from leapkd.engine.callbacks import StopOnSignal, TeacherHeadFitter
+from leapkd.engine.callbacks import LockStepCheck, StopOnSignal, TeacherHeadFitter
 from leapkd.engine.callbacks.ema import kept_head, kept_student
 from leapkd.engine.tracker_check import check_trackers
 from leapkd.errors import LeapkdError
@@ -169,13 +168,14 @@ def _replay_training_hooks(trainer: L.Trainer, module: DistillModule, every: lis
     """A resumed run whose checkpoint is its last step (its end was cut short, e.g. by a full
     disk) has no step left, and Lightning then skips the training hooks: run them on the
     restored state, so the run's end (summary, plots, student, report) is written as usual."""
-    callbacks = [c for c in every if not isinstance(c, StopOnSignal)]
+    callbacks = [c for c in every if not isinstance(c, StopOnSignal | LockStepCheck)]  # no signals, no rank trace
     for callback in callbacks:
         callback.on_train_start(trainer, module)
     module.on_train_start()
-    module.on_train_end()
     for callback in callbacks:
         callback.on_train_end(trainer, module)
+    module.on_train_end()
+    for callback in callbacks:
         callback.on_fit_end(trainer, module)
 
 
@@ -195,12 +195,11 @@ def _failed(run: RunDirectory, module: DistillModule, fresh: bool, err: BaseExce
     summary.json (where the disk still lets it), and a disk error says how to continue."""
     if module.steps_taken == 0:
         if fresh:
-            run.release()
-            shutil.rmtree(run.path, ignore_errors=True)
+            run.abandon(remove=True)
         return err
     try:
         failed = {"status": "failed", "failed_after_step": module.global_step, "error": _error_text(err)}
-        run.write_summary({**run.read_summary(), **failed})
+        run.write_summary({**run.read_summary(), **failed})  # _finish drops these keys when it ends
     except (LeapkdError, OSError, ValueError):
         pass
     if isinstance(err, LeapkdError) and run.last_checkpoint.is_file():
@@ -422,6 +421,8 @@ def _finish(
     method = module.method
     assert callbacks.flops.ledger is not None
     summary = run.read_summary()  # keep what other commands (eval) merged in
+    for stale in ("failed_after_step", "error"):  # of an earlier session of this run that failed
+        summary.pop(stale, None)
     summary.update(
         {
             "method": cfg.method,

@@ -102,3 +102,7 @@ def test_a_run_that_fails_after_training_is_marked_failed(tiny, monkeypatch, cap
     assert main(["report", str(run)]) == 2  # a clear error, not a KeyError on the missing figures
     err = capsys.readouterr().err
     assert "failed after step 4 (RuntimeError: device lost)" in err and "--resume" in err and "Traceback" not in err
+    monkeypatch.undo()
+    done = distill(name="crashed", checkpoint_every=2, resume=True, **tiny)  # from the step-4 checkpoint
+    assert done.summary["status"] == "completed" and "error" not in done.summary
+    assert "failed_after_step" not in json.loads((run / "summary.json").read_text())

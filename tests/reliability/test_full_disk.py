@@ -142,3 +142,32 @@ def test_a_real_full_filesystem_from_the_command_line(tmp_path):
     assert json.loads((failed / "summary.json").read_text())["status"] == "failed"
     assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()[-3000:]
     same_training(out / "after-resume", tmp_path / "ref" / "full")
+
+
+def test_a_refused_config_file_leaves_no_directory_and_no_lock(tiny, full_disk):
+    from leapkd.runlock import RunLock
+
+    full_disk.refuse(lambda path: path.name.startswith("config.yaml"))
+    with pytest.raises(LeapkdError, match="config.yaml"):
+        distill(name="noconfig", **tiny)
+    run = Path(tiny["output_dir"]) / "noconfig"
+    assert not run.exists()
+    lock = RunLock(run)
+    lock.acquire()  # nobody holds it
+    lock.release()
+
+
+def test_a_crash_between_the_checkpoint_renames_still_resumes(tiny, interrupt_at, monkeypatch):
+    """Only last.ckpt.prev left (a crash after the old checkpoint was set aside), and a stray
+    temporary file of the killed process: --resume uses the previous one and removes the stray."""
+    with monkeypatch.context() as m:
+        interrupt_at(m, 6)
+        first = distill(name="renames", checkpoint_every=2, **tiny)
+    checkpoints = first.run_dir / "checkpoints"
+    (checkpoints / "last.ckpt").unlink()
+    assert (checkpoints / "last.ckpt.prev").is_file()
+    (checkpoints / "last.ckpt.424242.tmp").write_bytes(b"half a checkpoint")
+    with pytest.warns(UserWarning, match="resuming from the previous one"):
+        done = distill(name="renames", resume=True, checkpoint_every=2, **tiny)
+    assert done.summary["status"] == "completed" and done.summary["steps"] == 15
+    assert not stray(first.run_dir)

@@ -46,8 +46,8 @@ class MicroBatches:
         projected = None
         if all(o.projected is not None for o in outs):
             projected = torch.cat([o.projected for o in outs if o.projected is not None])
-        fields = {f.name: _join([getattr(t, f.name) for t in targets]) for f in dataclasses.fields(Targets)}
-        return LossOutput(loss, parts, projected), Targets(**fields)
+        fields = {f.name: _join([getattr(t, f.name) for t in targets]) for f in dataclasses.fields(targets[0])}
+        return LossOutput(loss, parts, projected), dataclasses.replace(targets[0], **fields)
 
 
 def _join(values: list[Any]) -> Any:

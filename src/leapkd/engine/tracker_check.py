@@ -11,6 +11,8 @@ import configparser
 import importlib.util
 import netrc
 import os
+import ssl
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -87,13 +89,25 @@ def _netrc_has(host: str) -> bool:
 
 def unreachable(url: str, timeout: float = NETWORK_TIMEOUT_S) -> str | None:
     """Why `url` cannot be reached (through the proxies the environment sets), or None when
-    its server answers at all (an HTTP error status is an answer)."""
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-            return None
-    except urllib.error.HTTPError:
-        return None
-    except urllib.error.URLError as err:
-        return str(err.reason)
-    except (OSError, ValueError) as err:
-        return str(err) or type(err).__name__
+    its server answers at all: an HTTP error status or a TLS handshake the local certificate
+    store cannot verify (a self-signed or inspecting proxy) is an answer. The whole probe,
+    name lookup included, gets `timeout` seconds."""
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+                outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)
+        except urllib.error.URLError as err:
+            outcome.append(None if isinstance(err.reason, ssl.SSLError) else str(err.reason))
+        except ssl.SSLError:
+            outcome.append(None)
+        except (OSError, ValueError) as err:
+            outcome.append(str(err) or type(err).__name__)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout + 1)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"

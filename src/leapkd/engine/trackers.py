@@ -14,6 +14,7 @@ a warning, metrics.csv keeps every row, and the summary says which tracker stopp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 import warnings
@@ -45,21 +46,30 @@ class Trackers:
         self.stopped: list[dict[str, Any]] = []  # trackers dropped after a failure: name, step, error
 
     def open(self, resume_step: int | None) -> None:
-        """Start (or, on resume, reopen) each tracker's run; log the configuration on a fresh start."""
+        """Start (or, on resume, reopen) each tracker's run; log the configuration on a fresh start.
+        A tracker that cannot start stops the run's start (trackers already open are closed)."""
         ids = json.loads(self.run.trackers.read_text()) if self.run.trackers.is_file() else {}
         for name in self.names:
             try:
-                self.loggers[name] = getattr(self, f"_open_{name}")(ids, resume_step)
+                logger = getattr(self, f"_open_{name}")(ids, resume_step)
+                if resume_step is None:
+                    logger.log_hyperparams(self.config)
             except Exception as err:
+                self._close_all("failed")
                 raise LeapkdError(
                     f"--logger {name} could not start: {type(err).__name__}: {err}",
                     f"check {name}'s setup, or leave it out of --logger (metrics.csv needs none)",
                 ) from err
+            self.loggers[name] = logger
         if self.loggers:
             write_text_atomic(self.run.trackers, json.dumps(ids) + "\n")
-        if resume_step is None:
-            for logger in self.loggers.values():
-                logger.log_hyperparams(self.config)
+
+    def _close_all(self, status: str) -> None:
+        """Close the trackers already open (the start failed: closing is all that is left to do)."""
+        for logger in self.loggers.values():
+            with contextlib.suppress(Exception):
+                logger.finalize(status)
+        self.loggers.clear()
 
     def _open_tensorboard(self, ids: dict[str, str], resume_step: int | None) -> Logger:
         from lightning.pytorch.loggers import TensorBoardLogger
