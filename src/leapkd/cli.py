@@ -7,11 +7,9 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from leapkd.errors import LeapkdError
@@ -105,6 +103,7 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, object]:
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
+    from leapkd.rundir import resume_command
     from leapkd.training import distill
 
     overrides = parse_overrides(args.overrides)
@@ -161,21 +160,8 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         rows.append({"figure": "status", "value": f"{s['status']} after step {s['steps']}"})
     print(format_table(rows, ["figure", "value"]))
     if s["status"] == "interrupted":
-        print(f"\ncontinue with --resume:\n  {resume_command(result.run_dir, args)}")
-
-
-def resume_command(run_dir: Path, args: argparse.Namespace) -> str:
-    """The command that continues a stopped run on the same hardware."""
-    parts = ["leapkd", "distill", "--resume", "--name", run_dir.name, "--output-dir", str(run_dir.parent)]
-    for flag, value, default in (
-        ("--devices", args.devices, 1),
-        ("--num-nodes", args.num_nodes, 1),
-        ("--strategy", args.strategy, "auto"),
-        ("--accelerator", args.accelerator, "auto"),
-    ):
-        if value != default:
-            parts += [flag, str(value)]
-    return " ".join(shlex.quote(p) for p in parts)
+        command = resume_command(result.run_dir, args.devices, args.num_nodes, args.strategy, args.accelerator)
+        print(f"\ncontinue with --resume:\n  {command}")
 
 
 def _per_class(text: str) -> int | str:

@@ -36,6 +36,12 @@ ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4
 ONNX_CHECK_BATCHES = (1, 3)
 # Real timm ViT names the presets are built on (the kwargs set the actual shape).
+# Python that loads a timm export with timm alone, run from the export directory (the model card's).
+TIMM_SNIPPET = (
+    "import timm\n\n"
+    'model = timm.create_model("local-dir:.", pretrained=True).eval()  # config.json + model.safetensors\n'
+    "features = model.forward_features(images)  # images: normalised (B, 3, H, W) floats\n"
+)
 _FILES = {
     "safetensors": ("student.safetensors",),
     "timm": ("model.safetensors", "config.json"),
@@ -153,15 +159,6 @@ def timm_spec(backbone: Backbone) -> tuple[str, dict[str, Any]]:
     return base, kwargs
 
 
-def timm_snippet() -> str:
-    """Python that loads the exported model with timm alone (run from the export directory)."""
-    return (
-        "import timm\n\n"
-        'model = timm.create_model("local-dir:.", pretrained=True).eval()  # config.json + model.safetensors\n'
-        "features = model.forward_features(images)  # images: normalised (B, 3, H, W) floats\n"
-    )
-
-
 def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
     """timm's own export (`save_for_hf`: weights and config), written in a staging folder, loaded
     back from there through `local-dir:` and compared with the student, and only then moved
@@ -188,7 +185,7 @@ def _export_timm(backbone: Backbone, out: Path) -> dict[str, Any]:
         "timm_name": name,
         "timm_kwargs": kwargs,
         "max_abs_diff": diff,
-        "snippet": timm_snippet(),
+        "snippet": TIMM_SNIPPET,
     }
 
 
@@ -206,7 +203,7 @@ def _save_for_timm(backbone: Backbone, name: str, kwargs: dict[str, Any], folder
         source.unlink()
         reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     except OSError:
-        raise
+        raise  # a refused write: the caller names the folder and the free space
     except Exception as err:
         raise LeapkdError(
             f"timm could not rebuild the student as {name} with {kwargs}: {type(err).__name__}: {err}",
@@ -400,7 +397,7 @@ def _load_sections(backbone: Backbone, formats: dict[str, dict[str, Any]]) -> li
             )
             lines.append("The model's own (timm) keys, no projector, no head. With leapkd:")
         elif fmt == "timm":
-            code = entry["snippet"]
+            code = TIMM_SNIPPET
             lines.append(
                 f"With timm alone, from this directory (`config.json`: architecture `{entry['timm_name']}` "
                 "and its arguments, mean and std):"

@@ -1,7 +1,8 @@
 """Writing files whole or not at all, and saying plainly when the disk refuses.
 
-Every file of a run goes through `write_atomic` (or `append_row`): written to a temporary
-file beside its target, flushed to the disk, then renamed over it. A failed write (a full
+Every file of a run goes through `write_atomic` (metrics.csv, appended row by row, through
+`open_for_appending`): written to a temporary file beside its target, flushed to the disk,
+then renamed over it. A failed write (a full
 disk, a quota, a read-only mount) removes the temporary file, leaves the previous version
 of the target as it was, and raises a `LeapkdError` naming the path and the free space.
 """
@@ -35,10 +36,7 @@ class _RecordingFile:
         self.written += n
         return n
 
-    def flush(self) -> None:
-        self.file.flush()
-
-    def __getattr__(self, name: str) -> Any:  # seek, tell, ... of the real file
+    def __getattr__(self, name: str) -> Any:  # flush, seek, tell, ... of the real file
         return getattr(self.file, name)
 
 

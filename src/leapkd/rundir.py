@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import shlex
 import shutil
 import warnings
 import zipfile
@@ -197,6 +198,22 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         for r in csv.DictReader(f):
             rows.append({k: (float(v) if v not in ("", None) else None) for k, v in r.items()})
     return rows
+
+
+def resume_command(
+    run_dir: Path, devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto", accelerator: str = "auto"
+) -> str:
+    """The command that continues a stopped run on the same hardware."""
+    parts = ["leapkd", "distill", "--resume", "--name", run_dir.name, "--output-dir", str(run_dir.parent)]
+    for flag, value, default in (
+        ("--devices", devices, 1),
+        ("--num-nodes", num_nodes, 1),
+        ("--strategy", strategy, "auto"),
+        ("--accelerator", accelerator, "auto"),
+    ):
+        if value != default:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def usable_checkpoint(run: RunDirectory) -> Path:

@@ -49,7 +49,7 @@ from leapkd.models import (
 )
 from leapkd.plots import plot_curriculum, plot_evaluation, plot_loss
 from leapkd.report import write_report
-from leapkd.rundir import RunDirectory, read_metrics, usable_checkpoint
+from leapkd.rundir import RunDirectory, read_metrics, resume_command, usable_checkpoint
 
 # Keys that may change when a run is resumed (everything else must match the saved run).
 RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "checkpoint_every", "checkpoint_every_minutes"}
@@ -157,7 +157,8 @@ def distill(
                 summary = _finish(run, cfg, module, callbacks, len(train_set), hardware, scorer)
     except BaseException as err:
         if first_rank:
-            raise _failed(run, module, fresh=not resume, err=err) from None
+            command = resume_command(run.path, devices, num_nodes, strategy, accelerator)
+            raise _failed(run, module, fresh=not resume, err=err, resume=command) from None
         raise
     finally:
         run.release()
@@ -189,10 +190,11 @@ def _check_fits(run: RunDirectory, train_set: LabeledImages, batch: int, resume:
         _check_same_world(run, world)
 
 
-def _failed(run: RunDirectory, module: DistillModule, fresh: bool, err: BaseException) -> BaseException:
+def _failed(run: RunDirectory, module: DistillModule, fresh: bool, err: BaseException, resume: str) -> BaseException:
     """After a failure: a new run that failed before its first step leaves no directory; a
     resume that did keeps its directory as it was; a run that trained is marked failed in
-    summary.json (where the disk still lets it), and a disk error says how to continue."""
+    summary.json (where the disk still lets it), and a disk error says how to continue
+    (`resume`: the command that does)."""
     if module.steps_taken == 0:
         if fresh:
             run.abandon(remove=True)
@@ -203,7 +205,6 @@ def _failed(run: RunDirectory, module: DistillModule, fresh: bool, err: BaseExce
     except (LeapkdError, OSError, ValueError):
         pass
     if isinstance(err, LeapkdError) and run.last_checkpoint.is_file():
-        resume = f"leapkd distill --resume --name {run.path.name} --output-dir {run.path.parent}"
         return LeapkdError(err.problem, f"{err.fix}; then continue from the last checkpoint: `{resume}`")
     return err
 
