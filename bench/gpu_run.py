@@ -46,7 +46,7 @@ def measure_run(kwargs: dict[str, Any], warmup: int, peak_flops: float | None) -
     start = time.perf_counter()
     result = distill(**kwargs)
     total = time.perf_counter() - start
-    s = result.summary
+    s = result.summary.record()  # the figures as summary.json holds them
     window = timed_window(read_metrics(result.run_dir / "metrics.csv"), warmup)
     per_step, flops = window["seconds_per_step"], window["flops_per_step"]
     batch = int(s.get("global_batch") or kwargs["batch_size"])

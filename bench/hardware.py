@@ -72,7 +72,7 @@ def measure_demo(runs_dir: Path, quick: bool) -> dict[str, Any]:
         start = time.perf_counter()
         name = f"demo-{'old' if overrides else 'new'}-{r}"
         result = distill(name=name, output_dir=str(runs_dir), overwrite=True, progress=False, **overrides, **extra)
-        s = result.summary
+        s = result.summary.record()
         return {
             "total_seconds": time.perf_counter() - start,
             "wall_seconds": s["wall_seconds"],
@@ -95,7 +95,8 @@ def measure_evaluation(runs_dir: Path, assets: Path, quick: bool) -> dict[str, A
         overrides = {k: v for k, v in extra.items() if evaluated or k != "eval_every"}
         result = distill(name=f"demo-eval-{'on' if evaluated else 'off'}-{r}", output_dir=str(runs_dir),
                          overwrite=True, progress=False, **overrides)  # fmt: skip
-        s, evaluation = result.summary, result.summary.get("evaluation") or {}
+        s = result.summary.record()
+        evaluation = s.get("evaluation") or {}
         if evaluated and r == 0:  # the run the page's curve is read from
             shutil.copy(result.run_dir / "plots" / "evaluation.png", assets / "evaluation_during_training.png")
         return {
@@ -218,7 +219,7 @@ def measure_compile(runs_dir: Path, quick: bool) -> dict[str, Any]:
             "seconds_per_step": statistics.median(per_step),
             "first_step_seconds": walls[0],
             "total_seconds": time.perf_counter() - start,
-            "precision": result.summary["precision"],
+            "precision": result.summary.precision,
         }
 
     rows = interleaved(settings, 1 if quick else 2, run)

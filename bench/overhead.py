@@ -142,7 +142,7 @@ def engine_seconds_per_step(
         progress=False,
     )
     walls = [row["wall_seconds"] for row in read_metrics(r.run_dir / "metrics.csv")]
-    return (walls[-1] - walls[WARMUP - 1]) / steps, r.summary["metric_seconds"] / r.summary["steps"]
+    return (walls[-1] - walls[WARMUP - 1]) / steps, r.summary.metric_seconds / r.summary.steps
 
 
 def measure_overhead(

@@ -162,7 +162,7 @@ def test_ledger_saving_by_hand() -> None:
     assert ledger.student_flops == 7 * 40
     assert ledger.baseline_flops == 7 * (90 + 40)
     assert ledger.saving == pytest.approx(1 - (teacher + 280) / 910)
-    assert ledger.summary() == {
+    assert ledger.summary().model_dump() == {
         "teacher_flops": teacher,
         "student_flops": 280,
         "baseline_flops": 910,

@@ -11,12 +11,20 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "leapkd"
 LAYERS = [
     ["leapkd.errors", "leapkd.paths", "leapkd.registry", "leapkd.disk", "leapkd.runlock"],
     ["leapkd.config", "leapkd.rundir", "leapkd.recipes", "leapkd.hardware"],
-    ["leapkd.models", "leapkd.data", "leapkd.curriculum", "leapkd.metrics", "leapkd.schedule", "leapkd.plots"],
+    [
+        "leapkd.models",
+        "leapkd.data",
+        "leapkd.curriculum",
+        "leapkd.metrics",
+        "leapkd.schedule",
+        "leapkd.plots",
+        "leapkd.summary",
+    ],
     ["leapkd.losses", "leapkd.accounting", "leapkd.features", "leapkd.linear_classifier", "leapkd.targets"],
     ["leapkd.methods"],
     ["leapkd.engine"],
     ["leapkd.eval", "leapkd.analysis"],
-    ["leapkd.report", "leapkd.deploy", "leapkd.plan"],
+    ["leapkd.report", "leapkd.deploy", "leapkd.plan", "leapkd.headline"],
     ["leapkd.training"],
     ["leapkd.cli", "leapkd.__main__", "leapkd"],
 ]

@@ -116,3 +116,16 @@ def test_distill_prints_its_figures_with_the_precision_and_why(tmp_path, capsys,
     assert code == 0
     assert re.search(r"^precision\s+32 \(as configured\)$", out, re.M)
     assert re.search(rf"^images/s\s+{summary['images_per_second']:.1f}$", out, re.M)
+    # one set of headline rows: the terminal, the report's "At a glance" and the model card show the same
+    from leapkd.deploy import export
+    from leapkd.headline import headline_rows
+    from leapkd.rundir import RunDirectory
+    from leapkd.summary import load_summary
+
+    run = RunDirectory(tmp_path / "runs" / "p")
+    rows = headline_rows(load_summary(run))
+    report = (run.path / "report.md").read_text()
+    card = __import__("pathlib").Path(export(run.path, "safetensors")["card"]).read_text()
+    for label, value in rows:
+        assert re.search(rf"^{re.escape(label)}\s+{re.escape(value)}$", out, re.M), label
+        assert f"| {label} | {value} |" in report and f"| {label} | {value} |" in card, label

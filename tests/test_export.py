@@ -94,7 +94,7 @@ def test_safetensors_and_model_card(run_dir: Path, tmp_path: Path) -> None:
     (run / "summary.json").write_text(json.dumps(summary))
     result = export(run, "safetensors", image_size=48)
     card = Path(result["card"]).read_text()
-    steps = f"| steps | {summary['steps']}"
+    steps = f"| steps / epochs | {summary['steps']} /"
     for needle in ("vit-nano", "`leap`", steps, "fashion-mnist", "0.485", "FLOPs", "| cifar10 | 50.00%"):
         assert needle in card
     student = load_backbone("vit-nano", 48, weights=run / "export" / "student.safetensors", patch_size=16)

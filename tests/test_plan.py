@@ -63,16 +63,16 @@ def test_flops_per_image_equal_the_runs_ledger(tmp_path, leap_counts):
     pass at full depth, the teacher to the calibrated block, the student step."""
     run = leapkd.distill(method="leap", max_epochs_per_block=2, output_dir=str(tmp_path), **RUN).summary
     by_depth, batch = leap_counts.teacher_flops_by_depth, TINY["batch_size"]
-    assert run["student_flops"] == batch * leap_counts.student_step_flops
-    start = run["start_block"]
-    assert run["teacher_flops"] == batch * (by_depth[start - 1] + by_depth[-1])
+    assert run.student_flops == batch * leap_counts.student_step_flops
+    start = run.start_block
+    assert run.teacher_flops == batch * (by_depth[start - 1] + by_depth[-1])
 
 
 def test_fixed_counts_equal_the_runs_ledger(tmp_path):
     counts = measure(PlanRequest(**TINY, method="fixed", precision="32"))
     run = leapkd.distill(method="fixed", output_dir=str(tmp_path), **RUN).summary
-    assert run["teacher_flops"] == TINY["batch_size"] * counts.teacher_flops_by_depth[-1]
-    assert run["student_flops"] == TINY["batch_size"] * counts.student_step_flops
+    assert run.teacher_flops == TINY["batch_size"] * counts.teacher_flops_by_depth[-1]
+    assert run.student_flops == TINY["batch_size"] * counts.student_step_flops
     assert counts.max_epochs_per_block is None and not counts.calibrate
 
 

@@ -52,7 +52,7 @@ def test_each_public_function_runs(tmp_path, monkeypatch):
     )
     first = leapkd.distill(name="a", **tiny)
     second = leapkd.distill(name="b", **tiny)  # failed when leapkd.distill had become the module
-    assert first.summary["steps"] == second.summary["steps"] == 5
+    assert first.summary.steps == second.summary.steps == 5
 
     result = leapkd.evaluate(
         str(second.run_dir), protocols=("knn",), train_per_class=4, val_per_class=2, progress=False

@@ -78,14 +78,14 @@ def test_every_recipe_runs_three_steps(name, tmp_path):
     r = distill(recipe=name, image_size=size, subset_per_class=2, batch_size=4, max_steps=3, warmup_steps=1,
                 eval_images_per_class=2, output_dir=str(tmp_path), progress=False, **extra)  # fmt: skip
     rows = read_metrics(r.run_dir / "metrics.csv")
-    assert len(rows) == 3 and r.summary["method"] == recipe["method"]
-    assert r.summary["teacher"]["name"] == recipe["teacher"] and r.summary["student"]["name"] == recipe["student"]
+    assert len(rows) == 3 and r.summary.method == recipe["method"]
+    assert r.summary.teacher.name == recipe["teacher"] and r.summary.student.name == recipe["student"]
     if recipe["method"] == "spectralkd":
-        assert r.summary["loss_terms"] == ["spectral", "ce", "kd"]
+        assert r.summary.loss_terms == ["spectral", "ce", "kd"]
     if name == "leap-paper":  # LARS at the sqrt-scaled LR, its groups as the reference's
         import torch
 
-        assert r.summary["peak_lr"] == pytest.approx(6.0 * (4 / 1536) ** 0.5)
+        assert r.summary.peak_lr == pytest.approx(6.0 * (4 / 1536) ** 0.5)
         groups = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)["optimizer_states"][0]
         assert [g["trust_coeff"] for g in groups["param_groups"]] == [0.001, 0.001]
         assert [g["always_adapt"] for g in groups["param_groups"]] == [True, False]

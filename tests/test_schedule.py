@@ -118,7 +118,7 @@ def test_a_run_with_the_spectralkd_schedule_logs_timms_lr_every_step(tiny):
     cfg = dict(tiny, epochs=6, warmup_epochs=2, lr=1e-3, warmup_lr=1e-6, min_lr=1e-5, lr_interval="epoch")
     r = distill(**cfg)
     rows = read_metrics(r.run_dir / "metrics.csv")
-    per_epoch = r.summary["steps"] // 6
+    per_epoch = r.summary.steps // 6
     expected = _timm_lr_per_epoch(6, 1e-3, 2, 1e-6, 1e-5)
     assert [row["lr"] for row in rows] == pytest.approx([expected[s // per_epoch] for s in range(len(rows))], rel=1e-5)
 

@@ -31,6 +31,7 @@ from torch.utils.flop_counter import (
 )
 
 from leapkd.models import Backbone
+from leapkd.summary import FlopsSummary
 
 __all__ = [
     "FlopsLedger",
@@ -234,10 +235,10 @@ class FlopsLedger:
         self.student_flops = int(state["student_flops"])
         self.batches = int(state["batches"])
 
-    def summary(self) -> dict[str, int | float]:
-        return {
-            "teacher_flops": self.teacher_flops,
-            "student_flops": self.student_flops,
-            "baseline_flops": self.baseline_flops,
-            "flops_saving": self.saving,
-        }
+    def summary(self) -> FlopsSummary:
+        return FlopsSummary(
+            teacher_flops=self.teacher_flops,
+            student_flops=self.student_flops,
+            baseline_flops=self.baseline_flops,
+            flops_saving=self.saving,
+        )

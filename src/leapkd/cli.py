@@ -103,6 +103,7 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, object]:
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
+    from leapkd.headline import headline_rows
     from leapkd.rundir import resume_command
     from leapkd.training import distill
 
@@ -124,42 +125,12 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         **overrides,
     )
     s = result.summary
-    if not s:  # not rank 0
+    if s is None:  # not rank 0
         return
     print(f"\nrun directory: {result.run_dir}")
-    total_flops = s["teacher_flops"] + s["student_flops"]
-    split = f"teacher {s['teacher_seconds']:.1f} s, student {s['student_seconds']:.1f} s"
-    rows = [
-        {"figure": "method", "value": s["method"]},
-        {"figure": "steps / epochs", "value": f"{s['steps']} / {s['epochs']}"},
-        {"figure": "final block", "value": f"{s['final_block']} / {s['teacher']['blocks']}"},
-        {"figure": "level-ups at steps", "value": ", ".join(map(str, s["level_ups"])) or "-"},
-        {"figure": "FLOPs saving vs fixed target", "value": f"{100 * s['flops_saving']:.1f}%"},
-        {"figure": "training FLOPs (teacher + student)", "value": f"{total_flops / 1e12:.2f} TFLOP"},
-        {"figure": "wall time", "value": f"{s['wall_seconds']:.1f} s ({split})"},
-        {"figure": "images/s", "value": f"{s['images_per_second']:.1f}"},
-        {"figure": "precision", "value": f"{s['precision']} ({s['precision_reason']})"},
-    ]
-    if s["pending_block"] != s["final_block"]:
-        rows.insert(3, {"figure": "next block (pending level-up)", "value": str(s["pending_block"])})
-    if s.get("student_classification"):
-        rows.append(
-            {"figure": "student head top-1 (val)", "value": f"{100 * s['student_classification']['top1']:.2f}%"}
-        )
-    evaluation = s.get("evaluation")
-    if evaluation and evaluation.get("best"):
-        best, metric = evaluation["best"], evaluation["metric"]
-        share = f", {100 * evaluation['share_of_wall']:.1f}% of wall time" if evaluation["share_of_wall"] else ""
-        rows.append({"figure": f"best {metric}", "value": f"{100 * best[metric]:.2f}% at step {best['step']}"})
-        rows.append(
-            {"figure": "evaluations", "value": f"{len(evaluation['history'])}, {evaluation['seconds']:.1f} s{share}"}
-        )
-        if evaluation["early_stop"]:
-            rows.append({"figure": "early stop", "value": evaluation["early_stop"]["reason"]})
-    if s["status"] != "completed":
-        rows.append({"figure": "status", "value": f"{s['status']} after step {s['steps']}"})
+    rows = [{"figure": label, "value": value} for label, value in headline_rows(s)]
     print(format_table(rows, ["figure", "value"]))
-    if s["status"] == "interrupted":
+    if s.status == "interrupted":
         command = resume_command(result.run_dir, args.devices, args.num_nodes, args.strategy, args.accelerator)
         print(f"\ncontinue with --resume:\n  {command}")
 

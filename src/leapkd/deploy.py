@@ -28,8 +28,10 @@ import yaml
 from leapkd.disk import write_error, write_text_atomic
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import evaluated
+from leapkd.headline import cost_rows, headline_rows, pct
 from leapkd.models import PRESETS, Backbone, head_file_of, is_timm_name, load_student_file, save_student_file, wrap
 from leapkd.rundir import RunDirectory
+from leapkd.summary import RunSummary, load_summary
 
 FORMATS = ("safetensors", "timm", "onnx")
 ONNX_OPSET = 17
@@ -73,7 +75,7 @@ def export(
     student_file = _student_file(run, which)
     if format == "onnx":
         _require_onnx()
-    summary = run.read_summary()
+    summary = load_summary(run, missing_ok=True)
     config = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
     backbone = load_student_file(student_file, image_size).eval()
     out = Path(out_dir) if out_dir is not None else run.path / "export"
@@ -128,14 +130,14 @@ def _require_onnx() -> None:
 
 
 # ----- formats ----------------------------------------------------------------------------
-def _export_safetensors(backbone: Backbone, summary: dict[str, Any], out: Path) -> dict[str, Any]:
+def _export_safetensors(backbone: Backbone, summary: RunSummary | None, out: Path) -> dict[str, Any]:
     path = save_student_file(
         backbone,
         out / "student.safetensors",
         mean=backbone.mean,
         std=backbone.std,
-        teacher=str(summary.get("teacher", {}).get("name", "")),
-        method=str(summary.get("method", "")),
+        teacher=summary.teacher.name if summary else "",
+        method=summary.method if summary else "",
     )
     return {"files": [str(path)]}
 
@@ -280,47 +282,31 @@ def _update_manifest(out: Path, run_path: Path, result: dict[str, Any]) -> dict[
     return manifest
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
-def _flops(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3e}"
-
-
 def model_card(
     run: RunDirectory,
-    summary: dict[str, Any],
+    summary: RunSummary | None,
     config: dict[str, Any],
     backbone: Backbone,
     manifest: dict[str, Any],
     which: str = "last",
 ) -> str:
     """The README.md written beside the exported files (`which` student: "last" or "best")."""
-    s, t = summary.get("student", {}), summary.get("teacher", {})
-    teacher = t.get("name") or config.get("teacher", "unknown")
-    method = summary.get("method") or config.get("method", "unknown")
-    data = summary.get("data") or config.get("data", "unknown")
+    teacher = summary.teacher.name if summary else config.get("teacher", "unknown")
+    method = summary.method if summary else config.get("method", "unknown")
     rows = [
-        ("teacher", f"`{teacher}`" + (f" ({t['blocks']} blocks, width {t['embed_dim']})" if "blocks" in t else "")),
         (
-            "student",
+            "exported student",
             f"`{backbone.name}` ({backbone.family}, {backbone.num_levels} levels, width {backbone.width}"
             + (f", patch {backbone.patch_size}" if backbone.patch_size else "")
-            + f", {sum(p.numel() for p in backbone.parameters()) / 1e6:.2f} M parameters)",
+            + f", {sum(p.numel() for p in backbone.parameters()) / 1e6:.2f} M parameters), "
+            + _which_row(summary, which),
         ),
-        ("method", f"`{method}`"),
-        ("exported student", _which_row(summary, which)),
         ("classification head", _head_row(summary)),
-        ("data", f"`{data}`" + (f", {summary['train_images']} training images" if "train_images" in summary else "")),
-        ("training image size", f"{s.get('image_size', config.get('image_size', '?'))} px"),
-        ("steps", str(summary.get("steps", "?")) + (f" ({summary['epochs']} epochs)" if "epochs" in summary else "")),
-        ("teacher FLOPs", _flops(summary.get("teacher_flops"))),
-        ("student FLOPs", _flops(summary.get("student_flops"))),
-        ("fixed-target baseline FLOPs", _flops(summary.get("baseline_flops"))),
-        ("FLOPs saving vs baseline", _pct(summary.get("flops_saving"))),
-        ("wall seconds", f"{summary['wall_seconds']:.1f}" if "wall_seconds" in summary else "n/a"),
     ]
+    if summary is not None:
+        rows += headline_rows(summary)
+    else:  # a run that wrote no summary yet: what its configuration says
+        rows += [("teacher", f"`{teacher}`"), ("method", f"`{method}`"), ("data", f"`{config.get('data', 'unknown')}`")]
     lines = [
         "---",  # the Hugging Face Hub's model-card metadata
         "library_name: timm",
@@ -332,14 +318,13 @@ def model_card(
         "",
         f"A Vision Transformer backbone distilled by leapkd from `{teacher}` with method `{method}`.",
         "",
-        "| | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in rows),
-        "",
+        *_table(rows),
     ]
+    if summary is not None:
+        lines += ["## Training cost", "", *_table(cost_rows(summary))]
     evals = {
         name: dict(row for protocol, result in evaluated(ev) for row in protocol.rows(result))
-        for name, ev in summary.get("eval", {}).items()
+        for name, ev in (summary.eval if summary else {}).items()
     }
     columns = list(dict.fromkeys(label for figures in evals.values() for label in figures))
     if columns:
@@ -365,22 +350,26 @@ def model_card(
     return "\n".join(lines)
 
 
-def _head_row(summary: dict[str, Any]) -> str:
-    scores = summary.get("student_classification")
-    if not scores:
+def _table(rows: list[tuple[str, str]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
+
+
+def _head_row(summary: RunSummary | None) -> str:
+    scores = summary.student_classification if summary else None
+    if scores is None:
         return "none (the run trained no student head)"
     return (
-        f"`student_head.safetensors` (nn.Linear on the pooled last level), top-1 {_pct(scores['top1'])} on "
-        f"{scores['images_per_class']} validation images per class of `{scores['data']}`"
+        f"`student_head.safetensors` (nn.Linear on the pooled last level), top-1 {pct(scores.top1)} on "
+        f"{scores.images_per_class} validation images per class of `{scores.data}`"
     )
 
 
-def _which_row(summary: dict[str, Any], which: str) -> str:
-    best = (summary.get("evaluation") or {}).get("best")
-    if which == "best" and best:
-        metric = summary["evaluation"]["metric"]
-        return f"best evaluation during training ({metric} {_pct(best[metric])} at step {best['step']})"
-    return "the last step" if which == "last" else "best evaluation during training"
+def _which_row(summary: RunSummary | None, which: str) -> str:
+    evaluation = summary.evaluation if summary else None
+    if which == "best" and evaluation is not None and evaluation.best is not None:
+        metric, best = evaluation.metric, evaluation.best
+        return f"the best evaluation during training ({metric} {pct(best[metric])} at step {best['step']})"
+    return "the last step" if which == "last" else "the best evaluation during training"
 
 
 def _load_sections(backbone: Backbone, formats: dict[str, dict[str, Any]]) -> list[str]:

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from leapkd.disk import write_atomic  # noqa: E402
+from leapkd.summary import RunSummary  # noqa: E402
 
 
 def plot_curriculum(
@@ -83,30 +84,30 @@ def draw_loss(rows: Sequence[dict[str, Any]], parts: Sequence[str]) -> plt.Figur
     return fig
 
 
-def plot_accounting(summary: dict[str, Any], path: Path) -> Path:
+def plot_accounting(summary: RunSummary, path: Path) -> Path:
     """Training FLOPs and seconds of the run, teacher vs student, beside the fixed-target baseline."""
     fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
-    t, s, base = summary["teacher_flops"] / 1e12, summary["student_flops"] / 1e12, summary["baseline_flops"] / 1e12
+    t, s, base = summary.teacher_flops / 1e12, summary.student_flops / 1e12, summary.baseline_flops / 1e12
     ax_f.barh(["this run", "fixed target"], [t, base - s], color="tab:blue", label="teacher")
     ax_f.barh(["this run", "fixed target"], [s, s], left=[t, base - s], color="tab:orange", label="student")
     ax_f.set_xlabel("training TFLOP (measured)")
-    ax_f.set_title(f"FLOPs: saving {100 * summary['flops_saving']:.1f}%")
+    ax_f.set_title(f"FLOPs: saving {100 * summary.flops_saving:.1f}%")
     ax_f.legend(fontsize=8, loc="lower right")
     parts = [
-        ("teacher", summary["teacher_seconds"], "tab:blue"),
-        ("student", summary["student_seconds"], "tab:orange"),
-        ("metric", summary["metric_seconds"], "tab:green"),
+        ("teacher", summary.teacher_seconds, "tab:blue"),
+        ("student", summary.student_seconds, "tab:orange"),
+        ("metric", summary.metric_seconds, "tab:green"),
     ]
-    if summary.get("evaluation"):
-        parts.append(("evaluation", summary["evaluation"]["seconds"], "tab:purple"))
+    if summary.evaluation:
+        parts.append(("evaluation", summary.evaluation.seconds, "tab:purple"))
     left = 0.0
     for label, seconds, colour in parts:
         ax_t.barh(["this run"], [seconds], left=[left], color=colour, label=label)
         left += seconds
-    other = max(0.0, summary["wall_seconds"] - left)
+    other = max(0.0, summary.wall_seconds - left)
     ax_t.barh(["this run"], [other], left=[left], color="lightgrey", label="data, checkpoints, other")
     ax_t.set_xlabel("seconds (wall clock)")
-    ax_t.set_title(f"time: {summary['wall_seconds']:.0f} s wall")
+    ax_t.set_title(f"time: {summary.wall_seconds:.0f} s wall")
     ax_t.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2)
     fig.tight_layout()
     return save_figure(fig, path)

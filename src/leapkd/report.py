@@ -12,15 +12,15 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from leapkd.disk import write_text_atomic
-from leapkd.errors import LeapkdError
 from leapkd.eval.protocol import evaluated
+from leapkd.headline import cost_rows, headline_rows, pct
 from leapkd.plots import plot_accounting
 from leapkd.rundir import RunDirectory
+from leapkd.summary import RunSummary, load_summary
 
 
 @dataclass
@@ -33,79 +33,30 @@ class Section:
     images: list[Path] = field(default_factory=list)
 
 
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}%"
-
-
-def _headline(s: dict[str, Any], cfg: dict[str, Any]) -> Section:
-    rows = [
-        ("method", s["method"]),
-        (
-            "teacher → student",
-            f"{s['teacher']['name']} ({s['teacher']['blocks']} blocks) → "
-            f"{s['student']['name']} ({s['student']['blocks']} blocks, "
-            f"{s['student']['params'] / 1e6:.2f} M parameters)",
-        ),
-        ("data", f"{s['data']}, {s['train_images']} training images, {cfg.get('image_size')} px"),
-        ("steps / epochs", f"{s['steps']} / {s['epochs']} (global batch {s['global_batch']})"),
-        ("target block", f"{s.get('start_block')} → {s['final_block']} of {s['teacher']['blocks']}"),
-        ("FLOPs saving vs fixed target", _pct(s["flops_saving"])),
-        ("wall time", f"{s['wall_seconds']:.1f} s"),
-        ("status", _status(s)),
-    ]
-    if s.get("student_classification"):
-        scores = s["student_classification"]
-        rows.append(
-            (
-                "student head top-1 / top-5",
-                f"{_pct(scores['top1'])} / {_pct(scores.get('top5', 0.0))} "
-                f"({scores['images_per_class']} val images per class)",
-            )
-        )
-    evaluation = s.get("evaluation")
-    if evaluation and evaluation.get("best"):
-        best, metric = evaluation["best"], evaluation["metric"]
-        rows.append((f"best {metric} during training", f"{_pct(best[metric])} at step {best['step']}"))
-    for data, ev in s.get("eval", {}).items():
-        for protocol, result in evaluated(ev):
-            if protocol.headline:
-                rows += [(f"{label} on {data}", value) for label, value in protocol.rows(result)[:1]]
-    return Section("At a glance", table=rows)
-
-
-def _status(s: dict[str, Any]) -> str:
-    if s.get("status") != "completed":
-        return f"{s.get('status')} (continue with --resume)"
-    stop = (s.get("evaluation") or {}).get("early_stop")
-    return f"completed (early stop after step {stop['step']})" if stop else "completed"
-
-
-def _evaluation_section(s: dict[str, Any], run: RunDirectory) -> Section | None:
+def _evaluation_section(s: RunSummary, run: RunDirectory) -> Section | None:
     """The evaluations during training (eval_every): the curve, the best, the cost."""
-    evaluation = s.get("evaluation")
-    if not evaluation or not evaluation.get("history"):
+    evaluation = s.evaluation
+    if evaluation is None or not evaluation.history or evaluation.best is None or evaluation.last is None:
         return None
-    metric, best, last = evaluation["metric"], evaluation["best"], evaluation["last"]
-    share = evaluation.get("share_of_wall")
+    metric, best, last = evaluation.metric, evaluation.best, evaluation.last
+    share = evaluation.share_of_wall
     rows = [
         (
             "evaluated on",
-            f"{evaluation['data']}, {evaluation['images_per_class']} fixed images per class and split, "
-            f"{evaluation.get('transform', 'resize')}",
+            f"{evaluation.data}, {evaluation.images_per_class} fixed images per class and split, "
+            f"{evaluation.transform}",
         ),
-        ("schedule", f"every {evaluation['every']}, before the first and after the last step"),
-        (f"best {metric}", f"{_pct(best[metric])} at step {best['step']} (student_best.safetensors)"),
-        (f"last {metric}", f"{_pct(last[metric])} at step {int(last['step'])} (student.safetensors)"),
+        ("schedule", f"every {evaluation.every}, before the first and after the last step"),
+        (f"best {metric}", f"{pct(best[metric])} at step {best['step']} (student_best.safetensors)"),
+        (f"last {metric}", f"{pct(last[metric])} at step {int(last['step'])} (student.safetensors)"),
         (
             "evaluations / their cost",
-            f"{len(evaluation['history'])} / {evaluation['seconds']:.1f} s"
-            + (f" ({_pct(share)} of wall time)" if share is not None else ""),
+            f"{len(evaluation.history)} / {evaluation.seconds:.1f} s"
+            + (f" ({pct(share)} of wall time)" if share is not None else ""),
         ),
     ]
-    if evaluation.get("early_stop"):
-        rows.append(
-            ("early stop", f"after step {evaluation['early_stop']['step']}: {evaluation['early_stop']['reason']}")
-        )
+    if evaluation.early_stop is not None:
+        rows.append(("early stop", f"after step {evaluation.early_stop.step}: {evaluation.early_stop.reason}"))
     text = (
         "The student scored on fixed, un-augmented images while it trained; the star marks the best "
         f"{metric}, green lines the level-ups."
@@ -114,47 +65,19 @@ def _evaluation_section(s: dict[str, Any], run: RunDirectory) -> Section | None:
     return Section("Evaluation during training", text, rows, images)
 
 
-def _hardware_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
-    """Where and how fast the run trained (runs written before these figures lack them)."""
-    rows = []
-    if "precision" in s:
-        rows.append(
-            ("precision", f"{s['precision']} ({s.get('precision_reason', '')}), teacher in {s.get('teacher_dtype')}")
-        )
-    if "images_per_second" in s:
-        rows.append(("images/s (whole job)", f"{s['images_per_second']:.1f}"))
-    if "job_flops" in s:
-        rows.append(
-            ("FLOPs per device / whole job", f"{s['flops_per_device'] / 1e12:.3f} T / {s['job_flops'] / 1e12:.3f} T")
-        )
-    if s.get("peak_memory_bytes"):
-        rows.append(("peak device memory", f"{s['peak_memory_bytes'] / 2**30:.2f} GiB"))
-    if "num_workers" in s:
-        rows.append(("data workers per process", str(s["num_workers"])))
-    return rows
-
-
 def build_sections(run: RunDirectory) -> list[Section]:
     """Everything the report shows, from what the run directory holds."""
-    if not run.summary.is_file():
-        raise LeapkdError(f"{run.path} has no summary.json", "pass a finished (or stopped) run directory")
-    s = run.read_summary()
-    if "method" not in s:  # a run that failed before it could write its summary
-        raise LeapkdError(
-            f"{run.path} failed after step {s.get('failed_after_step', '?')} ({s.get('error', 'no error recorded')}) "
-            "before it wrote its figures, so there is nothing to report yet",
-            "continue it with `leapkd distill --resume` (the report is written when it ends)",
-        )
+    s = load_summary(run)
     cfg = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
-    sections = [_headline(s, cfg)]
+    sections = [Section("At a glance", table=headline_rows(s))]
     if (run.plots / "curriculum.png").is_file():
-        events = s.get("level_up_events", [])
+        events = s.level_up_events
         text = (
-            f"The target moved {len(events)} times; calibration started it at block {s.get('start_block')}."
-            if s["method"] == "leap"
+            f"The target moved {len(events)} times; calibration started it at block {s.start_block}."
+            if s.method == "leap"
             else "The target stays at the teacher's last block (fixed-target baseline)."
         )
-        table = [(f"step {e['step']}", f"{e['from_block']} → {e['to_block']} ({e['reason']})") for e in events]
+        table = [(f"step {e.step}", f"{e.from_block} → {e.to_block} ({e.reason})") for e in events]
         sections.append(Section("Curriculum", text, table, [run.plots / "curriculum.png"]))
     evaluation = _evaluation_section(s, run)
     if evaluation is not None:
@@ -167,22 +90,11 @@ def build_sections(run: RunDirectory) -> list[Section]:
             "FLOPs and time",
             "FLOPs are counted with torch's FlopCounterMode once per tensor shape; the baseline is the "
             "fixed-target run of the same steps. Seconds are wall clock.",
-            [
-                ("teacher FLOPs", f"{s['teacher_flops'] / 1e12:.3f} T"),
-                ("student FLOPs", f"{s['student_flops'] / 1e12:.3f} T"),
-                ("fixed-target baseline FLOPs", f"{s['baseline_flops'] / 1e12:.3f} T"),
-                ("saving", _pct(s["flops_saving"])),
-                (
-                    "teacher / student / metric seconds",
-                    f"{s['teacher_seconds']:.1f} / {s['student_seconds']:.1f} / {s['metric_seconds']:.2f}",
-                ),
-                ("wall seconds", f"{s['wall_seconds']:.1f}"),
-                *_hardware_rows(s),
-            ],
+            cost_rows(s),
             [accounting],
         )
     )
-    for data, ev in s.get("eval", {}).items():
+    for data, ev in s.eval.items():
         rows = [row for protocol, result in evaluated(ev) for row in protocol.rows(result)]
         if rows:
             sections.append(Section(f"Evaluation on {data}", table=rows))

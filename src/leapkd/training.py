@@ -50,6 +50,15 @@ from leapkd.models import (
 from leapkd.plots import plot_curriculum, plot_evaluation, plot_loss
 from leapkd.report import write_report
 from leapkd.rundir import RunDirectory, read_metrics, resume_command, usable_checkpoint
+from leapkd.summary import (
+    EvaluationSummary,
+    HardwareSummary,
+    RunSummary,
+    SecondsSummary,
+    StudentClassification,
+    ThroughputSummary,
+    TrackerStop,
+)
 
 # Keys that may change when a run is resumed (everything else must match the saved run).
 RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "checkpoint_every", "checkpoint_every_minutes"}
@@ -58,7 +67,7 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "checkpoint_every", "
 @dataclass
 class DistillResult:
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary | None  # None on the ranks that do not write (DDP)
 
 
 def resolve_config(
@@ -135,7 +144,7 @@ def distill(
     first_rank = _get_rank() in (None, 0)  # DDP children re-run this function; only the first rank writes
     if first_rank:
         run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite, world_size=trainer.world_size)
-    summary: dict[str, Any] = {}
+    summary: RunSummary | None = None
     try:
         if first_rank:
             files = image_files(train_set)
@@ -144,12 +153,12 @@ def distill(
             if progress:
                 print(f"precision {precision} ({why}); {module.num_workers} data worker(s)", flush=True)
         trainer.fit(module, ckpt_path=str(usable_checkpoint(run)) if resume else None)
-        hardware = {
-            "precision": precision,
-            "precision_reason": why,
-            "teacher_dtype": str(next(teacher.parameters()).dtype).removeprefix("torch."),
-            "num_workers": module.num_workers,
-        }
+        hardware = HardwareSummary(
+            precision=precision,
+            precision_reason=why,
+            teacher_dtype=str(next(teacher.parameters()).dtype).removeprefix("torch."),
+            num_workers=module.num_workers,
+        )
         with on_device(trainer.strategy.root_device, module, *_ema_student(callbacks)):  # score where it trained
             if callbacks.flops.ledger is None:  # resumed at its very end: Lightning ran no training hook
                 _replay_training_hooks(trainer, module, callbacks.every)
@@ -414,52 +423,53 @@ def _finish(
     module: DistillModule,
     callbacks: RunCallbacks,
     train_images: int,
-    hardware: dict[str, Any],
+    hardware: HardwareSummary,
     scorer: StudentScorer | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Write summary.json, plots, the student (and its head, scored on the validation images);
     return the summary."""
     method = module.method
     assert callbacks.flops.ledger is not None
-    summary = run.read_summary()  # keep what other commands (eval) merged in
-    for stale in ("failed_after_step", "error"):  # of an earlier session of this run that failed
-        summary.pop(stale, None)
-    summary.update(
-        {
-            "method": cfg.method,
-            "status": "interrupted" if callbacks.stop.stopped else "completed",
-            "teacher": module.teacher.describe(),
-            "student": module.student.describe(),
-            "data": cfg.data,
-            "train_images": train_images,
-            "steps": module.global_step,
-            "epochs": module.current_epoch,  # completed epochs
-            "batch_size": cfg.batch_size,
-            "global_batch": module.global_batch,
-            "peak_lr": module.lr,
-            **{f"{part}_seconds": seconds for part, seconds in module.seconds.items()},
-            "teacher_head_seconds": callbacks.teacher_head.seconds if callbacks.teacher_head else 0.0,
-            **callbacks.flops.ledger.summary(),
-            **_throughput(module, callbacks),
-            "final_block": module.last_trained_block or method.target_block,  # the last block trained on
-            "pending_block": method.target_block,  # the next step's target (after a last level-up)
-            "skipped_batches": module.non_finite.skipped_batches,
-            "skipped_images": num_skipped(module.train_set),
-            "loss_terms": method.loss_terms(),
-            **hardware,
-            **method.summary(),
-            "evaluation": _evaluation_summary(cfg, callbacks, module.seconds["wall"]),
-        }
+    run_part = {
+        "method": cfg.method,
+        "status": "interrupted" if callbacks.stop.stopped else "completed",
+        "teacher": module.teacher.describe(),
+        "student": module.student.describe(),
+        "data": cfg.data,
+        "train_images": train_images,
+        "steps": module.global_step,
+        "epochs": module.current_epoch,  # completed epochs
+        "batch_size": cfg.batch_size,
+        "global_batch": module.global_batch,
+        "peak_lr": module.lr,
+    }
+    seconds = {f"{part}_seconds": seconds for part, seconds in module.seconds.items()}
+    seconds["teacher_head_seconds"] = callbacks.teacher_head.seconds if callbacks.teacher_head else 0.0
+    targets = {
+        "final_block": module.last_trained_block or method.target_block,  # the last block trained on
+        "pending_block": method.target_block,  # the next step's target (after a last level-up)
+        "skipped_batches": module.non_finite.skipped_batches,
+        "skipped_images": num_skipped(module.train_set),
+        "loss_terms": method.loss_terms(),
+    }
+    summary = RunSummary.assemble(
+        run.read_summary(),  # keeps what other commands (eval) merged in
+        run_part,
+        SecondsSummary.model_validate(seconds),
+        callbacks.flops.ledger.summary(),
+        _throughput(module, callbacks),
+        targets,
+        hardware,
+        method.summary(),
+        {"evaluation": _evaluation_summary(cfg, callbacks, module.seconds["wall"])},
     )
     student, head = kept_student(module, callbacks.kept), kept_head(module, callbacks.kept)
     classes = list(module.train_set.classes)
     if head is not None and scorer is not None:  # the student's own classifier: saved and scored
         save_head_file(head, head_file_of(run.student), classes)
-        summary["student_classification"] = {
-            **_head_scores(scorer, student, head, module, callbacks),
-            **_eval_images(cfg),
-        }
-    run.write_summary(summary)
+        scores = _head_scores(scorer, student, head, module, callbacks)
+        summary.student_classification = StudentClassification.model_validate({**scores, **_eval_images(cfg)})
+    run.write_summary(summary.record())
     _plots(run, method, module.teacher.num_levels, summary)
     save_student_file(student, run.student)
     if callbacks.ema is not None and callbacks.kept is None:  # the average, saved beside the live student
@@ -469,8 +479,8 @@ def _finish(
     write_report(run.path)
     callbacks.trackers.finish(summary, module.global_step)
     if callbacks.trackers.stopped:  # which tracker stopped, when and why (training went on without it)
-        summary["trackers_stopped"] = callbacks.trackers.stopped
-        run.write_summary(summary)
+        summary.trackers_stopped = [TrackerStop(**stop) for stop in callbacks.trackers.stopped]
+        run.write_summary(summary.record())
     return summary
 
 
@@ -511,44 +521,34 @@ def _head_scores(
     return scorer.classify(student, head, autocast_dtype(module.precision))
 
 
-def _evaluation_summary(cfg: DistillConfig, callbacks: RunCallbacks, wall: float) -> dict[str, Any] | None:
+def _evaluation_summary(cfg: DistillConfig, callbacks: RunCallbacks, wall: float) -> EvaluationSummary | None:
     """The evaluations during training (None without eval_every): history, best, cost, early stop."""
     evaluation = callbacks.evaluation
     if evaluation is None:
         return None
-    return {
-        **_eval_images(cfg),
-        **evaluation.summary(),
-        "share_of_wall": evaluation.seconds / wall if wall > 0 else None,
-    }
+    share = evaluation.seconds / wall if wall > 0 else None
+    return EvaluationSummary(**_eval_images(cfg), **evaluation.summary(), share_of_wall=share)
 
 
-def _throughput(module: DistillModule, callbacks: RunCallbacks) -> dict[str, Any]:
+def _throughput(module: DistillModule, callbacks: RunCallbacks) -> ThroughputSummary:
     """FLOPs per device and for the whole job, images per second, peak accelerator memory."""
     ledger = callbacks.flops.ledger
     assert ledger is not None
     per_device = ledger.teacher_flops + ledger.student_flops
     wall = module.seconds["wall"]
-    return {
-        "flops_per_device": per_device,
-        "job_flops": callbacks.flops.job_total,  # summed over the ranks
-        "images_per_second": module.global_step * module.global_batch / wall if wall > 0 else None,
-        "peak_memory_bytes": module.peak_memory_bytes,  # read while training was on the device
-    }
+    return ThroughputSummary(
+        flops_per_device=per_device,
+        job_flops=callbacks.flops.job_total,  # summed over the ranks
+        images_per_second=module.global_step * module.global_batch / wall if wall > 0 else None,
+        peak_memory_bytes=module.peak_memory_bytes,  # read while training was on the device
+    )
 
 
-def _plots(run: RunDirectory, method: Method, num_levels: int, summary: dict[str, Any]) -> None:
+def _plots(run: RunDirectory, method: Method, num_levels: int, summary: RunSummary) -> None:
     rows = read_metrics(run.metrics)
     if rows:
-        threshold = summary.get("threshold")
-        plot_curriculum(rows, num_levels, run.plots / "curriculum.png", threshold, summary["level_ups"])
+        plot_curriculum(rows, num_levels, run.plots / "curriculum.png", summary.threshold, summary.level_ups)
         plot_loss(rows, run.plots / "loss.png", [f"loss_{t}" for t in method.loss_terms()])
-    evaluation = summary.get("evaluation")
-    if evaluation and evaluation["history"]:
-        plot_evaluation(
-            evaluation["history"],
-            evaluation["metric"],
-            rows,
-            summary.get("level_ups", []),
-            run.plots / "evaluation.png",
-        )
+    evaluation = summary.evaluation
+    if evaluation and evaluation.history:
+        plot_evaluation(evaluation.history, evaluation.metric, rows, summary.level_ups, run.plots / "evaluation.png")

@@ -124,7 +124,7 @@ def test_distill_on_unlabelled_images_evaluates_on_eval_data(photos, tmp_path, m
     settings = dict(teacher="vit-nano", allow_random_teacher=True, student="vit-nano", image_size=32,
                     batch_size=4, epochs=2, output_dir=str(tmp_path / "runs"), progress=False)  # fmt: skip
     r = distill(name="u", data=str(photos), eval_data="fashion-mnist", **settings)
-    assert r.summary["train_images"] == 12 and r.summary["steps"] == 6
+    assert r.summary.train_images == 12 and r.summary.steps == 6
     index = r.run_dir / "train-images.npz"
     assert index.is_file()
     code = main(["eval", str(r.run_dir), "--protocol", "knn", "--train-per-class", "4", "--val-per-class", "2",
@@ -136,4 +136,4 @@ def test_distill_on_unlabelled_images_evaluates_on_eval_data(photos, tmp_path, m
     image(photos / "later" / "new.jpg")
     resumed = distill(name="u", data=str(photos), eval_data="fashion-mnist", resume=True,
                       **{**settings, "epochs": 3})  # fmt: skip
-    assert resumed.summary["train_images"] == 12 and resumed.summary["steps"] == 9
+    assert resumed.summary.train_images == 12 and resumed.summary.steps == 9

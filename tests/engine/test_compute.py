@@ -28,12 +28,12 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
 
 def test_mixed_precision_keeps_the_teacher_in_bf16(tiny):
     r = distill(name="bf16", **{**tiny, "epochs": 1, "precision": "bf16-mixed"})
-    assert r.summary["precision"] == "bf16-mixed" and r.summary["teacher_dtype"] == "bfloat16"
+    assert r.summary.precision == "bf16-mixed" and r.summary.teacher_dtype == "bfloat16"
     rows = read_metrics(r.run_dir / "metrics.csv")
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in rows)
     assert all(v.dtype == torch.float32 for v in _student(r.run_dir).values())  # the student trains in fp32
     full = distill(name="fp32", **{**tiny, "epochs": 1})
-    assert full.summary["teacher_dtype"] == "float32"
+    assert full.summary.teacher_dtype == "float32"
 
 
 @pytest.mark.parametrize("bf16", [True, False], ids=["cpu with bf16", "cpu without"])
@@ -41,9 +41,9 @@ def test_auto_precision_is_resolved_and_recorded(tiny, monkeypatch, bf16):
     monkeypatch.setattr(hardware, "cpu_computes_bf16", lambda: bf16)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"} if bf16 else {"avx2"}))
     r = distill(name="auto", **{**tiny, "epochs": 1, "max_steps": 2, "precision": "auto"})
-    assert r.summary["precision"] == ("bf16-mixed" if bf16 else "32")
-    assert r.summary["precision_reason"].startswith("auto:")
-    assert r.summary["teacher_dtype"] == ("bfloat16" if bf16 else "float32")
+    assert r.summary.precision == ("bf16-mixed" if bf16 else "32")
+    assert r.summary.precision_reason.startswith("auto:")
+    assert r.summary.teacher_dtype == ("bfloat16" if bf16 else "float32")
 
 
 @pytest.mark.parametrize("method", ["fixed", "leap"])
@@ -53,16 +53,16 @@ def test_accumulating_two_batches_of_four_is_one_batch_of_eight(tiny, method):
         settings |= {"threshold": 0.5, "calibrate": False}
     big = distill(name="big", **{**settings, "batch_size": 8})
     acc = distill(name="acc", **{**settings, "batch_size": 4, "accumulate_grad_batches": 2})
-    assert acc.summary["steps"] == big.summary["steps"] == 15
-    assert acc.summary["global_batch"] == big.summary["global_batch"] == 8
-    assert acc.summary.get("level_ups") == big.summary.get("level_ups")
+    assert acc.summary.steps == big.summary.steps == 15
+    assert acc.summary.global_batch == big.summary.global_batch == 8
+    assert acc.summary.level_ups == big.summary.level_ups
     _assert_same_weights(_student(acc.run_dir), _student(big.run_dir), atol=1e-5)
     rows_big, rows_acc = read_metrics(big.run_dir / "metrics.csv"), read_metrics(acc.run_dir / "metrics.csv")
     for a, b in zip(rows_acc, rows_big):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["lr"] == pytest.approx(b["lr"])
         assert a["metric"] == pytest.approx(b["metric"], rel=1e-4)
     # the FLOPs are those of the same images: two batches of four cost what one of eight does
-    assert acc.summary["teacher_flops"] == big.summary["teacher_flops"]
+    assert acc.summary.teacher_flops == big.summary.teacher_flops
 
 
 def test_an_ema_with_decay_zero_is_the_student_and_with_decay_one_the_initial_weights(tiny):
@@ -84,7 +84,7 @@ def test_the_ema_continues_across_a_resume(tiny, monkeypatch, interrupt_at):
     whole = distill(name="whole", **settings)
     with monkeypatch.context() as m:
         interrupt_at(m, 7)  # mid-epoch
-        assert distill(name="part", **settings).summary["status"] == "interrupted"
+        assert distill(name="part", **settings).summary.status == "interrupted"
     resumed = distill(name="part", resume=True, **settings)
     _assert_same_weights(_student(resumed.run_dir), _student(whole.run_dir), atol=1e-6)
 
@@ -101,14 +101,14 @@ def test_lr_scale_by_the_global_batch(scale, batch, expected):
 def test_lr_scale_sees_accumulation(tiny):
     settings = {**tiny, "epochs": 1, "batch_size": 4, "accumulate_grad_batches": 2}
     r = distill(name="lr", lr_scale="linear", lr_reference_batch=4, **settings)
-    assert r.summary["global_batch"] == 8 and r.summary["peak_lr"] == pytest.approx(2 * 5e-4)
+    assert r.summary.global_batch == 8 and r.summary.peak_lr == pytest.approx(2 * 5e-4)
 
 
 def test_compile_on_a_tiny_model_trains_like_eager(tiny):
     settings = {**tiny, "method": "fixed", "epochs": 1, "max_steps": 3}
     eager = distill(name="eager", **settings)
     compiled = distill(name="compiled", compile=True, **settings)
-    assert compiled.summary["steps"] == 3
+    assert compiled.summary.steps == 3
     for a, b in zip(read_metrics(compiled.run_dir / "metrics.csv"), read_metrics(eager.run_dir / "metrics.csv")):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     _assert_same_weights(_student(compiled.run_dir), _student(eager.run_dir), atol=1e-4)
@@ -143,7 +143,7 @@ def test_a_checkpoint_whose_ema_has_no_head_resumes(tiny, monkeypatch, interrupt
     whole = distill(name="whole", **settings)
     with monkeypatch.context() as m:
         interrupt_at(m, 7)
-        assert distill(name="part", **settings).summary["status"] == "interrupted"
+        assert distill(name="part", **settings).summary.status == "interrupted"
     path = whole.run_dir.parent / "part" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(path, weights_only=False)
     (key,) = [k for k in ckpt["callbacks"] if "StudentEma" in k]

@@ -13,6 +13,7 @@ from leapkd import LeapkdError
 from leapkd.engine.callbacks.metrics_log import metric_columns
 from leapkd.models import load_backbone, load_student_file
 from leapkd.rundir import read_metrics
+from leapkd.summary import SUMMARY_VERSION, RunSummary
 from leapkd.training import distill
 
 
@@ -38,8 +39,8 @@ def test_leap_run_directory_contract(tiny):
     assert header == metric_columns(["feature"], ("ema",))  # core + what leap declares
     rows = rows_of(d)
     assert [r["step"] for r in rows] == list(range(15))  # one row per optimizer step
-    s = json.loads((d / "summary.json").read_text())
-    assert s["steps"] == 15 and s["epochs"] == 3
+    s = RunSummary.model_validate_json((d / "summary.json").read_text())  # the file reads back typed
+    assert s.version == SUMMARY_VERSION and s.steps == 15 and s.epochs == 3
     for key in (
         "teacher_flops",
         "student_flops",
@@ -51,13 +52,13 @@ def test_leap_run_directory_contract(tiny):
         "final_block",
         "level_ups",
     ):
-        assert key in s, key
+        assert key in s.model_fields_set, key  # written, not a default
     # the teacher ran exactly as deep as the target, every step
     assert all(r["teacher_blocks_run"] == r["target_block"] for r in rows)
     # level-ups recorded in the summary are where the target changed in metrics.csv
     changes = [int(r["step"]) + 1 for r, nxt in zip(rows, rows[1:]) if nxt["target_block"] != r["target_block"]]
-    assert set(changes) <= set(s["level_ups"])
-    assert s["final_block"] == int(rows[-1]["target_block"]) or s["final_block"] > rows[-1]["target_block"]
+    assert set(changes) <= set(s.level_ups)
+    assert s.final_block == int(rows[-1]["target_block"]) or s.final_block > rows[-1]["target_block"]
 
 
 def test_fixed_runs_the_whole_teacher_and_saves_nothing(tiny):
@@ -65,8 +66,8 @@ def test_fixed_runs_the_whole_teacher_and_saves_nothing(tiny):
     rows = rows_of(result.run_dir)
     assert all(r["target_block"] == 6 and r["teacher_blocks_run"] == 6 for r in rows)
     s = result.summary
-    assert s["teacher_flops"] + s["student_flops"] == s["baseline_flops"]
-    assert s["flops_saving"] == 0.0
+    assert s.teacher_flops + s.student_flops == s.baseline_flops
+    assert s.flops_saving == 0.0
 
 
 def test_leap_flops_follow_the_blocks_run(tiny):
@@ -74,8 +75,8 @@ def test_leap_flops_follow_the_blocks_run(tiny):
     rows = rows_of(result.run_dir)
     assert [r["target_block"] for r in rows] == [1] * 5 + [2] * 5 + [3] * 5  # one block per epoch
     s = result.summary
-    assert 0 < s["flops_saving"] < 1
-    assert s["teacher_flops"] < s["baseline_flops"] - s["student_flops"]
+    assert 0 < s.flops_saving < 1
+    assert s.teacher_flops < s.baseline_flops - s.student_flops
 
 
 def test_loss_falls(tiny):
@@ -117,7 +118,7 @@ def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tiny, monkeypatch,
     with monkeypatch.context() as m:
         interrupt_at(m, stop_step)
         part = distill(name="part", method="leap", threshold=0.6, **tiny)
-    assert part.summary["status"] == "interrupted" and part.summary["steps"] == stop_step + 1
+    assert part.summary.status == "interrupted" and part.summary.steps == stop_step + 1
     resumed = distill(name="part", method="leap", threshold=0.6, resume=True, **tiny)
     a, b = rows_of(full.run_dir), rows_of(resumed.run_dir)
     assert len(b) == len(a) == 15
@@ -128,9 +129,9 @@ def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tiny, monkeypatch,
         assert abs(ra["loss"] - rb["loss"]) < 1e-6
         assert abs(ra["lr"] - rb["lr"]) < 1e-12
         assert ra["flops"] == rb["flops"]
-    assert resumed.summary["status"] == "completed"
-    assert full.summary["level_ups"] == resumed.summary["level_ups"]
-    assert full.summary["teacher_flops"] == resumed.summary["teacher_flops"]
+    assert resumed.summary.status == "completed"
+    assert full.summary.level_ups == resumed.summary.level_ups
+    assert full.summary.teacher_flops == resumed.summary.teacher_flops
     wa = load_file(full.run_dir / "student.safetensors")
     wb = load_file(resumed.run_dir / "student.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6, rtol=0) for k in wa)
@@ -143,8 +144,8 @@ def test_snapshots_record_the_student_along_the_way(tiny):
     rows = rows_of(result.run_dir)
     flops = [r["flops"] for r in rows]
     walls = [r["wall_seconds"] for r in rows]
-    assert flops == sorted(flops) and flops[-1] == result.summary["teacher_flops"] + result.summary["student_flops"]
-    assert walls == sorted(walls) and 0 < walls[-1] <= result.summary["wall_seconds"]
+    assert flops == sorted(flops) and flops[-1] == result.summary.teacher_flops + result.summary.student_flops
+    assert walls == sorted(walls) and 0 < walls[-1] <= result.summary.wall_seconds
     metas = []
     for f in files:
         with safe_open(str(f), "pt") as h:
@@ -198,19 +199,19 @@ def test_a_folder_is_used_whole_unless_asked(tiny, tmp_path):
                 Image.fromarray(np.full((8, 8), i, np.uint8)).save(d / f"{i}.png")
     folder = {**tiny, "data": str(tmp_path / "data"), "max_steps": 1}
     del folder["subset_per_class"]  # the default: auto
-    assert distill(name="whole", **folder).summary["train_images"] == 170  # not 80 per class
-    assert distill(name="some", subset_per_class=10, **folder).summary["train_images"] == 20
+    assert distill(name="whole", **folder).summary.train_images == 170  # not 80 per class
+    assert distill(name="some", subset_per_class=10, **folder).summary.train_images == 20
     builtin = {**tiny, "max_steps": 1}
     del builtin["subset_per_class"]
-    assert distill(name="demo", **builtin).summary["train_images"] == 800  # the demo's 80 per class
+    assert distill(name="demo", **builtin).summary.train_images == 800  # the demo's 80 per class
 
 
 def test_final_block_is_the_last_block_trained_on(tiny):
     result = distill(name="final", method="leap", threshold=0.99, calibrate=False, **tiny)
     rows = rows_of(result.run_dir)
-    assert result.summary["level_ups"] == [5, 10, 15]  # the last one at the final epoch end
+    assert result.summary.level_ups == [5, 10, 15]  # the last one at the final epoch end
     assert rows[-1]["target_block"] == 3
-    assert result.summary["final_block"] == 3 and result.summary["pending_block"] == 4
+    assert result.summary.final_block == 3 and result.summary.pending_block == 4
 
 
 def test_teacher_head_is_fitted_under_the_run_precision(tiny, monkeypatch, tmp_path):
@@ -237,7 +238,7 @@ def test_teacher_head_is_fitted_under_the_run_precision(tiny, monkeypatch, tmp_p
     monkeypatch.setattr(distill_module, "extract_features", extract_features)
     result = distill(name="kd", method="fixed", kd_weight=0.5, **{**tiny, "epochs": 1, "precision": "bf16-mixed"})
     assert seen and all(s == ("cpu", True, torch.bfloat16) for s in seen)  # 40 images: one batch
-    assert result.summary["steps"] == 5
+    assert result.summary.steps == 5
     ckpt = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     head = ckpt["state_dict"]["method.teacher_head.weight"]
     assert head.shape == (10, 128) and head.abs().sum() > 0  # fitted, and saved with the run

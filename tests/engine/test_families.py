@@ -51,12 +51,12 @@ def test_three_steps_of_every_method_on_cross_family_pairs(tmp_path, pair, metho
     rows = read_metrics(r.run_dir / "metrics.csv")
     assert [int(row["step"]) for row in rows] == [0, 1, 2]
     assert all(math.isfinite(row["loss"]) for row in rows)
-    assert r.summary["teacher_flops"] > 0 and r.summary["student_flops"] > 0
+    assert r.summary.teacher_flops > 0 and r.summary.student_flops > 0
     if method == "leap":  # the teacher runs only as deep as the target
         assert all(row["teacher_blocks_run"] == row["target_block"] for row in rows)
-        assert r.summary["flops_saving"] < 1  # 3 steps: calibration's full teacher pass may outweigh the exits
+        assert r.summary.flops_saving < 1  # 3 steps: calibration's full teacher pass may outweigh the exits
     else:
-        assert r.summary["flops_saving"] == 0.0
+        assert r.summary.flops_saving == 0.0
     if method == "spectralkd":
         assert all(row["loss_spectral"] > 0 for row in rows)
     else:

@@ -51,5 +51,5 @@ def test_a_logit_kd_method_runs_end_to_end(tiny):
     r = leapkd.distill(name="logit", method="toy-logit-kd", **{**tiny, **teacher})
     rows = read_metrics(r.run_dir / "metrics.csv")
     assert len(rows) == 15 and all(row["loss"] == row["loss_kd"] > 0 for row in rows)
-    assert r.summary["status"] == "completed" and r.summary["loss_terms"] == ["kd"]
+    assert r.summary.status == "completed" and r.summary.loss_terms == ["kd"]
     assert rows[-1]["loss"] < rows[0]["loss"]

@@ -57,7 +57,7 @@ def test_toy_method_runs_through_distill_with_its_term_in_metrics_and_plot(tiny,
     assert len(rows) == 5 and all(row["loss_l1"] is not None and row["target_norm"] > 0 for row in rows)
     for row in rows:
         assert row["loss"] == pytest.approx(row["loss_feature"] + 0.25 * row["loss_l1"], rel=1e-5)
-    assert r.summary["method"] == "toy-l1" and r.summary["loss_terms"] == ["feature", "l1"]
+    assert r.summary.method == "toy-l1" and r.summary.loss_terms == ["feature", "l1"]
     assert drawn == [["loss_feature", "loss_l1"]]
     labels = draw_loss(rows, drawn[0]).axes[0].get_legend_handles_labels()[1]
     assert labels == ["loss", "loss_feature", "loss_l1"]

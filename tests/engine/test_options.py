@@ -40,8 +40,8 @@ def test_fixed_level_runs_the_teacher_that_deep_only(tiny):
     rows = read_metrics(level.run_dir / "metrics.csv")
     assert all(row["teacher_blocks_run"] == 3 and row["target_block"] == 3 for row in rows)
     # 3 of 6 blocks: about half the teacher FLOPs, counted as a saving against the last-block baseline
-    assert 0.4 < level.summary["teacher_flops"] / last.summary["teacher_flops"] < 0.6
-    assert level.summary["flops_saving"] > 0 and last.summary["flops_saving"] == pytest.approx(0.0, abs=1e-9)
+    assert 0.4 < level.summary.teacher_flops / last.summary.teacher_flops < 0.6
+    assert level.summary.flops_saving > 0 and last.summary.flops_saving == pytest.approx(0.0, abs=1e-9)
 
 
 def test_fixed_average_is_the_mean_of_every_level():
@@ -100,7 +100,7 @@ def test_all_layers_pairs_every_level_with_its_own_projector(reduce):
 
 def test_all_layers_trains_with_every_projector_and_the_whole_teacher(tiny):
     r = distill(name="all", method="fixed", fixed_all_layers=True, cls_weight=0.05, **{**tiny, "epochs": 1})
-    assert r.summary["flops_saving"] == pytest.approx(0.0, abs=1e-9) and r.summary["steps"] == 5
+    assert r.summary.flops_saving == pytest.approx(0.0, abs=1e-9) and r.summary.steps == 5
     state = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert sum(k.startswith("method.layerwise.projectors.") and k.endswith(".weight") for k in state) == 6
 
@@ -144,10 +144,10 @@ def test_a_per_rank_curriculum_refuses_what_would_split_the_ranks():
 
 def test_concat_last_trains_and_calibrates(tiny):
     r = distill(name="concat", concat_last=True, **{**tiny, "epochs": 1})
-    assert len(r.summary["calibration_scores"]) == 5
+    assert len(r.summary.calibration_scores) == 5
     rows = read_metrics(r.run_dir / "metrics.csv")
     assert all(row["teacher_blocks_run"] == 6 and row["target_block"] < 6 for row in rows)  # the curriculum's block
-    assert r.summary["flops_saving"] < 0  # the whole teacher each step, the calibration and a wider projector
+    assert r.summary.flops_saving < 0  # the whole teacher each step, the calibration and a wider projector
 
 
 def test_one_fixed_target_at_a_time():
@@ -173,7 +173,7 @@ def test_checkpoint_never_holds_the_teacher(tiny):
 def test_lr_restarts_at_level_up(tiny):
     r = distill(name="lr", threshold=0.99, calibrate=False, lr_reset="peak", **{**tiny, "warmup_steps": 0})
     rows = read_metrics(r.run_dir / "metrics.csv")
-    level_ups = r.summary["level_ups"]
+    level_ups = r.summary.level_ups
     assert level_ups == [5, 10, 15]  # epoch cap of 1, five steps an epoch (the last after the final step)
     assert rows[5]["lr"] == pytest.approx(5e-4) and rows[10]["lr"] == pytest.approx(5e-4)
     assert rows[4]["lr"] < 5e-4 and rows[9]["lr"] < rows[5]["lr"]
@@ -185,7 +185,7 @@ def test_the_references_restarts_in_a_run(tiny):
     r = distill(name="lr", threshold=0.99, calibrate=False, lr_reset="peak", lr_restart_style="reference",
                 **{**tiny, "warmup_steps": 0})  # fmt: skip
     lr = [row["lr"] for row in read_metrics(r.run_dir / "metrics.csv")]
-    assert r.summary["level_ups"] == [5, 10, 15] and lr[0] == pytest.approx(5e-4)
+    assert r.summary.level_ups == [5, 10, 15] and lr[0] == pytest.approx(5e-4)
     total, floor = 15, 0.01
 
     def segment(step, start):
@@ -206,7 +206,7 @@ def test_reset_projector_at_level_up(tiny, monkeypatch):
     real = Aligner.reset
     monkeypatch.setattr(Aligner, "reset", lambda self, width: (resets.append(width), real(self, width)))
     r = distill(name="rp", threshold=0.99, calibrate=False, reset_projector=True, **tiny)
-    assert resets == [128] * len(r.summary["level_ups"]) and len(resets) == 3
+    assert resets == [128] * len(r.summary.level_ups) and len(resets) == 3
 
 
 def test_bf16_mixed_precision_runs(tiny):

@@ -192,7 +192,7 @@ def test_deit_augmentation_trains(tiny):
     r = distill(name="deit-aug", method="spectralkd", ce_weight=0.1, kd_weight=0.9, label_smoothing=0.1,
                 aug_randaugment="rand-m9-mstd0.5-inc1", aug_erasing=0.25, repeated_augmentation=3, max_steps=3,
                 **tiny)  # fmt: skip
-    assert r.summary["steps"] == 3
+    assert r.summary.steps == 3
 
 
 def test_parameter_groups_follow_each_models_own_no_weight_decay():

@@ -18,11 +18,11 @@ def test_spectralkd_run(tiny):
     r = distill(name="skd", method="spectralkd", **{**tiny, "epochs": 2})
     rows = read_metrics(r.run_dir / "metrics.csv")
     assert all(row["loss_spectral"] is not None and "loss_feature" not in row for row in rows)  # declared terms only
-    assert r.summary["loss_terms"] == ["spectral"]
+    assert r.summary.loss_terms == ["spectral"]
     assert all(row["metric"] is None for row in rows)  # no projector to measure
     assert all(row["teacher_blocks_run"] == 6 for row in rows)
     assert rows[-1]["loss_spectral"] < rows[0]["loss_spectral"]
-    assert r.summary["flops_saving"] == 0.0
+    assert r.summary.flops_saving == 0.0
 
 
 def test_spectralkd_with_labels_and_logit_kd(tiny):

@@ -46,10 +46,10 @@ def test_supervised_loss_arithmetic_with_a_headed_teacher(mode):
 
 def test_student_head_is_scored_at_each_evaluation_kept_at_its_best_and_exported(tiny, tmp_path):
     r = distill(name="sup", eval_every=5, eval_images_per_class=5, eval_metric="student_top1", **SUPERVISED, **tiny)
-    evaluation, final = r.summary["evaluation"], r.summary["student_classification"]
-    assert all("student_top1" in e and "student_top5" in e for e in evaluation["history"])
-    assert evaluation["best"]["student_top1"] == max(e["student_top1"] for e in evaluation["history"])
-    assert final["top1"] == pytest.approx(evaluation["last"]["student_top1"], abs=1e-6)  # the same student and images
+    evaluation, final = r.summary.evaluation, r.summary.student_classification
+    assert all("student_top1" in e and "student_top5" in e for e in evaluation.history)
+    assert evaluation.best["student_top1"] == max(e["student_top1"] for e in evaluation.history)
+    assert final.top1 == pytest.approx(evaluation.last["student_top1"], abs=1e-6)  # the same student and images
     assert (r.run_dir / "student_head.safetensors").is_file() and (
         r.run_dir / "student_best_head.safetensors"
     ).is_file()
@@ -60,7 +60,7 @@ def test_student_head_is_scored_at_each_evaluation_kept_at_its_best_and_exported
     head, classes = load_head_file(tmp_path / "out" / "student_head.safetensors")
     assert len(classes) == 10 and head.out_features == 10
     scorer = StudentScorer("fashion-mnist", 64, student.mean, student.std, 5, classifier=True)
-    assert scorer.classify(student, head)["top1"] == pytest.approx(final["top1"], abs=1e-6)
+    assert scorer.classify(student, head)["top1"] == pytest.approx(final.top1, abs=1e-6)
     assert "classification head" in (tmp_path / "out" / "README.md").read_text()
 
 
@@ -101,7 +101,7 @@ def test_the_teachers_own_classifier_gives_the_kd_logits(tiny):
     with torch.no_grad():
         assert torch.allclose(method.targets(teacher, images).logits, teacher.model(images), atol=1e-5)
     r = distill(name="own", **SUPERVISED, **{**tiny, **HEADED, "epochs": 1})
-    assert r.summary["teacher_classifier"] == "own" and r.summary["teacher_head_seconds"] == 0.0
+    assert r.summary.teacher_classifier == "own" and r.summary.teacher_head_seconds == 0.0
 
 
 @pytest.mark.parametrize(

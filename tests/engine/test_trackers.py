@@ -80,12 +80,12 @@ def test_wandb_offline_receives_the_metrics_rows_config_and_summary(tiny, monkey
     assert any("eval_knn_top1" in row for row in expected.values())
     assert logged["config"]["method"] == "leap" and logged["config"]["eval_every"] == 4
     assert "leapkd" in logged["summary"]  # the whole summary.json
-    assert logged["history"][r.summary["steps"]]["summary/flops_saving"] == pytest.approx(r.summary["flops_saving"])
+    assert logged["history"][r.summary.steps]["summary/flops_saving"] == pytest.approx(r.summary.flops_saving)
     assert "curriculum" in logged["tables"]  # the level-ups with their reasons
     (table,) = r.run_dir.glob("wandb/offline-run-*/files/media/table/curriculum_*.table.json")
     lines = [row[0] for row in json.loads(table.read_text())["data"]]
-    assert len(lines) == len(r.summary["level_up_events"]) > 0
-    assert all(f"({e['reason']})" in line for e, line in zip(r.summary["level_up_events"], lines))
+    assert len(lines) == len(r.summary.level_up_events) > 0
+    assert all(f"({e.reason})" in line for e, line in zip(r.summary.level_up_events, lines))
     assert json.loads((r.run_dir / "trackers.json").read_text())["wandb"]
 
 
@@ -106,12 +106,12 @@ def test_mlflow_local_store_receives_the_metrics_rows_config_and_summary(tiny):
     run = client.get_run(run_id)
     assert run.data.params["method"] == "leap" and run.data.params["eval_every"] == "4"
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["summary/flops_saving"] == pytest.approx(r.summary["flops_saving"])
+    assert run.data.metrics["summary/flops_saving"] == pytest.approx(r.summary.flops_saving)
     artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
-    assert json.loads((artifacts / "summary.json").read_text())["steps"] == r.summary["steps"]
+    assert json.loads((artifacts / "summary.json").read_text())["steps"] == r.summary.steps
     events = (artifacts / "curriculum.txt").read_text()
-    for event in r.summary["level_up_events"]:
-        assert f"block {event['from_block']} → {event['to_block']} ({event['reason']})" in events
+    for event in r.summary.level_up_events:
+        assert f"block {event.from_block} → {event.to_block} ({event.reason})" in events
 
 
 def test_resumed_run_logs_to_the_same_mlflow_run(tiny, monkeypatch, interrupt_at):

@@ -46,9 +46,9 @@ def test_every_tensor_of_the_step_is_on_the_gpu_and_the_teacher_in_bf16(tiny_cud
     monkeypatch.setattr(FeatureDistillation, "loss", loss)
     result = distill(name="placement", method="leap", precision="auto", cls_weight=0.05, **tiny_cuda)
     summary = result.summary
-    assert summary["precision"] == "bf16-mixed" and summary["teacher_dtype"] == "bfloat16"
-    assert summary["peak_memory_bytes"] and summary["peak_memory_bytes"] > 0  # read before teardown
-    assert summary["teacher_seconds"] > 0 and summary["student_seconds"] > 0 and summary["metric_seconds"] > 0
+    assert summary.precision == "bf16-mixed" and summary.teacher_dtype == "bfloat16"
+    assert summary.peak_memory_bytes and summary.peak_memory_bytes > 0  # read before teardown
+    assert summary.teacher_seconds > 0 and summary.student_seconds > 0 and summary.metric_seconds > 0
     assert seen and all(s.startswith("cuda:") for s in seen)
     assert all(v.device.type == "cpu" for v in load_file(result.run_dir / "student.safetensors").values())
 

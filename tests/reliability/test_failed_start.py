@@ -76,7 +76,7 @@ def test_a_new_run_that_fails_before_its_first_step_leaves_no_directory(tiny, mo
     signal.signal(signal.SIGINT, sigint)  # which Lightning left ignored
     assert not (Path(tiny["output_dir"]) / "start").exists()
     monkeypatch.undo()
-    assert distill(name="start", **{**tiny, **extra}).summary["status"] == "completed"  # the same command now works
+    assert distill(name="start", **{**tiny, **extra}).summary.status == "completed"  # the same command now works
 
 
 def test_a_resume_that_fails_before_its_first_step_leaves_the_run_as_it_was(tiny, monkeypatch, interrupt_at):
@@ -89,7 +89,7 @@ def test_a_resume_that_fails_before_its_first_step_leaves_the_run_as_it_was(tiny
         with pytest.raises(RuntimeError):
             distill(name="resumed", resume=True, **tiny)
     assert snapshot(first.run_dir) == before
-    assert distill(name="resumed", resume=True, **tiny).summary["steps"] == 15
+    assert distill(name="resumed", resume=True, **tiny).summary.steps == 15
 
 
 def test_a_run_that_fails_after_training_is_marked_failed(tiny, monkeypatch, capsys):
@@ -104,5 +104,5 @@ def test_a_run_that_fails_after_training_is_marked_failed(tiny, monkeypatch, cap
     assert "failed after step 4 (RuntimeError: device lost)" in err and "--resume" in err and "Traceback" not in err
     monkeypatch.undo()
     done = distill(name="crashed", checkpoint_every=2, resume=True, **tiny)  # from the step-4 checkpoint
-    assert done.summary["status"] == "completed" and "error" not in done.summary
-    assert "failed_after_step" not in json.loads((run / "summary.json").read_text())
+    assert done.summary.status == "completed" and done.summary.error is None
+    assert not {"failed_after_step", "error"} & set(json.loads((run / "summary.json").read_text()))

@@ -94,7 +94,7 @@ def test_full_disk_keeps_checkpoint_and_student_then_resume_is_exact(tiny, full_
 
     full_disk.clear()
     done = distill(name="full", resume=True, checkpoint_every=2, **tiny)
-    assert done.summary["status"] == "completed" and done.summary["steps"] == 15
+    assert done.summary.status == "completed" and done.summary.steps == 15
     same_training(run, Path(tiny["output_dir"]) / "reference")
 
 
@@ -169,5 +169,5 @@ def test_a_crash_between_the_checkpoint_renames_still_resumes(tiny, interrupt_at
     (checkpoints / "last.ckpt.424242.tmp").write_bytes(b"half a checkpoint")
     with pytest.warns(UserWarning, match="resuming from the previous one"):
         done = distill(name="renames", resume=True, checkpoint_every=2, **tiny)
-    assert done.summary["status"] == "completed" and done.summary["steps"] == 15
+    assert done.summary.status == "completed" and done.summary.steps == 15
     assert not stray(first.run_dir)

@@ -54,7 +54,7 @@ def test_wandb_offline_needs_neither_login_nor_network(tiny, no_wandb_login, mon
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
-    assert distill(name="wb", logger="csv,wandb", **tiny).summary["status"] == "completed"
+    assert distill(name="wb", logger="csv,wandb", **tiny).summary.status == "completed"
 
 
 def test_an_unreachable_mlflow_server_is_refused(tiny):
@@ -81,7 +81,7 @@ def test_a_tracker_that_fails_mid_run_is_dropped_and_training_goes_on(tiny, monk
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         r = distill(name="tb", logger="csv,tensorboard", **tiny)
-    assert r.summary["status"] == "completed" and r.summary["steps"] == 15
+    assert r.summary.status == "completed" and r.summary.steps == 15
     assert [int(row["step"]) for row in read_metrics(r.run_dir / "metrics.csv")] == list(range(15))
     stopped = json.loads((r.run_dir / "summary.json").read_text())["trackers_stopped"]
     assert stopped == [{"tracker": "tensorboard", "step": 5, "error": "ConnectionError: network gone"}]

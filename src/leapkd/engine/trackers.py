@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import Logger
 from leapkd.disk import write_text_atomic
 from leapkd.errors import LeapkdError
 from leapkd.rundir import RunDirectory
+from leapkd.summary import RunSummary
 
 
 class Trackers:
@@ -107,23 +108,21 @@ class Trackers:
         for name, logger in list(self.loggers.items()):
             self._guarded(name, step, lambda lg=logger: lg.log_metrics(scalars, step=step))
 
-    def finish(self, summary: dict[str, Any], step: int) -> None:
+    def finish(self, summary: RunSummary, step: int) -> None:
         """Summary figures (as `summary/<key>` at `step`), level-ups and early stop as text, the whole
         summary as JSON; then close each tracker with the run's status."""
+        record = summary.record()
         figures = {
             f"summary/{k}": float(v)
-            for k, v in summary.items()
+            for k, v in record.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        events = [
-            f"step {e['step']}: block {e['from_block']} → {e['to_block']} ({e['reason']})"
-            for e in summary.get("level_up_events", [])
-        ]
-        stop = (summary.get("evaluation") or {}).get("early_stop")
-        if stop:
-            events.append(f"step {stop['step']}: early stop ({stop['reason']})")
-        text = {"curriculum": "\n".join(events) or "no level-ups", "summary": json.dumps(summary, indent=2)}
-        interrupted = summary.get("status") == "interrupted"
+        events = [f"step {e.step}: block {e.from_block} → {e.to_block} ({e.reason})" for e in summary.level_up_events]
+        stop = summary.evaluation.early_stop if summary.evaluation is not None else None
+        if stop is not None:
+            events.append(f"step {stop.step}: early stop ({stop.reason})")
+        text = {"curriculum": "\n".join(events) or "no level-ups", "summary": json.dumps(record, indent=2)}
+        interrupted = summary.status == "interrupted"
         for name, logger in list(self.loggers.items()):
 
             def close(name: str = name, logger: Any = logger) -> None:

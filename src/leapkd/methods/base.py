@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from leapkd.config import MethodArgs
 from leapkd.models import Backbone, Features
+from leapkd.summary import MethodSummary
 
 LrRestart = Literal["peak", "envelope"]
 
@@ -88,9 +89,9 @@ class Method(nn.Module):
         """This step's values of `log_values`."""
         return {}
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> MethodSummary:
         """Method fields of summary.json (a curriculum's start block and moves)."""
-        return {"start_block": self.target_block, "level_ups": [], "level_up_events": []}
+        return MethodSummary(start_block=self.target_block, level_ups=[], level_up_events=[])
 
     # ----- what the student and the teacher must provide ---------------------------------
     def student_taps(self) -> list[int]:

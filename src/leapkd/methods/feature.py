@@ -30,6 +30,7 @@ from leapkd.methods.align import Aligner, ProjectorInit, ProjectorKind
 from leapkd.methods.base import LossOutput, Method, StudentOutput, Targets
 from leapkd.methods.progress import ProgressMetric
 from leapkd.models import Backbone, Features
+from leapkd.summary import MethodSummary
 
 
 class FeatureArgs(MethodArgs):
@@ -169,12 +170,11 @@ class FeatureDistillation(Method):
         self.progress_metric = ProgressMetric(args.metric, args.metric_images, seed)
 
     # ----- declarations ------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
-        kd = self.weights["kd"] > 0
-        return {
-            **super().summary(),
-            "teacher_classifier": ("own" if self.own_teacher_classifier else "fitted") if kd else None,
-        }
+    def summary(self) -> MethodSummary:
+        summary = super().summary()
+        own = "own" if self.own_teacher_classifier else "fitted"
+        summary.teacher_classifier = own if self.weights["kd"] > 0 else None
+        return summary
 
     def loss_terms(self) -> list[str]:
         terms = [t for t, w in self.weights.items() if w > 0]

@@ -15,6 +15,7 @@ from leapkd.methods.base import LossOutput, LrRestart, StudentOutput, Targets
 from leapkd.methods.feature import FeatureArgs, FeatureDistillation
 from leapkd.methods.registry import register_method
 from leapkd.models import Backbone
+from leapkd.summary import MethodSummary
 
 
 class LeapArgs(FeatureArgs):
@@ -172,15 +173,15 @@ class Leap(FeatureDistillation):
     def log_row(self) -> dict[str, float | None]:
         return {"ema": self.curriculum.last_ema}
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> MethodSummary:
         cur = self.curriculum
-        return {
-            "start_block": cur.start_block,
-            "calibration_scores": self.calibration_scores,
-            "level_ups": cur.level_up_steps,
-            "level_up_events": [e.__dict__ for e in cur.events],
-            "threshold": cur.config.threshold,
-        }
+        return MethodSummary(
+            start_block=cur.start_block,
+            calibration_scores=self.calibration_scores,
+            level_ups=cur.level_up_steps,
+            level_up_events=list(cur.events),
+            threshold=cur.config.threshold,
+        )
 
     def get_extra_state(self) -> dict[str, Any]:
         return {**super().get_extra_state(), "curriculum": self.curriculum.state_dict()}
