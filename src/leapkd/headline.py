@@ -55,8 +55,8 @@ def _quality_rows(s: RunSummary) -> list[Row]:
         label = "student head top-1" + (" / top-5" if top5 else "")
         rows.append((label, f"{pct(scores.top1)}{top5} ({scores.images_per_class} val images per class)"))
     evaluation = s.evaluation
-    if evaluation is not None and evaluation.best_value is not None and evaluation.best is not None:
-        best = f"{pct(evaluation.best_value, 2)} at step {evaluation.best['step']}"
+    if evaluation is not None and evaluation.best is not None:
+        best = f"{pct(evaluation.best[evaluation.metric], 2)} at step {evaluation.best['step']}"
         rows.append((f"best {evaluation.metric} during training", best))
         share = f", {pct(evaluation.share_of_wall)} of wall time" if evaluation.share_of_wall else ""
         rows.append(("evaluations", f"{len(evaluation.history)}, {evaluation.seconds:.1f} s{share}"))

@@ -117,10 +117,6 @@ class EvaluationSummary(EvaluatedImages):
     history: list[dict[str, Any]] = []
     share_of_wall: float | None = None
 
-    @property
-    def best_value(self) -> float | None:
-        return None if self.best is None else float(self.best[self.metric])
-
 
 class StudentClassification(EvaluatedImages):
     """The student's own head scored on the validation images."""
