@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     recipes = tuple(r.strip() for r in args.recipes.split(","))
     for part in [] if args.render_only else args.part or ("grid", "ablations"):
         for key, cfg in plan(part, recipes, args.quick):
-            if key in results and results[key]["config"] == cfg:
+            if key in results and results[key]["config"] == json.loads(json.dumps(cfg)):  # tuples read back as lists
                 print(f"reusing {key}", flush=True)
                 continue
             print(f"running {key}", flush=True)
