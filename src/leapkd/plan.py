@@ -40,7 +40,6 @@ from torch import Tensor
 
 from leapkd.accounting import student_step_flops, teacher_flops_by_depth
 from leapkd.data import build_dataset
-from leapkd.engine.module import student_forward
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.methods import build_method, load_config
 from leapkd.models import PRESETS, Backbone, check_image_size, freeze, load_backbone
@@ -241,7 +240,7 @@ def measure(request: PlanRequest) -> Measured:
         meta_images = torch.zeros(batch, 3, size, size, device="meta", dtype=dtype)
         targets = _on_cpu(method.targets(teacher, meta_images))
         images = torch.randn(batch, 3, size, size)
-        return lambda: method.loss(student_forward(student, method, images), targets).loss
+        return lambda: method.loss(student, images, targets).loss
 
     saved, flops = [], 0
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):

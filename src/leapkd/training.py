@@ -133,7 +133,7 @@ def distill(
     module = DistillModule(cfg, teacher, student, method, train_set, precision)
     if devices != 1 or num_nodes > 1:
         strategy = _ddp_strategy(module, strategy)
-    fit_head = _teacher_head_fitter(cfg, progress) if method.needs_teacher_head else None
+    fit_head = _teacher_head_fitter(cfg, progress) if method.teacher_head is not None else None
     scorer = _scorer(cfg, teacher, classifier=method.student_classifier is not None)
     callbacks = run_callbacks(cfg, method, run, teacher.num_levels, progress, fit_head, scorer)
     trainer = _trainer(cfg, precision, callbacks, devices, strategy, num_nodes, accelerator, progress)

@@ -7,15 +7,15 @@ import torch
 
 from leapkd import distill
 from leapkd.engine.accumulation import MicroBatches
-from leapkd.methods import LossOutput, Targets
+from leapkd.methods import FeatureTargets, LossOutput
 from leapkd.methods.fixed import FixedTarget
 from leapkd.models import Features
 
 
-def targets(seed: int) -> Targets:
+def targets(seed: int) -> FeatureTargets:
     g = torch.Generator().manual_seed(seed)
     r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
-    return Targets(
+    return FeatureTargets(
         depth=3,
         patch=r(2, 4, 8),
         grid=(2, 2),
@@ -31,8 +31,9 @@ def test_every_field_of_the_targets_is_joined_along_the_batch():
     micro = MicroBatches(per_step=2)
     parts = [targets(0), targets(1)]
     for t in parts:
-        micro.add(LossOutput(torch.tensor(1.0), {}, torch.zeros(2, 4, 8)), t)
-    _, joined = micro.joined()
+        micro.add(LossOutput(torch.tensor(1.0), {}, {"projected": torch.zeros(2, 4, 8)}), t)
+    out, joined = micro.joined()
+    assert out.saved["projected"].shape == (4, 4, 8)
     a, b = parts
     assert joined.depth == 3 and joined.grid == (2, 2)
     for name in ("patch", "cls", "logits"):
@@ -41,7 +42,7 @@ def test_every_field_of_the_targets_is_joined_along_the_batch():
     assert joined.embed.prefix is None
     assert torch.equal(joined.spectral[2].prefix, torch.cat([a.spectral[2].prefix, b.spectral[2].prefix]))
     assert set(joined.layers) == {1, 3} and joined.layers[3].patches.shape == (4, 4, 8)
-    assert {f.name for f in dataclasses.fields(Targets)} == {
+    assert {f.name for f in dataclasses.fields(FeatureTargets)} == {
         "depth",
         "patch",
         "grid",

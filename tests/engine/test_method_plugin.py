@@ -29,12 +29,12 @@ class ToyL1(FixedTarget):
         self.l1_weight = args.l1_weight
         self._norm = None
 
-    def loss(self, student, targets, labels=None):
-        out = super().loss(student, targets, labels)
-        l1 = F.l1_loss(out.projected.float(), targets.patch.float())
+    def loss(self, student, images, targets, labels=None):
+        out = super().loss(student, images, targets, labels)
+        l1 = F.l1_loss(out.saved["projected"].float(), targets.patch.float())
         self._norm = float(targets.patch.norm(dim=-1).mean())
         parts = {**out.parts, "loss_l1": l1.detach()}
-        return LossOutput(out.loss + self.l1_weight * l1, parts, out.projected)
+        return LossOutput(out.loss + self.l1_weight * l1, parts, out.saved)
 
     def loss_terms(self):
         return [*super().loss_terms(), "l1"]

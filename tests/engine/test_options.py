@@ -80,7 +80,7 @@ def test_all_layers_pairs_every_level_with_its_own_projector(reduce):
     images = torch.randn(2, 3, 32, 32)
     targets = method.targets(teacher, images)
     raw = student.forward_levels(images, range(1, 7), norm=False)
-    out = method.loss(StudentOutput(student.normalize(6, raw[6]), taps=raw), targets)
+    out = method.loss_from(StudentOutput(student.normalize(6, raw[6]), taps=raw), targets)
     with torch.no_grad():
         normed = {
             b: teacher.normalize(b, f) for b, f in teacher.forward_levels(images, range(1, 7), norm=False).items()
@@ -125,8 +125,8 @@ def test_concat_last_targets_the_block_and_the_last_one():
     assert targets.depth == 6 and torch.equal(targets.patch, torch.cat([levels[1].patches, levels[6].patches], -1))
     assert torch.equal(targets.cls, torch.cat([levels[1].cls, levels[6].cls], -1))
     raw = student.forward_levels(images, [6], norm=False)
-    out = method.loss(StudentOutput(student.normalize(6, raw[6])), targets)
-    expected = method.progress_metric.fn(out.projected[..., :128].detach(), levels[1].patches)
+    out = method.loss_from(StudentOutput(student.normalize(6, raw[6])), targets)
+    expected = method.progress_metric.fn(out.saved["projected"][..., :128].detach(), levels[1].patches)
     assert torch.allclose(method.progress(out, targets), expected)
     with pytest.raises(LeapkdError, match="snap_to_last"):
         build_method(load_config(None, {"method": "leap", "concat_last": True, "snap_to_last": 6}), teacher, student,
@@ -248,7 +248,7 @@ def test_patch_embedding_targets_are_the_raw_conv_outputs():
     targets = method.targets(teacher, images)
     assert targets.embed.patches.shape == (4, 4, 128)  # 2 x 2 patches, no prefix tokens, before pos_embed
     assert torch.equal(targets.embed.patches, teacher.model.patch_embed.proj(images).flatten(2).transpose(1, 2))
-    out = method.loss(StudentOutput(student.forward_to(images, 6), student.patch_projection(images)), targets)
+    out = method.loss_from(StudentOutput(student.forward_to(images, 6), student.patch_projection(images)), targets)
     assert set(out.parts) == {"loss_feature", "loss_patch_embed"}
     trained = [n for n, p in method.named_parameters() if p.requires_grad and n.startswith("patch_embed_loss.")]
     assert len(trained) == 6  # P_e, LN_s and LN_t, each with weight and bias: all in the optimizer

@@ -24,11 +24,11 @@ def test_supervised_loss_arithmetic_with_a_headed_teacher(mode):
     cfg = load_config(None, {**SUPERVISED, "kd_temperature": 2.0, "kd_mode": mode, "spectral_weight": 0.0})
     method = build_method(cfg, teacher, student, 10)
     torch.manual_seed(0)
-    method.set_teacher_head({"weight": torch.randn(10, teacher.width), "bias": torch.randn(10)})
+    method.teacher_head.load_state_dict({"weight": torch.randn(10, teacher.width), "bias": torch.randn(10)})
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 3, 9])
     targets = method.targets(teacher, images)
     features = student.forward_to(images, student.num_levels)
-    out = method.loss(StudentOutput(features, None, {}), targets, labels)
+    out = method.loss_from(StudentOutput(features, None, {}), targets, labels)
     student_logits = method.student_classifier(features.pooled())
     teacher_logits = method.teacher_head(teacher.forward_to(images, teacher.num_levels).pooled())
     assert torch.allclose(targets.logits, teacher_logits, atol=1e-5)  # the teacher's head gives the KD targets
@@ -96,7 +96,7 @@ def test_the_teachers_own_classifier_gives_the_kd_logits(tiny):
     teacher = load_backbone(HEADED["teacher"], 32, model_kwargs=HEADED["teacher_kwargs"]).eval()
     student = load_backbone("vit-nano", 32, patch_size=teacher.patch_size)
     method = build_method(load_config(None, SUPERVISED), teacher, student, 10)
-    assert method.own_teacher_classifier and not method.needs_teacher_head  # nothing to fit
+    assert method.own_teacher_classifier and method.teacher_head is None  # nothing to fit
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(method.targets(teacher, images).logits, teacher.model(images), atol=1e-5)
@@ -124,6 +124,6 @@ def test_a_classifier_for_other_classes_is_fitted_over_or_refused():
     teacher = load_backbone(HEADED["teacher"], 32, model_kwargs=kwargs).eval()
     student = load_backbone("vit-nano", 32, patch_size=teacher.patch_size)
     auto = build_method(load_config(None, SUPERVISED), teacher, student, 10)
-    assert not auto.own_teacher_classifier and auto.needs_teacher_head  # auto: a fitted head instead
+    assert not auto.own_teacher_classifier and auto.teacher_head is not None  # auto: a fitted head instead
     with pytest.raises(LeapkdError, match="a classifier of 7 classes, the data 10 classes"):
         build_method(load_config(None, {**SUPERVISED, "teacher_classifier": "own"}), teacher, student, 10)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from leapkd.curriculum import Curriculum, CurriculumConfig
 from leapkd.deploy import export
 from leapkd.engine.callbacks import StopOnSignal
-from leapkd.engine.module import DistillModule, student_forward
+from leapkd.engine.module import DistillModule
 from leapkd.eval.runner import evaluate
 from leapkd.hardware import resolve_precision
 from leapkd.methods import FeatureDistillation, build_method, load_config
@@ -130,7 +130,7 @@ def test_cka_and_the_level_up_decisions_agree_with_the_cpu():
     for device in ("cpu", "cuda"):
         torch.manual_seed(1)
         method = build_method(cfg, teacher.to(device), student.to(device), num_classes=10).to(device)
-        method.on_first_batch(teacher, student_forward(student, method, images.to(device)), images.to(device))
+        method.on_first_batch(teacher, student, images.to(device))
         scores[device] = method.calibration_scores
     assert scores["cuda"] == pytest.approx(scores["cpu"], abs=1e-4)
     decisions = {}

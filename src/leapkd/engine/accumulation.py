@@ -9,23 +9,24 @@ import lightning as L
 import torch
 
 from leapkd.config import DistillConfig
-from leapkd.methods import LossOutput, Targets
+from leapkd.methods import LossOutput, TeacherPass
 from leapkd.models import Features
 
 
 class MicroBatches:
     """Keeps what the progress metric may read of the batches accumulated into one optimizer
-    step: the detached loss and parts, the projected tokens and every field of the targets
-    (patch and CLS tokens, spectral maps, logits, levels), joined along the batch at the end."""
+    step: the detached loss and parts, what the method saved for it and every field of its
+    teacher pass (the feature methods': patch and CLS tokens, spectral maps, logits, levels),
+    joined along the batch at the end."""
 
     def __init__(self, per_step: int) -> None:
         self.per_step = per_step
-        self._group: list[tuple[LossOutput, Targets]] = []
+        self._group: list[tuple[LossOutput, TeacherPass]] = []
 
-    def add(self, out: LossOutput, targets: Targets) -> bool:
+    def add(self, out: LossOutput, targets: TeacherPass) -> bool:
         """Keep one micro-batch; True when the step has all of them."""
-        projected = out.projected.detach() if out.projected is not None else None
-        self._group.append((LossOutput(out.loss.detach(), out.parts, projected), targets))
+        saved = {key: value.detach() for key, value in out.saved.items()}
+        self._group.append((LossOutput(out.loss.detach(), out.parts, saved), targets))
         return len(self._group) >= self.per_step
 
     def __len__(self) -> int:
@@ -34,20 +35,18 @@ class MicroBatches:
     def clear(self) -> None:
         self._group.clear()
 
-    def joined(self) -> tuple[LossOutput, Targets]:
-        """The step's loss (the mean over its micro-batches) and its tokens and targets
-        joined along the batch, so the progress metric sees what one big batch would give."""
+    def joined(self) -> tuple[LossOutput, TeacherPass]:
+        """The step's loss (the mean over its micro-batches), what the method saved and its
+        teacher passes joined along the batch, so the progress metric sees what one big batch would give."""
         if len(self._group) == 1:
             return self._group[0]
         outs = [o for o, _ in self._group]
         targets = [t for _, t in self._group]
         loss = torch.stack([o.loss for o in outs]).mean()
         parts = {k: torch.stack([o.parts[k] for o in outs]).mean() for k in outs[0].parts}
-        projected = None
-        if all(o.projected is not None for o in outs):
-            projected = torch.cat([o.projected for o in outs if o.projected is not None])
+        saved = _join([o.saved for o in outs])
         fields = {f.name: _join([getattr(t, f.name) for t in targets]) for f in dataclasses.fields(targets[0])}
-        return LossOutput(loss, parts, projected), dataclasses.replace(targets[0], **fields)
+        return LossOutput(loss, parts, saved), dataclasses.replace(targets[0], **fields)
 
 
 def _join(values: list[Any]) -> Any:

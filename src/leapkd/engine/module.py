@@ -33,7 +33,7 @@ from leapkd.engine.run_state import restore_run_state, run_state
 from leapkd.engine.step_clock import Mark, StepClock
 from leapkd.engine.step_values import no_gradient_sync, step_values
 from leapkd.hardware import autocast_dtype
-from leapkd.methods import Method, StudentOutput
+from leapkd.methods import Method
 from leapkd.models import Backbone
 from leapkd.schedule import WarmupCosine
 
@@ -177,7 +177,7 @@ class DistillModule(L.LightningModule):
         t0 = clock.mark()
         targets = method.targets(self.teacher, images)
         t1 = clock.mark()
-        out = method.loss(student_forward(self.student, method, images), targets, labels)
+        out = method.loss(self.student, images, targets, labels)
         self.non_finite.observe(out.loss)
         last = self.micro_batches.add(out, targets)
         with nullcontext() if last else no_gradient_sync(self.trainer.strategy):  # one all-reduce per optimizer step
@@ -285,19 +285,10 @@ def _complete_step(
     )
 
 
-def student_forward(student: Backbone, method: Method, images: Tensor) -> StudentOutput:
-    """The student's last level (normalised) and the levels the method taps, in one pass,
-    plus the patch projection when the method compares it."""
-    last, taps = student.num_levels, method.student_taps()
-    raw = student.forward_levels(images, [*taps, last], norm=False)
-    projection = student.patch_projection(images) if method.needs_patch_projection else None
-    return StudentOutput(student.normalize(last, raw[last]), projection, {b: raw[b] for b in taps})
-
-
 def _restart_schedule(module: DistillModule, decided_at: int) -> None:
     """After the target moved: restart the LR schedule if the method asks (the level-up was
     decided after `decided_at` optimizer steps)."""
-    mode = module.method.lr_restart()
+    mode = module.method.lr_restart
     if mode is not None and module.scheduler is not None:
         module.scheduler.restart(mode, decided_at)
 
@@ -308,7 +299,7 @@ def _first_batch(module: DistillModule, images: Tensor) -> int:
     method, clock = module.method, module.clock
     start = clock.mark()
     with torch.no_grad():
-        blocks = method.on_first_batch(module.teacher, student_forward(module.student, method, images), images)
+        blocks = method.on_first_batch(module.teacher, module.student, images)
     clock.add("teacher", start, clock.mark())
     return blocks
 
@@ -327,7 +318,7 @@ def untrained_parameters(module: DistillModule, images: Tensor, labels: Tensor) 
     dtype = autocast_dtype(module.precision)
     with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
         targets = module.method.targets(module.teacher, images)
-        loss = module.method.loss(student_forward(module.student, module.method, images), targets, labels).loss
+        loss = module.method.loss(module.student, images, targets, labels).loss
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     return [n for (n, _), g in zip(named, grads) if g is None]

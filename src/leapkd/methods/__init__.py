@@ -1,7 +1,8 @@
 """Distillation methods as registered plug-ins; importing this package registers the built-ins."""
 
-from leapkd.methods.base import LossOutput, LrRestart, Method, StudentOutput, Targets
+from leapkd.methods.base import LossOutput, LrRestart, Method, TeacherPass
 from leapkd.methods.feature import FeatureArgs, FeatureDistillation, default_spectral_pairs
+from leapkd.methods.feature_io import FeatureTargets, StudentOutput
 from leapkd.methods.fixed import FixedArgs, FixedTarget
 from leapkd.methods.leap import Leap, LeapArgs
 from leapkd.methods.registry import METHODS, build_method, config_class, load_config, register_method
@@ -11,6 +12,7 @@ __all__ = [
     "METHODS",
     "FeatureArgs",
     "FeatureDistillation",
+    "FeatureTargets",
     "FixedArgs",
     "FixedTarget",
     "Leap",
@@ -21,7 +23,7 @@ __all__ = [
     "SpectralArgs",
     "SpectralKD",
     "StudentOutput",
-    "Targets",
+    "TeacherPass",
     "build_method",
     "config_class",
     "default_spectral_pairs",

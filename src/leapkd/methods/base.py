@@ -1,12 +1,19 @@
-"""What a distillation method is to the engine: a module with hooks, and what flows through them.
+"""What a distillation method is to the engine: one step in three phases, and a few hooks.
 
-A method says which teacher blocks it needs this step (the teacher runs only up to the
-deepest), builds the targets from them, computes the loss of the student's output against
-them, and reports a progress metric; curriculum hooks let it move its target. The engine
-calls these hooks in a fixed order every step (targets -> loss -> backward/step ->
-progress -> after_step) and never names a concrete method; a method never calls the
-engine. A method also declares what it logs: its loss terms (metrics.csv columns
-`loss_<term>`, drawn in the loss plot), extra per-step values, and summary fields.
+One step: `targets` runs the teacher (no gradient, only as deep as `target_block` needs;
+the engine times and FLOP-counts it as teacher work), `loss` runs the student on the batch
+and returns the loss with its logged parts, and `progress` reads the step's micro-batches,
+joined along the batch, for the progress metric. Around the step: `on_first_batch` (a
+one-off pass of a fresh run), `after_step` and `after_epoch` (a moving target: True when it
+moved, and the learning rate then restarts as `lr_restart` says). A method declares what it
+logs: its loss terms (metrics.csv columns `loss_<term>`), extra per-step values
+(`log_values`, filled by `log_row`) and its part of summary.json (`summary`). It may own two
+heads: `student_classifier` (averaged by EMA, scored by evaluation) and `teacher_head`
+(a frozen linear head the engine fits on the teacher's features before training).
+
+The engine never names a concrete method and a method never calls the engine. What a
+method needs of the teacher and the student beyond this (levels, tokens, projectors) is its
+own business: the feature methods keep theirs in `methods/feature_io.py`.
 
 Register one with `@leapkd.register_method("name")` on a subclass that sets `Args` to its
 own `MethodArgs` class (see docs/architecture.md).
@@ -16,54 +23,47 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Generic, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from leapkd.config import MethodArgs
-from leapkd.models import Backbone, Features
+from leapkd.models import Backbone
 from leapkd.summary import MethodSummary
 
 LrRestart = Literal["peak", "envelope"]
 
 
 @dataclass
-class StudentOutput:
-    """The student's features for one batch."""
+class TeacherPass:
+    """What the teacher produced for one batch. A method subclasses it with its own fields;
+    under gradient accumulation the engine joins every field along the batch (tensors,
+    `Features` and dicts of them; anything else is taken from the first micro-batch)."""
 
-    features: Features  # the last level, normalised
-    embed: Features | None = None  # raw patch projection, when the method asks for it
-    taps: dict[int, Features] = field(default_factory=dict)  # un-normalised features of the tapped levels
-
-
-@dataclass
-class Targets:
-    """What the teacher produced for one batch."""
-
-    depth: int  # number of teacher levels that were run
-    patch: Tensor  # (B, N_t, D_target)
-    grid: tuple[int, int]  # the target's grid (N_t = rows x columns)
-    cls: Tensor | None = None  # (B, D_target) when the CLS loss is on
-    embed: Features | None = None  # teacher raw patch projection when that loss is on
-    spectral: dict[int, Features] = field(default_factory=dict)  # un-normalised features per teacher level
-    logits: Tensor | None = None  # teacher logits (B, classes) when logit KD is on
-    layers: dict[int, Features] = field(default_factory=dict)  # normalised features per level (layer by layer)
+    depth: int  # teacher levels that were run: the step is charged for these
 
 
 @dataclass
 class LossOutput:
+    """The student's side of one step."""
+
     loss: Tensor
     parts: dict[str, Tensor]  # each declared term before weighting, detached, keyed loss_<term>
-    projected: Tensor | None = None  # projected student patch tokens (B, P, D_target), for the metric
+    # batch-first tensors `progress` reads; the engine detaches them and joins the micro-batches'
+    saved: dict[str, Tensor] = field(default_factory=dict)
+
+
+T = TypeVar("T", bound=TeacherPass)  # a method's own teacher pass
 
 
 def identity_reduce(x: Tensor) -> Tensor:
     return x
 
 
-class Method(nn.Module):
-    """The hooks the engine calls; defaults describe a method without a curriculum."""
+class Method(nn.Module, Generic[T]):
+    """The contract, generic in the method's `TeacherPass`; the defaults describe a method whose
+    target does not move."""
 
     name: ClassVar[str]  # set by register_method
     Args: ClassVar[type[MethodArgs]] = MethodArgs
@@ -79,6 +79,10 @@ class Method(nn.Module):
         self.reduce: Callable[[Tensor], Tensor] = identity_reduce
         # True: `after_step` gets this rank's progress metric, not the mean over the ranks
         self.progress_per_rank = False
+        # how the learning rate restarts when the target moves (None: it does not)
+        self.lr_restart: LrRestart | None = None
+        # logit KD with a headless teacher: frozen, its weights fitted by the engine before training
+        self.teacher_head: nn.Linear | None = None
 
     # ----- declarations ------------------------------------------------------------
     def loss_terms(self) -> list[str]:
@@ -90,30 +94,12 @@ class Method(nn.Module):
         return {}
 
     def summary(self) -> MethodSummary:
-        """Method fields of summary.json (a curriculum's start block and moves)."""
-        return MethodSummary(start_block=self.target_block, level_ups=[], level_up_events=[])
-
-    # ----- what the student and the teacher must provide ---------------------------------
-    def student_taps(self) -> list[int]:
-        """Student levels whose un-normalised features the loss needs this step."""
-        return []
-
-    @property
-    def needs_patch_projection(self) -> bool:
-        """Whether the loss compares the raw patch-projection outputs."""
-        return False
-
-    @property
-    def needs_teacher_head(self) -> bool:
-        """Whether the teacher must be given a fitted linear head (logit KD, headless teacher)."""
-        return False
-
-    def set_teacher_head(self, state: dict[str, Tensor]) -> None:
-        raise NotImplementedError(f"method {self.name} has no teacher head")
+        """The method's fields of summary.json."""
+        return MethodSummary()
 
     @property
     def student_classifier(self) -> nn.Module | None:
-        """The student's classification head on its pooled last-level features, when the method trains one."""
+        """The student's classification head, when the method trains one."""
         return None
 
     # ----- one step ---------------------------------------------------------------
@@ -122,24 +108,26 @@ class Method(nn.Module):
         """The deepest teacher level this step's target needs."""
         raise NotImplementedError
 
-    def targets(self, teacher: Backbone, images: Tensor) -> Targets:
+    def targets(self, teacher: Backbone, images: Tensor) -> T:
+        """The teacher's part of the step (called under no_grad)."""
         raise NotImplementedError
 
-    def loss(self, student: StudentOutput, targets: Targets, labels: Tensor | None = None) -> LossOutput:
+    def loss(self, student: Backbone, images: Tensor, targets: T, labels: Tensor | None = None) -> LossOutput:
+        """The student's part of the step: its forward pass and the loss against `targets`."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def progress(self, out: LossOutput, targets: Targets) -> Tensor | None:
+    def progress(self, out: LossOutput, targets: T) -> Tensor | None:
         """The progress metric of this step on this rank (a 0-d tensor on the device), or None.
 
         Left on the device: the engine averages it over the ranks (unless `progress_per_rank`)
-        and brings it to the host together with the step's other figures, in one transfer;
+        and brings it to the host with the step's other figures, in one transfer;
         `after_step` gets the float."""
         return None
 
-    # ----- curriculum hooks ---------------------------------------------------------
-    def on_first_batch(self, teacher: Backbone, student: StudentOutput, images: Tensor) -> int:
-        """Called once, on the first batch of a fresh run; returns the teacher blocks it ran."""
+    # ----- lifecycle ----------------------------------------------------------------
+    def on_first_batch(self, teacher: Backbone, student: Backbone, images: Tensor) -> int:
+        """Called once, under no_grad, on the first batch of a fresh run; returns the teacher blocks it ran."""
         return 0
 
     def after_step(self, metric: float | None) -> bool:
@@ -149,7 +137,3 @@ class Method(nn.Module):
     def after_epoch(self) -> bool:
         """Called at every epoch end; True if the target moved."""
         return False
-
-    def lr_restart(self) -> LrRestart | None:
-        """How the learning rate restarts when the target moves (None: it does not)."""
-        return None

@@ -27,7 +27,8 @@ from leapkd.config import MethodArgs
 from leapkd.errors import LeapkdError
 from leapkd.losses import ClsMSE, CrossEntropy, FeatureMSE, KdMode, LogitKD, PatchEmbedLoss, SpectralLoss
 from leapkd.methods.align import Aligner, ProjectorInit, ProjectorKind
-from leapkd.methods.base import LossOutput, Method, StudentOutput, Targets
+from leapkd.methods.base import LossOutput, Method
+from leapkd.methods.feature_io import FeatureTargets, StudentOutput, student_output
 from leapkd.methods.progress import ProgressMetric
 from leapkd.models import Backbone, Features
 from leapkd.summary import MethodSummary
@@ -108,7 +109,7 @@ def spectral_pairs(args: FeatureArgs, student: Backbone, teacher: Backbone) -> l
     return pairs
 
 
-class FeatureDistillation(Method):
+class FeatureDistillation(Method[FeatureTargets]):
     """Aligner + loss terms + progress metric; subclasses choose the target levels.
 
     A target of several levels (fixed, last n) is their concatenation along channels, so
@@ -151,7 +152,7 @@ class FeatureDistillation(Method):
         heads = args.ce_weight > 0 or args.kd_weight > 0
         self.student_head = _classifier(student.width, num_classes) if heads and num_classes else None
         self.own_teacher_classifier = _own_classifier(args, teacher, num_classes)
-        # frozen; its weights come from set_teacher_head (fitted before training) or a checkpoint
+        # frozen; its weights come from the engine (fitted before training) or a checkpoint
         kd_classes = num_classes if args.kd_weight > 0 and not self.own_teacher_classifier else None
         self.teacher_head = nn.Linear(teacher.width, kd_classes).requires_grad_(False) if kd_classes else None
         # only modules that receive gradients exist (DDP refuses parameters without one)
@@ -171,10 +172,12 @@ class FeatureDistillation(Method):
 
     # ----- declarations ------------------------------------------------------------
     def summary(self) -> MethodSummary:
-        summary = super().summary()
+        """The target's start (it does not move here) and the teacher classifier of logit KD."""
         own = "own" if self.own_teacher_classifier else "fitted"
-        summary.teacher_classifier = own if self.weights["kd"] > 0 else None
-        return summary
+        teacher_classifier = own if self.weights["kd"] > 0 else None
+        return MethodSummary(
+            start_block=self.target_block, level_ups=[], level_up_events=[], teacher_classifier=teacher_classifier
+        )
 
     def loss_terms(self) -> list[str]:
         terms = [t for t, w in self.weights.items() if w > 0]
@@ -196,21 +199,8 @@ class FeatureDistillation(Method):
         return torch.cat(tokens, dim=-1)
 
     @property
-    def needs_patch_projection(self) -> bool:
-        return self.patch_embed_loss is not None
-
-    @property
-    def needs_teacher_head(self) -> bool:
-        return self.teacher_head is not None
-
-    @property
     def student_classifier(self) -> nn.Module | None:
         return self.student_head
-
-    @torch.no_grad()
-    def set_teacher_head(self, state: dict[str, Tensor]) -> None:
-        assert self.teacher_head is not None, "set_teacher_head without logit KD"
-        self.teacher_head.load_state_dict(state)
 
     def active_pairs(self) -> list[tuple[int, int]]:
         """Spectral pairs whose teacher level runs this step."""
@@ -218,11 +208,16 @@ class FeatureDistillation(Method):
         return [(s, t) for s, t in self.spectral_pairs if t <= depth]
 
     def student_taps(self) -> list[int]:
+        """Student levels whose un-normalised features the loss needs this step."""
         return sorted({s for s, _ in self.active_pairs()})
+
+    def student_output(self, student: Backbone, images: Tensor) -> StudentOutput:
+        """The student's features this step's loss reads."""
+        return student_output(student, images, self.student_taps(), self.patch_embed_loss is not None)
 
     # ----- targets and loss -----------------------------------------------------------
     @torch.no_grad()
-    def targets(self, teacher: Backbone, images: Tensor) -> Targets:
+    def targets(self, teacher: Backbone, images: Tensor) -> FeatureTargets:
         """Run the teacher up to the deepest level needed only, and build the targets."""
         blocks = self.target_blocks()
         spectral = sorted({t for _, t in self.active_pairs()})
@@ -237,7 +232,7 @@ class FeatureDistillation(Method):
         cls = None
         if self.weights["cls"] > 0:
             cls = self.combine([_cls_of(normed[b], teacher, b) for b in blocks])
-        return Targets(
+        return FeatureTargets(
             depth=max(blocks + spectral),
             patch=self.combine([normed[b].patches for b in blocks]),
             grid=normed[blocks[0]].grid,
@@ -247,7 +242,13 @@ class FeatureDistillation(Method):
             logits=logits,
         )
 
-    def loss(self, student: StudentOutput, targets: Targets, labels: Tensor | None = None) -> LossOutput:
+    def loss(
+        self, student: Backbone, images: Tensor, targets: FeatureTargets, labels: Tensor | None = None
+    ) -> LossOutput:
+        return self.loss_from(self.student_output(student, images), targets, labels)
+
+    def loss_from(self, student: StudentOutput, targets: FeatureTargets, labels: Tensor | None = None) -> LossOutput:
+        """The loss of the student's features against the targets."""
         width = targets.patch.shape[-1]
         projected = None
         if self.aligner is not None:
@@ -256,10 +257,11 @@ class FeatureDistillation(Method):
         total = student.features.patches.new_zeros((), dtype=torch.float32)
         for term, value in parts.items():
             total = total + self.weights[term] * value
-        return LossOutput(total, {f"loss_{k}": v.detach() for k, v in parts.items()}, projected)
+        saved = {"projected": projected} if projected is not None else {}
+        return LossOutput(total, {f"loss_{k}": v.detach() for k, v in parts.items()}, saved)
 
     def _parts(
-        self, student: StudentOutput, targets: Targets, labels: Tensor | None, projected: Tensor | None
+        self, student: StudentOutput, targets: FeatureTargets, labels: Tensor | None, projected: Tensor | None
     ) -> dict[str, Tensor]:
         parts: dict[str, Tensor] = {}
         if projected is not None and self.weights["feature"] > 0:
@@ -283,12 +285,13 @@ class FeatureDistillation(Method):
 
     # ----- progress metric -------------------------------------------------------------
     @torch.no_grad()
-    def progress(self, out: LossOutput, targets: Targets) -> Tensor | None:
+    def progress(self, out: LossOutput, targets: FeatureTargets) -> Tensor | None:
         """The metric between the aligned student tokens and the target on this rank
         (`ProgressMetric`); None when nothing is projected (no feature loss)."""
-        if self.weights["feature"] == 0 or out.projected is None:
+        projected = out.saved.get("projected")
+        if self.weights["feature"] == 0 or projected is None:
             return None
-        return self.progress_metric(out.projected, targets.patch)
+        return self.progress_metric(projected, targets.patch)
 
     # ----- state saved inside the module's state_dict (hence in every checkpoint) -----
     def get_extra_state(self) -> dict[str, Any]:

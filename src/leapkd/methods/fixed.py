@@ -18,8 +18,8 @@ from torch import Tensor
 
 from leapkd.config import MethodArgs
 from leapkd.errors import LeapkdError
-from leapkd.methods.base import StudentOutput, Targets
 from leapkd.methods.feature import FeatureArgs, FeatureDistillation
+from leapkd.methods.feature_io import FeatureTargets, StudentOutput
 from leapkd.methods.layerwise import LayerReduce, LayerwiseLoss
 from leapkd.methods.registry import register_method
 from leapkd.models import Backbone
@@ -106,16 +106,16 @@ class FixedTarget(FeatureDistillation):
         return list(range(1, len(self.layerwise.projectors) + 1)) if self.layerwise else super().student_taps()
 
     @torch.no_grad()
-    def targets(self, teacher: Backbone, images: Tensor) -> Targets:
+    def targets(self, teacher: Backbone, images: Tensor) -> FeatureTargets:
         if self.layerwise is None:
             return super().targets(teacher, images)
         raw = teacher.forward_levels(images, self.blocks, norm=False)
         normed = {b: teacher.normalize(b, raw[b]) for b in self.blocks}
         last = normed[self.blocks[-1]]
-        return Targets(depth=self.blocks[-1], patch=last.patches, grid=last.grid, layers=normed)
+        return FeatureTargets(depth=self.blocks[-1], patch=last.patches, grid=last.grid, layers=normed)
 
     def _parts(
-        self, student: StudentOutput, targets: Targets, labels: Tensor | None, projected: Tensor | None
+        self, student: StudentOutput, targets: FeatureTargets, labels: Tensor | None, projected: Tensor | None
     ) -> dict[str, Tensor]:
         parts = super()._parts(student, targets, labels, projected)
         if self.layerwise is not None:

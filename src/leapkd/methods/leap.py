@@ -11,8 +11,9 @@ from pydantic import Field, model_validator
 from leapkd.config import MethodArgs
 from leapkd.curriculum import ALPHA, LIMITS, MAX_EPOCHS_PER_BLOCK, THRESHOLD, Curriculum, CurriculumConfig
 from leapkd.errors import LeapkdError
-from leapkd.methods.base import LossOutput, LrRestart, StudentOutput, Targets
+from leapkd.methods.base import LossOutput
 from leapkd.methods.feature import FeatureArgs, FeatureDistillation
+from leapkd.methods.feature_io import FeatureTargets
 from leapkd.methods.registry import register_method
 from leapkd.models import Backbone
 from leapkd.summary import MethodSummary
@@ -113,7 +114,7 @@ class Leap(FeatureDistillation):
         )
         self.calibrate = args.calibrate
         self.reset_on_level_up = args.reset_projector
-        self.restart_mode: LrRestart | None = None if args.lr_reset == "none" else args.lr_reset
+        self.lr_restart = None if args.lr_reset == "none" else args.lr_reset
         self.calibration_scores: list[float] | None = None
         self.progress_per_rank = not args.curriculum_sync
 
@@ -127,19 +128,20 @@ class Leap(FeatureDistillation):
         return [block, len(self.teacher_levels)] if self.concat_last else [block]
 
     @torch.no_grad()
-    def on_first_batch(self, teacher: Backbone, student: StudentOutput, images: torch.Tensor) -> int:
+    def on_first_batch(self, teacher: Backbone, student: Backbone, images: torch.Tensor) -> int:
         """Calibration: score the random student against every teacher level in one pass
         (through the projector of each level's width, on each level's grid)."""
         if not self.calibrate:
             return 0
         assert self.aligner is not None, "leap always trains the projector"
         L = self.curriculum.num_blocks
+        features = self.student_output(student, images).features
         outs = teacher.forward_levels(images, range(1, L + 1))
         scores = []
         for b in range(1, L + 1):
             target = outs[b]
             width = target.patches.shape[-1]  # with concat_last, the projection's first channels
-            aligned = self.aligner.tokens(student.features, width + self.last_width, target.grid)[..., :width]
+            aligned = self.aligner.tokens(features, width + self.last_width, target.grid)[..., :width]
             score = self.progress_metric.fn(aligned, target.patches)
             scores.append(float(score if self.progress_per_rank else self.reduce(score)))
         self.calibration_scores = scores
@@ -147,13 +149,15 @@ class Leap(FeatureDistillation):
         return L
 
     @torch.no_grad()
-    def progress(self, out: LossOutput, targets: Targets) -> torch.Tensor | None:
+    def progress(self, out: LossOutput, targets: FeatureTargets) -> torch.Tensor | None:
         """The metric on the current block; with concat_last, on its channels of the projection and target."""
-        if not self.concat_last or out.projected is None:
+        projected = out.saved.get("projected")
+        if not self.concat_last or projected is None:
             return super().progress(out, targets)
         width = targets.patch.shape[-1] - self.last_width
         return super().progress(
-            replace(out, projected=out.projected[..., :width]), replace(targets, patch=targets.patch[..., :width])
+            replace(out, saved={"projected": projected[..., :width]}),
+            replace(targets, patch=targets.patch[..., :width]),
         )
 
     def after_step(self, metric: float | None) -> bool:
@@ -166,9 +170,6 @@ class Leap(FeatureDistillation):
         if moved and self.reset_on_level_up and self.aligner is not None:
             self.aligner.reset(self.target_width())
         return moved
-
-    def lr_restart(self) -> LrRestart | None:
-        return self.restart_mode
 
     def log_row(self) -> dict[str, float | None]:
         return {"ema": self.curriculum.last_ema}

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from leapkd.accounting import FlopsLedger, student_step_flops, teacher_flops_by_depth
-from leapkd.engine.module import DistillModule, student_forward
+from leapkd.engine.module import DistillModule
 
 
 class FlopAccounting(Callback):
@@ -76,4 +76,4 @@ def _student_step(module: DistillModule, images: Tensor) -> Callable[[], Tensor]
     with torch.no_grad():
         targets = module.method.targets(module.teacher, images)
     labels = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
-    return lambda: module.method.loss(student_forward(module.student, module.method, images), targets, labels).loss
+    return lambda: module.method.loss(module.student, images, targets, labels).loss
