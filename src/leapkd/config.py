@@ -384,33 +384,37 @@ def describe_key(model: type[BaseModel], key: str) -> str:
     return f"{field.description or ''} [{'; '.join(extra)}]"
 
 
-def _explain(err: ValidationError, model: type[BaseModel], elsewhere: Mapping[str, str]) -> LeapkdError:
+def _explain(err: ValidationError, model: type[BaseModel], elsewhere: Mapping[str, str], command: str) -> LeapkdError:
     lines, fixes = [], []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "config"
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown config key '{key}'")
+            lines.append(f"unknown {'config key' if command == 'distill' else 'option'} '{key}'")
             if key in elsewhere:
                 fixes.append(f"'{key}' is a key of method {elsewhere[key]}; pick that method or drop the key")
                 continue
             close = closest_names(key, list(model.model_fields))
-            fixes.append(f"did you mean {' or '.join(close)}?" if close else "run `leapkd distill --help` for the keys")
+            fixes.append(
+                f"did you mean {' or '.join(close)}?" if close else f"run `leapkd {command} --help` for the keys"
+            )
         elif key == "config":  # a rule across keys: the message names them
             lines.append(str(e["msg"]).removeprefix("Value error, "))
             fixes.append("change the settings the message names")
         else:
             lines.append(f"{key}: {str(e['msg']).removeprefix('Value error, ')} (got {e.get('input')!r})")
-            fixes.append(f"set {key} to a valid value (`leapkd distill --help` lists ranges)")
+            fixes.append(f"set {key} to a valid value (`leapkd {command} --help` lists ranges)")
     return LeapkdError("; ".join(lines), "; ".join(dict.fromkeys(fixes)))
 
 
-def validate(values: Mapping[str, Any], model: type[C], elsewhere: Mapping[str, str] | None = None) -> C:
+def validate(
+    values: Mapping[str, Any], model: type[C], elsewhere: Mapping[str, str] | None = None, command: str = "distill"
+) -> C:
     """`model(**values)`, or a LeapkdError naming each bad key. `elsewhere` maps keys of
-    other methods to their method, for a precise hint."""
+    other methods to their method, for a precise hint; `command` is the one whose `--help` the fix names."""
     try:
         return model(**values)
     except ValidationError as err:
-        raise _explain(err, model, elsewhere or {}) from None
+        raise _explain(err, model, elsewhere or {}, command) from None
 
 
 def parse_value(text: str, as_text: bool = False) -> Any:
