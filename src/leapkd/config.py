@@ -62,37 +62,58 @@ class ModelKeys(StrictKeys):
     """The run and its models (the first keys of every run)."""
 
     # ----- run -----
-    name: str | None = Field(None, description="run name; default <method>-<teacher>-<student>-s<seed>")
-    output_dir: str = Field("runs", description="parent directory of run directories")
-    seed: int = Field(0, description="seed of weights, data order and augmentation")
-    recipe: str | None = Field(
-        None, description="a named recipe whose keys are the starting point (`leapkd recipes` lists them)"
+    name: str | None = Field(
+        None,
+        description="the run's name: the run directory is `<output_dir>/<name>`; default: "
+        "`<method>-<teacher>-<student>-s<seed>`",
     )
-    method: str = Field("leap", description="distillation method (`leapkd distill --help --method M` lists M's keys)")
+    output_dir: str = Field(
+        "runs", description="parent directory of run directories: the run directory is `<output_dir>/<name>`"
+    )
+    seed: int = Field(0, description="seeds the student's weights, the data order and the augmentation")
+    recipe: str | None = Field(
+        None,
+        description="a named recipe whose keys are the starting point (`leapkd recipes` lists them); your keys win",
+    )
+    method: str = Field(
+        "leap",
+        description="a registered method: `leap` (curriculum), `fixed` (last-block baseline), `spectralkd` (FFT "
+        "alignment), or one you register (`leapkd distill --help --method M` lists M's keys)",
+    )
     # ----- models -----
     teacher: str = Field(
         "dinov2-vits14-imgfocus",
-        description="the embedded teacher, a timm name of any supported family, "
-        "an HF Dinov2 directory or a registered model",
+        description='the embedded teacher, a timm name of any supported family ("Models"), a registered model, or'
+        " a Hugging Face Dinov2 directory",
     )
-    teacher_weights: str | None = Field(None, description="local weight file for the teacher")
+    teacher_weights: str | None = Field(
+        None,
+        description="a local weight file for the teacher: `.safetensors`, `.pth` or `.bin` (timm, DINOv2 hub or "
+        "HF layout)",
+    )
     teacher_pretrained: bool = Field(
         False,
-        description="load timm's pretrained weights for a timm-name teacher (downloads: needs a network); "
-        "teacher_weights, when given, wins",
+        description="a timm-name teacher with timm's pretrained weights (downloads: needs a network); "
+        "`teacher_weights`, when given, wins",
     )
     allow_random_teacher: bool = Field(
-        False, description="accept a randomly initialised teacher (tests and speed benchmarks only)"
+        False,
+        description="accept a preset or timm-name teacher without weights (random init: tests and speed "
+        "benchmarks only); otherwise such a teacher is refused",
     )
     teacher_kwargs: dict[str, Any] | None = Field(
-        None, description="extra arguments of the teacher's timm constructor, e.g. {depth: 6}"
+        None, description="extra arguments of the teacher's timm constructor, e.g. `{depth: 6}`"
     )
     student: str = Field(
-        "vit-nano", description="student preset, timm name of any supported family, or a registered model"
+        "vit-nano",
+        description="`vit-nano` (128/6/2), `vit-tiny` (192/12/3), `vit-small` (384/12/6) (width/depth/heads "
+        "presets, built with the teacher's patch size), or a timm name of any supported family or a "
+        "registered model (kept as named)",
     )
-    student_weights: str | None = Field(None, description="local weight file to start the student from")
+    student_weights: str | None = Field(None, description="a local weight file to start the student from")
     student_kwargs: dict[str, Any] | None = Field(
-        None, description="extra arguments of the student's timm constructor, e.g. {drop_path_rate: 0.1}"
+        None,
+        description="extra arguments of the student's timm constructor, e.g. `{depth: 6}` or `{drop_path_rate: 0.1}`",
     )
 
 
@@ -117,54 +138,70 @@ class DataKeys(ModelKeys):
     # ----- data -----
     data: str = Field(
         "fashion-mnist",
-        description="built-in dataset, labelled folder (train/<class>/, val/<class>/), or unlabelled images: "
-        "a folder at any depth, a .txt list of paths, or a glob",
+        description="`fashion-mnist`, `animal-mnist`, `mnist5k` (built-in datasets); a folder with "
+        "`train/<class>/` (labels; `val/<class>/` too); or unlabelled images: any other folder (any "
+        "depth), a `.txt` list of paths, a glob (`'photos/**/*.jpg'`)",
     )
-    data_root: str | None = Field(None, description="directory of a built-in dataset's files")
+    data_root: str | None = Field(
+        None, description="the directory holding a built-in dataset's files; default: where its package put them"
+    )
     eval_data: str | None = Field(
         None,
-        description="labelled set to evaluate on (built-in name or labelled folder); default: the training data, "
-        "which must then be labelled",
+        description="a labelled set to evaluate on (built-in name or class folders) when `data` has no labels; "
+        "default: `data` itself (its own `val/`), which must then be labelled",
     )
     subset_per_class: int | Literal["all", "auto"] = Field(
         "auto",
-        description="training images per class, or all; auto: 80 for a built-in dataset (the demo), all for a folder",
+        description="training images per class (seeded), or `all`; `auto`: 80 for a built-in dataset (the demo) "
+        "and every image of a folder",
     )
-    image_size: int = Field(112, ge=14, description="input resolution in pixels")
-    augment: bool = Field(True, description="augment training images (the aug_* keys); false: a plain resize")
+    image_size: int = Field(
+        112, ge=14, description="input resolution in pixels (teacher and student see the same images)"
+    )
+    augment: bool = Field(True, description="random training augmentation (the `aug_*` keys); false: a plain resize")
     mixup: bool = Field(
         False,
-        description="mix every batch with a shuffled copy of itself, one lambda ~ U(0, 1) per batch, images only "
-        "(the LEAP reference's)",
+        description="mix every batch with a shuffled copy of itself, one lambda ~ U(0, 1) per batch, images only,"
+        " calibration batch included (the LEAP reference's); refused with `ce_weight` > 0",
     )
-    aug_crop_scale: tuple[float, float] = Field((0.5, 1.0), description="random resized crop: area fraction range")
+    aug_crop_scale: tuple[float, float] = Field(
+        (0.5, 1.0), description="random-resized-crop area range (fractions of the image)"
+    )
     aug_flip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
     aug_jitter: float = Field(0.0, ge=0, le=1, description="colour jitter probability")
     aug_jitter_strength: tuple[float, float, float, float] = Field(
-        (0.4, 0.4, 0.2, 0.1), description="colour jitter: brightness, contrast, saturation, hue"
+        (0.4, 0.4, 0.2, 0.1), description="colour jitter's brightness, contrast, saturation, hue"
     )
     aug_grayscale: float = Field(0.0, ge=0, le=1, description="random grayscale probability")
-    aug_blur: float = Field(0.0, ge=0, le=1, description="Gaussian blur probability")
-    aug_blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="Gaussian blur: sigma range")
+    aug_blur: float = Field(0.0, ge=0, le=1, description="random Gaussian blur probability")
+    aug_blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="the Gaussian blur's sigma range")
     aug_randaugment: str | None = Field(
-        None, description="timm RandAugment, e.g. rand-m9-mstd0.5-inc1 (DeiT's), after the crop and flip; None: off"
+        None,
+        description="timm RandAugment after the crop and flip, e.g. `rand-m9-mstd0.5-inc1` (DeiT's; magnitudes "
+        "stop at 9.99, where Pillow still accepts timm's posterize); None: off",
     )
     aug_interpolation: Literal["bilinear", "bicubic"] = Field(
-        "bilinear", description="resampling of the random resized crop and RandAugment's geometric operations"
+        "bilinear",
+        description="resampling of the random resized crop and of RandAugment's rotations, shears and "
+        "translations: `bilinear` or `bicubic` (DeiT's and SpectralKD's)",
     )
     aug_erasing: float = Field(
         0.0,
         ge=0,
         le=1,
-        description="random erasing probability per image (DeiT: 0.25), on the device after normalising",
+        description="random erasing probability per image (DeiT: 0.25; timm's boxes from the same draws, "
+        "per-pixel noise, batched), on the device after normalising",
     )
     repeated_augmentation: int = Field(
         1,
         ge=1,
-        description="repeated augmentation: each epoch takes ~1/R of the images, each in R augmentations (DeiT: 3)",
+        description="repeated augmentation: R > 1: each epoch takes about 1/R of the images, each in R "
+        "augmentations (DeiT: 3), spread over the ranks",
     )
     num_workers: int | Literal["auto"] = Field(
-        "auto", description="data loader processes per training process; auto: the cores of its share minus one"
+        "auto",
+        description="data-loading processes per training process; `auto`: the process's share of the cores minus "
+        "one (at most 32)",
     )
 
     @field_validator("num_workers", "subset_per_class")
@@ -179,116 +216,145 @@ class DistillConfig(DataKeys):
     optimisation, outputs and evaluation). Defaults: the embedded CPU demo (minutes)."""
 
     # ----- optimisation -----
-    epochs: int = Field(10, ge=1, description="training epochs")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    batch_size: int = Field(32, ge=1, description="images per batch (per device)")
-    accumulate_grad_batches: int = Field(1, ge=1, description="batches accumulated into one optimizer step")
-    optimizer: Literal["adamw", "lars"] = Field(
-        "adamw", description="adamw, or lars (the LEAP reference's: trust ratio on weight matrices, SGD momentum)"
+    epochs: int = Field(10, ge=1, description="run length: training epochs")
+    max_steps: int | None = Field(None, ge=1, description="run length: stop after this many optimizer steps")
+    batch_size: int = Field(32, ge=1, description="images per batch per device")
+    accumulate_grad_batches: int = Field(
+        1, ge=1, description="batches whose gradients make one optimizer step (global batch = batch x this x devices)"
     )
-    lr: float = Field(5e-4, gt=0, description="peak learning rate, before lr_scale")
+    optimizer: Literal["adamw", "lars"] = Field(
+        "adamw",
+        description="`adamw`, or `lars` (the LEAP reference's, timm's `Lars`: the decayed parameters get the "
+        "trust ratio and weight decay, the others neither; SGD momentum)",
+    )
+    lr: float = Field(5e-4, gt=0, description="peak learning rate, before `lr_scale`")
     momentum: float = Field(0.9, ge=0, lt=1, description="LARS: SGD momentum")
     lars_trust_coefficient: float = Field(0.001, gt=0, description="LARS: the trust coefficient")
     lr_scale: Literal["none", "linear", "sqrt"] = Field(
-        "none", description="scale lr by the global batch (batch x accumulation x devices) / lr_reference_batch"
+        "none",
+        description="`linear` or `sqrt`: scale `lr` by global batch (batch x accumulation x devices) / "
+        "`lr_reference_batch`; `none`: `lr` as given",
     )
-    lr_reference_batch: int = Field(256, ge=1, description="the global batch at which lr is the given value")
+    lr_reference_batch: int = Field(
+        256, ge=1, description="the reference batch of `lr_scale`: the global batch at which `lr` is the given value"
+    )
     weight_decay: float = Field(
-        0.05, ge=0, description="weight decay (timm's rule: not on norms, biases, nor the model's no_weight_decay())"
+        0.05,
+        ge=0,
+        description="weight decay (timm's rule: not on norms, biases, nor what the model's `no_weight_decay()` "
+        "names, such as ViT's tokens and `pos_embed` and Swin's relative position bias tables)",
     )
     warmup_steps: int = Field(20, ge=0, description="linear warm-up steps")
     warmup_epochs: float | None = Field(
-        None, ge=0, description="linear warm-up in epochs (of optimizer steps); when set, replaces warmup_steps"
+        None, ge=0, description="linear warm-up in epochs of optimizer steps; when set, replaces `warmup_steps`"
     )
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of the peak")
     min_lr: float | None = Field(
-        None, ge=0, description="cosine floor as an absolute LR (timm's min_lr); when set, replaces min_lr_ratio"
+        None, ge=0, description="absolute cosine floor, as timm's `min_lr`; when set, replaces `min_lr_ratio`"
     )
     warmup_lr: float | None = Field(
-        None, ge=0, description="absolute LR the warm-up starts from (timm's warmup_lr); None: from 0"
+        None, ge=0, description="absolute LR the warm-up starts from, as timm's `warmup_lr`; default: from 0"
     )
     lr_interval: Literal["step", "epoch"] = Field(
         "step",
-        description="the schedule moves every optimizer step, or once per epoch as timm's scheduler in DeiT's loop "
-        "(epoch e at t = e - 1; warm-up in whole epochs; the cosine spans all epochs)",
+        description="`step`: the schedule moves every optimizer step; `epoch`: once per epoch, as timm's "
+        "scheduler stepped after each epoch in DeiT's loop (epoch e at t = e - 1: epochs 0 and 1 both"
+        " at the warm-up start; warm-up in whole epochs; the cosine spanning all epochs from epoch "
+        "0); restarts (`lr_reset`) need `step`",
     )
-    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clipping (`null`: off)")
     ema_decay: float | None = Field(
         None,
         ge=0,
         le=1,
-        description="keep an EMA of the student's weights and classification head with this decay; by default "
-        "the EMA student is the one saved, exported and evaluated (see kept_weights)",
+        description="keep an EMA of the student's weights and of its classification head when the method trains "
+        "one, with this decay (e.g. 0.999), as timm's `ModelEma`; by default the EMA student is the "
+        "one saved, exported and evaluated (see `kept_weights`)",
     )
     kept_weights: Literal["ema", "live"] = Field(
         "ema",
-        description="with ema_decay: the weights that are the run's student (evaluated, kept as best, snapshotted, "
-        "saved as student.safetensors): ema (the average, head included) or live (the trained weights, as the "
-        "SpectralKD reference evaluates; the average is then saved as student_ema.safetensors)",
+        description="with `ema_decay`, which weights are the run's student (evaluated, kept as best, snapshotted,"
+        " saved as `student.safetensors`): `ema` (the average, head included), or `live` (the trained"
+        " weights, the SpectralKD reference's choice; the average is then saved as "
+        "`student_ema.safetensors`)",
     )
-    compile: bool = Field(False, description="torch.compile the student and the teacher's levels")
+    compile: bool = Field(
+        False,
+        description="`torch.compile` the student and each teacher level (the early exit keeps its compiled levels)",
+    )
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
         "auto",
-        description="auto: bf16-mixed where the device computes bf16 natively (CUDA Ampere+, CPUs with "
-        "AVX512-BF16/AMX), else 32; 16-mixed: fp16 with loss scaling (older GPUs)",
+        description="`auto`: `bf16-mixed` where the device computes bf16 natively (CUDA compute capability 8.0+, "
+        "i.e. Ampere on; CPUs with AVX512-BF16 or AMX), else `32`; `16-mixed`: fp16 with loss "
+        "scaling, CUDA only (older GPUs). In mixed precision the frozen teacher is stored in the "
+        "compute dtype (half its memory). The choice and why are printed at start and written to "
+        "`summary.json`",
     )
     matmul_precision: Literal["highest", "high", "medium"] = Field(
-        "high", description="float32 matmul precision on CUDA (high: TF32)"
+        "high", description="float32 matrix products on CUDA: `high` allows TF32, `highest` does not"
     )
     checkpoint_every: int | None = Field(
-        None, ge=1, description="also checkpoint every this many steps (always: every epoch end and on Ctrl-C)"
+        None, ge=1, description="also checkpoint every this many steps (always at epoch ends and on Ctrl-C)"
     )
     checkpoint_every_minutes: float | None = Field(
-        None, gt=0, description="also checkpoint when this many minutes passed since the last checkpoint"
+        None, gt=0, description="also checkpoint once this many minutes passed since the last checkpoint"
     )
     snapshot_every: int | None = Field(
         None,
         ge=1,
-        description="also save the student every this many steps (and at step 0) to <run>/snapshots, "
-        "for time-to-accuracy curves",
+        description="also save the student every this many steps, and at step 0, to `<run>/snapshots/` "
+        "(time-to-accuracy curves)",
     )
     logger: list[Tracker] = Field(
         ["csv"],
-        description="experiment trackers, several at once (csv, tensorboard, wandb, mlflow; `--logger csv,wandb`); "
-        "metrics.csv is always written",
+        description="experiment trackers, several at once (`--logger csv,tensorboard,wandb,mlflow`); metrics.csv "
+        'is always written ("Watching a run")',
     )
     tracker_project: str = Field("leapkd", description="the W&B project and MLflow experiment runs are logged to")
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; default: a local SQLite store, <output_dir>/mlflow.db"
+        None, description="MLflow's store (tracking URI); default: the SQLite file `<output_dir>/mlflow.db`"
     )
     # ----- evaluation during training -----
     eval_every: int | str | None = Field(
         None,
-        description="score the student during training every N optimizer steps (`200`) or N epochs "
-        "(`1 epoch`), and before the first and after the last step; None: off",
+        description="score the student during training every N optimizer steps (`200`) or N epochs (`1 epoch`), "
+        'before the first and after the last step ("Watching a run"); None: off',
     )
     eval_protocols: list[Literal["knn", "linear"]] = Field(
         ["knn"],
-        description="what eval_every measures: knn (seconds) and/or linear (the probe, slower); [] for the "
-        "student's own head alone (the train split is then not read)",
+        description="what `eval_every` measures: `knn` (seconds), and/or `linear` (the probe; slower); `[]`: the "
+        "student's own head alone (the `train` split is then not read)",
     )
     eval_images_per_class: int | Literal["all"] = Field(
         20,
-        description="fixed, un-augmented images per class of each split (train: kNN bank / probe fit; val), or all",
+        description="fixed, un-augmented images per class of the evaluation data's `train` split (kNN bank, probe"
+        " fit) and of its `val` split, or `all`",
     )
     eval_transform: Literal["resize", "center-crop"] = Field(
         "resize",
-        description="eval_every's images: resize (short side to S, centre S) or center-crop (short side to "
-        "S * 256 / 224, bicubic, centre S: the SpectralKD and LEAP references' validation transform)",
+        description="`eval_every`'s images: `resize` (short side to S, centre S) or `center-crop` (short side to "
+        "S x 256 / 224, bicubic, centre S: the SpectralKD and LEAP references' validation transform)",
     )
     eval_metric: Literal["knn_top1", "knn_top5", "linear_top1", "linear_top5", "student_top1", "student_top5"] = Field(
         "knn_top1",
-        description="the figure that picks the best student (student_best.safetensors) and early stopping; "
-        "student_*: the student's own head (ce_weight or kd_weight > 0)",
+        description="the figure that picks `student_best.safetensors` and drives early stopping: `knn_top1`, "
+        "`knn_top5`, `linear_top1`, `linear_top5`; `student_top1`, `student_top5`: the student's own "
+        "head, with `ce_weight` or `kd_weight` > 0",
     )
     early_stop_patience: int | None = Field(
-        None, ge=1, description="stop after this many evaluations without improving eval_metric; None: never"
+        None,
+        ge=1,
+        description="stop after this many evaluations without `eval_metric` rising by more than "
+        "`early_stop_min_delta`; None: never",
     )
     early_stop_min_delta: float = Field(
-        0.0, ge=0, description="the least rise of eval_metric that counts as an improvement"
+        0.0,
+        ge=0,
+        description="early stopping: a rise of `eval_metric` counts as an improvement only when it is more than this",
     )
     nan_policy: Literal["stop", "skip"] = Field(
-        "stop", description="on a NaN/Inf loss: stop with an error, or skip the batch without updating"
+        "stop",
+        description="on a NaN/Inf loss: `stop` with an error naming the step, or `skip` the batch without updating",
     )
 
     @field_validator("eval_images_per_class")

@@ -39,34 +39,72 @@ class FeatureArgs(MethodArgs):
 
     cls_weight: float = Field(0.0, ge=0, description="weight of the CLS-token MSE (paper: 0.05)")
     patch_embed_weight: float = Field(
-        0.0, ge=0, description="weight of the patch-embedding loss (the LEAP reference's --embed-loss)"
+        0.0,
+        ge=0,
+        description="weight of the patch-embedding loss, as the LEAP reference's `--embed-loss`: "
+        "MSE(LN_s(P_e(E_s)), LN_t(E_t)) on the raw patch-projection conv outputs, with its own "
+        "projector and two trained affine LayerNorms",
     )
-    spectral_weight: float = Field(0.0, ge=0, description="weight of the spectral (FFT) loss")
+    spectral_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the spectral (FFT) loss (paper: 0.2 for DeiT students); default: 0.2 for "
+        "`spectralkd`, else 0",
+    )
     student_layers: list[int] | None = Field(
-        None, description="student blocks of the spectral pairs (1-based; default: first 2 + last ones)"
+        None,
+        description="student blocks of the spectral loss's pairs (1-based), e.g. `[1, 2, 5, 6]`; default: the "
+        "first 2 + the last ones (up to 6: the paper's pattern, scaled to both depths)",
     )
-    teacher_layers: list[int] | None = Field(None, description="teacher blocks paired with student_layers (1-based)")
-    ce_weight: float = Field(0.0, ge=0, description="cross-entropy on labels through a student linear head")
-    kd_weight: float = Field(0.0, ge=0, description="logit KD weight: kd_weight * T^2 * KL(student/T || teacher/T)")
-    kd_temperature: float = Field(1.0, gt=0, description="logit KD temperature T")
+    teacher_layers: list[int] | None = Field(
+        None,
+        description="teacher blocks paired with `student_layers` (1-based), e.g. `[1, 2, 11, 12]`; default: the "
+        "first 2 + the last ones",
+    )
+    ce_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the cross-entropy on labels through a student linear head (paper: 1 - alpha = 0.1)",
+    )
+    kd_weight: float = Field(
+        0.0,
+        ge=0,
+        description="logit KD weight: `kd_weight * T^2 * KL` of the teacher's and the student's softmaxes at "
+        "temperature T; a headless teacher gets a linear head fitted on its frozen features first "
+        "(paper: alpha = 0.9)",
+    )
+    kd_temperature: float = Field(1.0, gt=0, description="logit KD temperature T (in `kd_weight * T^2 * KL`)")
     kd_mode: KdMode = Field(
-        "soft", description="logit KD: soft (T^2 KL) or hard (DeiT's: cross-entropy against the teacher's top class)"
+        "soft",
+        description="logit KD: `soft` (T^2 KL) or `hard` (DeiT's: cross-entropy against the teacher's top class)",
     )
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy (ce_weight)")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="label smoothing of the cross-entropy (`ce_weight`) (SpectralKD: 0.1)"
+    )
     teacher_classifier: Literal["auto", "own", "fitted"] = Field(
         "auto",
-        description="logit KD's teacher logits: own (the teacher's classifier: a teacher of any family built with "
-        "num_classes, bar EfficientNet and GhostNet), fitted (a linear head fitted on its frozen features), "
-        "auto (own when it has the data's classes)",
+        description="logit KD's teacher logits: `own` (the teacher's classifier, timm's head on its last level: "
+        "any ViT, DeiT (both heads averaged), DINOv2, Eva, CaiT, Swin or CNN teacher built with its "
+        "head, `--teacher_kwargs '{num_classes: N}'`, and weights that hold it (a file without the "
+        "head leaves the backbone alone); EfficientNet and GhostNet, whose heads follow a final "
+        "convolution, do not expose theirs), `fitted` (a linear head fitted on its frozen features), "
+        "`auto` (own when its classes are the data's)",
     )
-    metric: Literal["cka", "cosine"] = Field("cka", description="progress metric")
-    metric_images: int | None = Field(None, ge=1, description="compute the metric on this many images of the batch")
+    metric: Literal["cka", "cosine"] = Field(
+        "cka", description="progress metric: `cka` (linear CKA) or `cosine` (mean row-wise cosine)"
+    )
+    metric_images: int | None = Field(
+        None, ge=1, description="compute the metric on this many images of each batch (bounds its cost)"
+    )
     projector: ProjectorKind = Field(
-        "linear", description="projector per target width: linear, or mlp (LightlyTrain's 2-layer head, hidden 2048)"
+        "linear",
+        description="one projector per target width: `linear`, or `mlp` (LightlyTrain's 2-layer head: hidden "
+        "2048, LayerNorm, GELU)",
     )
     projector_init: ProjectorInit = Field(
         "torch",
-        description="projector weights: torch's default, or trunc_normal (std 0.02, bias 0: the LEAP reference's)",
+        description="the projectors' Linear weights: torch's default, or `trunc_normal` (std 0.02, bias 0: the "
+        "LEAP reference's)",
     )
 
     @model_validator(mode="after")

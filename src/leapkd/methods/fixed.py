@@ -26,18 +26,32 @@ from leapkd.models import Backbone
 
 
 class FixedArgs(FeatureArgs):
-    fixed_last_n: int = Field(1, ge=1, description="target = concatenation of the teacher's last n blocks")
-    fixed_level: int | None = Field(
-        None, ge=1, description="target = this teacher level (1-based) instead of the last; the teacher runs that deep"
+    fixed_last_n: int = Field(
+        1,
+        ge=1,
+        description="the target is the concatenation of the teacher's last n blocks (with `cls_weight`, their CLS"
+        ' tokens too: the LEAP paper\'s "last two + CLS" baseline)',
     )
-    fixed_average: bool = Field(False, description="target = the mean of every teacher level's normed tokens")
+    fixed_level: int | None = Field(
+        None,
+        ge=1,
+        description="the target is this teacher level (1-based) instead of the last; the teacher runs only that "
+        "deep, and the FLOPs show it",
+    )
+    fixed_average: bool = Field(
+        False,
+        description="the target is the mean of every teacher level's normed tokens (levels of one width and grid)",
+    )
     fixed_all_layers: bool = Field(
         False,
-        description="every level: student level i against teacher level i (raw vs normed), one projector each, "
-        "the CLS term per level too (the LEAP reference's --all-layers); needs models of the same depth",
+        description="every level, student level i (raw) against teacher level i (normed), one projector each, the"
+        " CLS term per level with `cls_weight` (the LEAP reference's `--all-layers`); needs models of"
+        " the same depth; the teacher runs whole",
     )
     fixed_all_layers_reduce: LayerReduce = Field(
-        "sum", description="fixed_all_layers: sum the per-level losses, or mean (the reference's --all-layers-mean)"
+        "sum",
+        description="with `fixed_all_layers`: `sum` the per-level losses, or `mean` (the reference's "
+        "`--all-layers-mean`)",
     )
 
     @model_validator(mode="after")

@@ -23,36 +23,52 @@ class LeapArgs(FeatureArgs):
     """The curriculum's keys."""
 
     threshold: Annotated[float, LIMITS["threshold"]] = Field(
-        THRESHOLD, description="level up when the smoothed metric reaches this"
+        THRESHOLD, description="level up when the smoothed metric reaches this, in (0, 1]"
     )
     alpha: Annotated[float, LIMITS["alpha"]] = Field(
-        ALPHA, description="EMA weight of the newest metric (1: no smoothing)"
+        ALPHA, description="EMA weight of the newest metric; 1 means no smoothing (as in the paper)"
     )
     max_epochs_per_block: Annotated[int, LIMITS["max_epochs_per_block"]] = Field(
-        MAX_EPOCHS_PER_BLOCK, description="level up after this many epochs on one block"
+        MAX_EPOCHS_PER_BLOCK, description="level up after this many epochs on one block (paper: 5 of 100 epochs)"
     )
-    snap_to_last: int | None = Field(None, ge=1, description="once the block is >= this, jump to the last")
-    calibrate: bool = Field(True, description="pick the starting block by scanning all blocks on the first batch")
-    reset_projector: bool = Field(False, description="reset the projector to its initial weights at each level-up")
+    snap_to_last: int | None = Field(
+        None, ge=1, description="once the target block is at least this, jump to the last block"
+    )
+    calibrate: bool = Field(
+        True,
+        description="start at the block where the random student already matches best (all blocks scanned on the "
+        "first batch)",
+    )
+    reset_projector: bool = Field(False, description="reset the projector to its initial weights at every level-up")
     lr_reset: Literal["none", "peak", "envelope"] = Field(
-        "none", description="at level-up restart a cosine from the peak LR or the global envelope's value"
+        "none",
+        description="at a level-up, restart a cosine from the `peak` LR or from the global `envelope`'s current "
+        "value; `none`: no restarts; a level-up during warm-up restarts nothing (warm-up always "
+        "completes)",
     )
     concat_last: bool = Field(
         False,
-        description="target = the current block concatenated with the teacher's last block along channels, "
-        "the curriculum stopping one block short, the metric on the current block's channels (the LEAP "
-        "reference's --curriculum-concat-teacher-last); the teacher runs whole every step",
+        description="the target is the current block concatenated with the teacher's last block along channels "
+        "(one projector of both widths), the curriculum stopping one block short, the metric on the "
+        "current block's channels; the teacher runs whole every step, so it saves no FLOPs (the LEAP "
+        "reference's `--curriculum-concat-teacher-last`)",
     )
     curriculum_sync: bool = Field(
         True,
-        description="one curriculum for all ranks (the metric and calibration averaged over them); false: "
-        "each rank calibrates and levels up on its own shard, as the LEAP reference without "
-        "--curriculum-sync-rank (the paper's runs)",
+        description="under DDP: one curriculum for all ranks (metric and calibration averaged over them); "
+        "`false`: each rank calibrates and levels up on its own shard, as the LEAP reference without "
+        "`--curriculum-sync-rank` (which the paper's runs did not pass); the logged metric is then "
+        "rank 0's, and `lr_reset` and `reset_projector` are refused (the ranks' copies of the model "
+        "would drift apart)",
     )
     lr_restart_style: Literal["leapkd", "reference"] = Field(
         "leapkd",
-        description="leapkd: a restart's first step is the first on the new target; reference: the LEAP "
-        "reference's timing, warm-up from 0 and warm-up-free envelope exactly (docs/fidelity.md)",
+        description="restarts: `leapkd` (the first step on a new target is the first at the new LR) or "
+        "`reference` (the LEAP reference's `--curriculum-lr-reset` / `--curriculum-lr-decay-peak` "
+        "exactly: the restart counted from the step it was decided in and applied at the next "
+        "scheduler step, warm-up from 0 (none with `warmup_steps 0`, its plain reset), an envelope "
+        "without warm-up; with `snap_to_last` it refuses restarts and warm-up, as the reference does;"
+        " docs/fidelity.md). The paper's runs restart nothing (`lr_reset none`)",
     )
 
     @model_validator(mode="after")

@@ -13,7 +13,9 @@ from leapkd.models import Backbone
 
 
 class SpectralArgs(FeatureArgs):
-    spectral_weight: float = Field(0.2, ge=0, description="weight of the spectral (FFT) loss (paper: 0.2 for DeiT)")
+    spectral_weight: float = Field(
+        0.2, ge=0, description="weight of the spectral (FFT) loss (paper: 0.2 for DeiT students)"
+    )
 
 
 @register_method("spectralkd")
