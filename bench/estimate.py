@@ -22,7 +22,6 @@ The page ends with the output of `leapkd plan` for its defaults, run by this scr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -54,9 +53,9 @@ EPOCHS, CAP = 100, 1  # LEAP's column: ImageNet-1k for 100 epochs, leap's defaul
 
 def plans(teacher: str, student: str) -> tuple[Measured, dict[str, Plan]]:
     """One count of a `fixed` step, and its plan on every GPU kind leapkd.plan knows."""
-    request = PlanRequest(teacher, student, image_size=IMAGE_SIZE, batch_size=BATCH, method="fixed")
+    request = PlanRequest(teacher=teacher, student=student, image_size=IMAGE_SIZE, batch_size=BATCH, method="fixed")
     measured = measure(request)
-    return measured, {g: make_plan(dataclasses.replace(request, gpu=g), measured) for g in GPUS}
+    return measured, {g: make_plan(request.model_copy(update={"gpu": g}), measured) for g in GPUS}
 
 
 def leap_column(m: Measured) -> float:

@@ -148,7 +148,7 @@ def plan_estimates(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, Any]:
             values = {"teacher": row["teacher"], "student": row["student"], "image_size": row["image_size"],
                       "batch_size": row["batch_size"], "method": "fixed", "gpu": "h200", "gpus": 1,
                       "precision": "bf16-mixed"}  # fmt: skip
-            names = {f.name for f in fields(plan.PlanRequest)}
+            names = set(plan.PlanRequest.model_fields)
             estimate = plan.estimate_plan(plan.PlanRequest(**{k: v for k, v in values.items() if k in names}))
             images = getattr(estimate, "images_per_second_per_gpu", None)
             memory = getattr(estimate, "memory_bytes", None)

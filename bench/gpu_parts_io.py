@@ -124,7 +124,7 @@ def part_eval_export(ctx: Context) -> dict[str, Any]:
 
 
 def _knn_both(ctx: Context, run: str) -> dict[str, Any]:
-    """`leapkd eval --protocol knn` of the run on the device and on the CPU (separate feature caches)."""
+    """`leapkd eval --protocols knn` of the run on the device and on the CPU (separate feature caches)."""
     from leapkd import evaluate
 
     train, val = ctx.scale.eval_per_class

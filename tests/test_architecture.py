@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "leapkd"
 # Lower layers never import higher ones; docs/architecture.md explains each layer.
 LAYERS = [
     ["leapkd.errors", "leapkd.paths", "leapkd.registry", "leapkd.disk", "leapkd.runlock"],
-    ["leapkd.config", "leapkd.rundir", "leapkd.recipes", "leapkd.hardware"],
+    ["leapkd.config", "leapkd.options", "leapkd.rundir", "leapkd.recipes", "leapkd.hardware"],
     [
         "leapkd.models",
         "leapkd.data",
@@ -26,7 +26,7 @@ LAYERS = [
     ["leapkd.eval", "leapkd.analysis"],
     ["leapkd.report", "leapkd.deploy", "leapkd.plan", "leapkd.headline"],
     ["leapkd.training"],
-    ["leapkd.cli", "leapkd.__main__", "leapkd"],
+    ["leapkd.cli", "leapkd.readme_keys", "leapkd.__main__", "leapkd"],
 ]
 MAX_CLASS_LINES, MAX_FUNCTION_LINES = 200, 80
 

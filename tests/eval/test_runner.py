@@ -89,7 +89,7 @@ def test_two_devices_need_gpus(tmp_path, capsys):
     from leapkd.cli import main
 
     code = main(["eval", "vit-nano", "--devices", "2", "--accelerator", "cpu", "--no-progress",
-                 "--out", str(tmp_path / "x")])  # fmt: skip
+                 "--out-dir", str(tmp_path / "x")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "needs CUDA GPUs" in err and "fix:" in err and not (tmp_path / "x").exists()
 
@@ -182,18 +182,16 @@ def test_model_name_with_weights_is_evaluated_with_those_weights(tmp_path, monke
     assert not torch.equal(random.model.pos_embed, trained.model.pos_embed)
 
     args = ["--image-size", "32", "--train-per-class", "4", "--val-per-class", "2", "--no-progress"]
-    assert (
-        main(["eval", "vit-nano", "--weights", str(weights), "--protocol", "knn", "--out", str(tmp_path / "a"), *args])
-        == 0
-    )
-    assert main(["eval", str(weights), "--protocol", "knn", "--out", str(tmp_path / "b"), *args]) == 0
+    out = ["--out-dir", str(tmp_path / "a")]
+    assert main(["eval", "vit-nano", "--weights", str(weights), "--protocols", "knn", *out, *args]) == 0
+    assert main(["eval", str(weights), "--protocols", "knn", "--out-dir", str(tmp_path / "b"), *args]) == 0
     a = json.loads((tmp_path / "a" / "eval.json").read_text())["fashion-mnist"]
     b = json.loads((tmp_path / "b" / "eval.json").read_text())["fashion-mnist"]
     assert a["weights"] == str(weights) and a["knn"] == b["knn"]
 
     spec = ["--image-size", "32", "--images", "4", "--pairs", "2"]
-    assert main(["spectrum", "vit-nano", "--weights", str(weights), "--out", str(tmp_path / "s1"), *spec]) == 0
-    assert main(["spectrum", str(weights), "--out", str(tmp_path / "s2"), *spec]) == 0
+    assert main(["spectrum", "vit-nano", "--weights", str(weights), "--out-dir", str(tmp_path / "s1"), *spec]) == 0
+    assert main(["spectrum", str(weights), "--out-dir", str(tmp_path / "s2"), *spec]) == 0
     s1 = json.loads((tmp_path / "s1" / "spectrum.json").read_text())["models"][0]["layer_intensity"]
     s2 = json.loads((tmp_path / "s2" / "spectrum.json").read_text())["models"][0]["layer_intensity"]
     assert s1 == s2

@@ -267,7 +267,7 @@ def test_fixed_last_n_beyond_the_teacher(world, capsys):
 def test_eval_block_beyond_the_model(capsys):
     code = main(["eval", "vit-nano", "--block", "99", "--image-size", "32", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "--block 99 is outside the 6 levels" in err and "fix:" in err and "Traceback" not in err
+    assert code == 2 and "block 99 is outside the 6 levels" in err and "fix:" in err and "Traceback" not in err
 
 
 def test_gpu_asked_for_on_a_machine_without_one(world, capsys, monkeypatch):
@@ -300,7 +300,8 @@ def test_resume_with_another_number_of_processes(world, capsys):
 
 def test_eval_of_revisited_data_without_its_root_leaves_nothing_behind(tmp_path, capsys):
     out = tmp_path / "never"
-    code = main(["eval", "vit-nano", "--data", "roxford5k", "--image-size", "32", "--out", str(out), "--no-progress"])
+    args = ["--data", "roxford5k", "--image-size", "32", "--out-dir", str(out), "--no-progress"]
+    code = main(["eval", "vit-nano", *args])
     err = capsys.readouterr().err
     assert code == 2 and "needs --data-root" in err and "fix:" in err
     assert not out.exists()

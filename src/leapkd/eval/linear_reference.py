@@ -1,4 +1,4 @@
-"""The LEAP reference's linear probe (`--protocol linear-reference`), as its eval script trains it.
+"""The LEAP reference's linear probe (`--protocols linear-reference`), as its eval script trains it.
 
 One `nn.Linear` on the raw frozen features (no standardisation), initialised at zero,
 trained with SGD (lr 0.1, momentum 0.9, no weight decay) on shuffled batches of 256 for

@@ -1,6 +1,6 @@
 """Evaluation protocols as plug-ins: the `Protocol` base class, its registry, and `EvalContext`.
 
-A protocol is one registered class; `leapkd eval --protocol NAME` runs it, its results are
+A protocol is one registered class; `leapkd eval --protocols NAME` runs it, its results are
 stored under its `key` in eval.json and summary.json, and the CLI table, the report and the
 model card show its `rows`:
 
@@ -23,36 +23,35 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import ConfigDict
 from torch import Tensor
 
 from leapkd.data import LabeledImages, build_dataset
 from leapkd.data.transforms import EvalTransform
-from leapkd.features import FeatureKind, extract_levels
+from leapkd.eval.options import EvalArgs
+from leapkd.features import extract_levels
 from leapkd.models import Backbone
 from leapkd.registry import Registry
 
 Split = Literal["train", "val"]
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """The options of one `evaluate` call; each protocol reads the ones it uses."""
+class EvalOptions(EvalArgs):
+    """The options of one `evaluate` call, resolved; each protocol reads the ones it uses.
 
-    features: FeatureKind = "cls"
+    Every key of `EvalArgs` (a new option is one field there), with what `evaluate` settled:
+    the transform and per-class counts a protocol prefers, the data workers, the autocast
+    dtype, and the level this context evaluates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
     transform: EvalTransform = "resize"  # or "center-crop" (resize to S * 256 / 224, bicubic; centre crop)
-    block: int | None = None  # None: the last level
-    blocks: tuple[int, ...] = ()  # every level of the call, extracted in one pass
-    autocast: torch.dtype | None = None  # the feature extraction's autocast dtype
-    num_workers: int = 0  # data loader processes of the feature extraction
-    devices: int = 1  # CUDA devices the extraction splits every batch over
     train_per_class: int | None = 100  # None: all
     val_per_class: int | None = 50
-    k: int = 20
-    cka_images: int = 64
-    reference: str | None = None
-    reference_weights: str | Path | None = None
-    data_root: str | Path | None = None
-    progress: bool = True
+    num_workers: int = 0  # data loader processes of the feature extraction
+    level: int | None = None  # the level this context evaluates (None: the last)
+    blocks: tuple[int, ...] = ()  # every level of the call, extracted in one pass
+    autocast: torch.dtype | None = None  # the feature extraction's autocast dtype
 
 
 @dataclass
@@ -124,7 +123,7 @@ class EvalContext:
             }
             if self.options.transform != "resize":  # the default stays out of the key: earlier caches hold
                 key["transform"] = self.options.transform
-            level = self.options.block or self.model.num_levels
+            level = self.options.level or self.model.num_levels
             found = extract_levels(
                 self.model,
                 self.dataset(split, per_class),

@@ -257,7 +257,7 @@ def _revisited_map_of(ctx: EvalContext) -> dict[str, dict[str, float]]:
     key = {"data": name, "root": str(Path(root).resolve()), "size": size, "mean": model.mean, "std": model.std}
     if opts.transform != "resize":  # the default stays out of the key: earlier caches hold
         key["transform"] = opts.transform
-    level = opts.block or model.num_levels
+    level = opts.level or model.num_levels
     feats = {}
     for part, paths, crops in (("database", db_paths, None), ("queries", q_paths, boxes)):
         found = extract_levels(  # with the call's precision, loader workers and devices, as ctx.features

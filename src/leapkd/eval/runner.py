@@ -10,97 +10,70 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from leapkd.config import validate
 from leapkd.data.transforms import EvalTransform
 from leapkd.disk import write_text_atomic
 from leapkd.errors import LeapkdError
+from leapkd.eval.options import DEFAULT_PROTOCOLS, EvalArgs
 from leapkd.eval.protocol import PROTOCOLS, EvalContext, EvalOptions, Protocol, evaluated
 from leapkd.eval.retrieval import REVISITED
-from leapkd.features import FeatureKind
 from leapkd.hardware import autocast_dtype, evaluation_device, resolve_precision, resolve_workers
 from leapkd.models import Backbone
 from leapkd.rundir import RunDirectory
 from leapkd.targets import load_target
 
-DEFAULT_PROTOCOLS = ("knn", "linear", "retrieval")
 
-
-def evaluate(
-    target: str,
-    data: str | None = None,
-    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS,
-    features: FeatureKind = "cls",
-    transform: EvalTransform | None = None,
-    image_size: int | None = None,
-    train_per_class: int | Literal["all"] | None = None,
-    val_per_class: int | Literal["all"] | None = None,
-    block: int | Sequence[int] | None = None,
-    k: int = 20,
-    reference: str | None = None,
-    reference_weights: str | Path | None = None,
-    weights: str | Path | None = None,
-    cka_images: int = 64,
-    data_root: str | Path | None = None,
-    patch_size: int | None = None,
-    out_dir: str | Path | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    accelerator: str = "auto",
-    precision: str = "32",
-    num_workers: int | str = "auto",
-    devices: int = 1,
-) -> dict[str, Any]:
+def evaluate(target: str, **options: Any) -> dict[str, Any]:
     """Evaluate `target` with the chosen registered protocols; returns (and writes) the results.
 
-    Results go to `eval.json` in the run directory (and are merged into its summary.json
-    under "eval"), or into `out_dir` for other targets. `weights` loads a weight file into
-    a model-name target; `reference_weights` into the CKA map's reference (default: the
-    run's teacher with its weights). Revisited Oxford/Paris (`roxford5k`, `rparis6k`) has no
-    class labels: the default protocols then run retrieval alone, and asking for a protocol
-    that needs labels is an error. Several `block`s are evaluated from one pass over the
-    data; each is recorded as its own entry ("<data> @ block <b>") and returned under
-    "blocks". The model runs on the accelerator (default: a GPU when there is one) in
-    `precision` ("32" by default, for numbers comparable across machines; "auto" or
-    "bf16-mixed" autocast), fed by `num_workers` loader processes; `devices` > 1 splits
-    every batch over that many CUDA GPUs; `transform` is `build_transform`'s `eval_transform`.
-    Unset (None), `train_per_class`, `val_per_class` and `transform` are 100, 50 and "resize", or
-    what a chosen protocol prefers (`linear-reference`: all images, "center-crop"); revisited
-    Oxford/Paris is centre-cropped by default, as the reference's retrieval evaluation does (which
-    extracts under fp16 autocast on a GPU: `precision="16-mixed"`).
+    `options` are the keys of `EvalArgs` (`leapkd eval --help` lists them), checked like
+    every command's options. Results go to `eval.json` in the run directory (and are merged
+    into its summary.json under "eval"), or into `out_dir` for other targets. `weights`
+    loads a weight file into a model-name target; `reference_weights` into the CKA map's
+    reference (default: the run's teacher with its weights). Revisited Oxford/Paris
+    (`roxford5k`, `rparis6k`) has no class labels: the default protocols then run retrieval
+    alone, and asking for a protocol that needs labels is an error. Several `block`s are
+    evaluated from one pass over the data; each is recorded as its own entry ("<data> @
+    block <b>") and returned under "blocks". The model runs on the accelerator in
+    `precision`, fed by `num_workers` loader processes; `devices` > 1 splits every batch
+    over that many CUDA GPUs. Unset, `train_per_class`, `val_per_class` and `transform` are
+    100, 50 and "resize", or what a chosen protocol prefers (`linear-reference`: all images,
+    "center-crop"); revisited Oxford/Paris is centre-cropped by default, as the reference's
+    retrieval evaluation does (which extracts under fp16 autocast on a GPU: `precision="16-mixed"`).
     """
+    args = validate(options, EvalArgs, command="eval")
+    protocols = tuple(args.protocols)
+    precision, num_workers, devices, features = args.precision, args.num_workers, args.devices, args.features
+    seed, weights = args.seed, args.weights
     chosen = [PROTOCOLS.get(name)() for name in dict.fromkeys(protocols)]
-    model, run, defaults = load_target(target, image_size, seed, patch_size, weights)
-    blocks = _blocks(block, model)
-    device = evaluation_device(accelerator, devices)
+    model, run, defaults = load_target(target, args.image_size, seed, args.patch_size, weights)
+    blocks = _blocks(args.block, model)
+    device = evaluation_device(args.accelerator, devices)
     model.to(device)
-    data = data or defaults.get("data", "fashion-mnist")
+    data = args.data or defaults.get("data", "fashion-mnist")
     labelled = data not in REVISITED
-    chosen, transform, per_class = _settle(chosen, protocols, data, transform, (train_per_class, val_per_class))
-    out = Path(out_dir) if out_dir else (run.path if run else Path("evals") / defaults["name"])
-    options = EvalOptions(
-        features=features,
+    per_class_asked = (args.train_per_class, args.val_per_class)
+    chosen, transform, per_class = _settle(chosen, protocols, data, args.transform, per_class_asked)
+    out = Path(args.out_dir) if args.out_dir else (run.path if run else Path("evals") / defaults["name"])
+    settled = {"block", "transform", "train_per_class", "val_per_class", "num_workers"}
+    resolved = EvalOptions(
+        **args.model_dump(exclude=settled),
         transform=transform,
         blocks=tuple(blocks),
         train_per_class=per_class[0],
         val_per_class=per_class[1],
-        k=k,
-        cka_images=cka_images,
-        reference=reference,
-        reference_weights=reference_weights,
-        data_root=data_root,
-        progress=progress,
         autocast=autocast_dtype(resolve_precision(precision, device)[0]),
         num_workers=resolve_workers(num_workers),
-        devices=devices,
     )
     name = str(target) if labelled else defaults["name"]
     header = _header(name, model, data, transform, labelled, weights=weights, per_class=per_class, seed=seed)
     by_block = {}
+    size = defaults["image_size"]
     for b in blocks:
-        ctx = EvalContext(model, data, defaults["image_size"], seed, replace(options, block=b), out, defaults, labelled)
+        ctx = EvalContext(model, data, size, seed, resolved.model_copy(update={"level": b}), out, defaults, labelled)
         by_block[b] = {**header, "image_size": ctx.image_size, "features": features, "block": b}
         by_block[b] |= {protocol.key: protocol.run(ctx) for protocol in chosen}
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves nothing behind
@@ -169,13 +142,13 @@ def _chosen_options(protocols: Sequence[Protocol], **given: Any) -> dict[str, An
     return chosen
 
 
-def _blocks(block: int | Sequence[int] | None, model: Backbone) -> list[int]:
+def _blocks(block: list[int] | None, model: Backbone) -> list[int]:
     """The levels to evaluate (default: the last), each checked."""
-    blocks = [model.num_levels] if block is None else [block] if isinstance(block, int) else list(block)
+    blocks = [model.num_levels] if block is None else block
     for b in blocks:
         if not 1 <= b <= model.num_levels:
             raise LeapkdError(
-                f"--block {b} is outside the {model.num_levels} levels of {model.name}",
+                f"block {b} is outside the {model.num_levels} levels of {model.name}",
                 f"choose a level between 1 and {model.num_levels} (default: the last)",
             )
     return blocks
@@ -190,7 +163,7 @@ def _without_labels(chosen: list[Protocol], data: str, default: bool) -> list[Pr
         usable = ",".join(cls.name for cls in PROTOCOLS if not cls.labels)
         raise LeapkdError(
             f"protocol {', '.join(needy)} needs class labels, and {data} has none",
-            f"evaluate {data} with --protocol {usable}",
+            f"evaluate {data} with protocols {usable}",
         )
     return chosen
 

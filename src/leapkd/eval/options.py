@@ -1,0 +1,67 @@
+"""The options of `leapkd eval` and `leapkd.evaluate`: one model, read by the command line and the API alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from leapkd.config import StrictKeys
+from leapkd.data.transforms import EvalTransform
+from leapkd.features import FeatureKind
+
+DEFAULT_PROTOCOLS = ("knn", "linear", "retrieval")
+PerClass = int | Literal["all"]
+
+
+class EvalArgs(StrictKeys):
+    """What to evaluate on, with which protocols, and where."""
+
+    data: str | None = Field(
+        None, description="built-in dataset, image folder, or roxford5k / rparis6k (default: the run's data)"
+    )
+    data_root: str | Path | None = Field(
+        None, description="directory holding roxford5k/ or rparis6k/ (jpg/ + gnd_*.pkl), or a built-in set's files"
+    )
+    protocols: list[str] = Field(
+        list(DEFAULT_PROTOCOLS),
+        description="registered protocols: knn, linear, linear-reference (the LEAP reference's probe), retrieval, "
+        "cka-map, and any registered with leapkd.register_protocol (an unknown name lists those registered)",
+    )
+    features: FeatureKind = Field("cls", description="the CLS token or the mean patch token")
+    transform: EvalTransform | None = Field(
+        None,
+        description="resize to the image size, or center-crop: resize to size x 256 / 224 (bicubic) and keep the "
+        "centre (the references' eval transform); default: resize (linear-reference and revisited Oxford/Paris: "
+        "center-crop)",
+    )
+    image_size: int | None = Field(None, ge=1, description="input resolution (default: the run's, else 112)")
+    patch_size: int | None = Field(None, ge=1, description="for a model name: build it with this patch size")
+    block: list[int] | None = Field(
+        None, description="the level(s) to evaluate, several from one pass (default: the last)"
+    )
+    train_per_class: PerClass | None = Field(
+        None, description="train images per class, or all (default: 100; linear-reference: all)"
+    )
+    val_per_class: PerClass | None = Field(
+        None, description="validation images per class, or all (default: 50; linear-reference: all)"
+    )
+    k: int = Field(20, ge=1, description="kNN neighbours")
+    cka_images: int = Field(64, ge=2, description="images of the CKA map")
+    weights: str | Path | None = Field(
+        None, description="weight file for a model-name target (safetensors, .pth or .bin)"
+    )
+    reference: str | None = Field(None, description="the model the CKA map compares with (default: the run's teacher)")
+    reference_weights: str | Path | None = Field(None, description="weight file for reference")
+    out_dir: str | Path | None = Field(
+        None, description="output directory (default: the run directory, else evals/<name>)"
+    )
+    seed: int = Field(0, description="seed of the subsets and the probe")
+    progress: bool = Field(True, description="progress bars (--no-progress: none)")
+    accelerator: str = Field("auto", description="cpu, gpu or auto (a GPU when there is one)")
+    devices: int = Field(1, ge=1, description="CUDA GPUs to split every batch over")
+    precision: Literal["32", "auto", "bf16-mixed", "16-mixed"] = Field(
+        "32", description="32 (numbers comparable across machines), or an autocast precision"
+    )
+    num_workers: int | Literal["auto"] = Field("auto", description="data loader processes (auto: the cores minus one)")
