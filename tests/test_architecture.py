@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "leapkd"
 
 # Lower layers never import higher ones; docs/architecture.md explains each layer.
 LAYERS = [
-    ["leapkd.errors", "leapkd.paths", "leapkd.registry", "leapkd.disk", "leapkd.runlock"],
+    ["leapkd.errors", "leapkd.paths", "leapkd.plugins", "leapkd.disk", "leapkd.runlock"],
     ["leapkd.config", "leapkd.options", "leapkd.rundir", "leapkd.recipes", "leapkd.hardware"],
     [
         "leapkd.models",
@@ -20,7 +20,7 @@ LAYERS = [
         "leapkd.plots",
         "leapkd.summary",
     ],
-    ["leapkd.losses", "leapkd.accounting", "leapkd.features", "leapkd.linear_classifier", "leapkd.targets"],
+    ["leapkd.losses", "leapkd.accounting", "leapkd.feature_cache", "leapkd.linear_classifier", "leapkd.sources"],
     ["leapkd.methods"],
     ["leapkd.engine"],
     ["leapkd.eval", "leapkd.analysis"],

@@ -39,13 +39,13 @@ def test_a_yaml_file_gives_the_same_keys_and_the_command_line_wins(tmp_path):
         (EvalArgs, ["--k", "0"], "k: Input should be greater than or equal to 1", "leapkd eval --help"),
         (SpectrumArgs, ["--out", "x"], "unknown option 'out'", "did you mean out_dir?"),
         (PlanRequest, ["--epochs", "many"], "epochs", "leapkd plan --help"),
-        (EvalArgs, ["stray"], "unexpected argument 'stray'", "leapkd eval TARGET"),
+        (EvalArgs, ["stray"], "unexpected argument 'stray'", "leapkd eval MODEL"),
     ],
 )
 def test_bad_options_are_errors_that_name_the_key_and_the_command(model, tokens, problem, fix):
     command = "plan" if model is PlanRequest else "spectrum" if model is SpectrumArgs else "eval"
     with pytest.raises(LeapkdError) as err:
-        read_options(model, tokens, command, COMMANDS[command].usage(command).replace("MODEL", "TARGET"))
+        read_options(model, tokens, command, COMMANDS[command].usage(command))
     assert problem in err.value.problem and fix in err.value.fix
 
 
@@ -54,7 +54,7 @@ def test_the_command_line_shows_those_errors_without_a_traceback(capsys):
     err = capsys.readouterr().err
     assert "error: unknown option 'protocl'" in err and "fix: did you mean protocols" in err
     assert main(["evl"]) == 2 and "did you mean eval?" in capsys.readouterr().err
-    assert main(["eval", "--k", "3"]) == 2 and "leapkd eval needs TARGET first" in capsys.readouterr().err
+    assert main(["eval", "--k", "3"]) == 2 and "leapkd eval needs MODEL first" in capsys.readouterr().err
     assert main(["models", "--extra"]) == 2 and "takes no options" in capsys.readouterr().err
 
 

@@ -155,7 +155,7 @@ def _cmd_eval(given: list[str], tokens: list[str]) -> None:
         ]
         print(
             f"{one['model']['name']} on {one['data']} at {one['image_size']} px, "
-            f"{one['features']} features of level {one['block']}"
+            f"{one['pooling']} features of level {one['block']}"
         )
         print(format_table(rows, ["protocol", "value"]))
     print(f"results: {r['out_dir']}/eval.json")
@@ -285,7 +285,7 @@ COMMANDS: dict[str, Command] = {
         "kNN, linear probe, retrieval and CKA maps of a run, a student file or any backbone",
         "Evaluate a frozen backbone. Features are cached per model and data.",
         _cmd_eval,
-        (("TARGET", "a run directory, a leapkd student .safetensors, or a model name (e.g. vit-nano)"),),
+        (("MODEL", "a run directory, a leapkd student .safetensors, or a model name (e.g. vit-nano)"),),
         _model_help("", "leapkd.eval.options.EvalArgs"),
     ),
     "spectrum": Command(

@@ -32,7 +32,7 @@ from leapkd.engine.callbacks.ema import kept_head, kept_student
 from leapkd.engine.tracker_check import check_trackers
 from leapkd.errors import LeapkdError
 from leapkd.eval.in_training import StudentScorer
-from leapkd.features import extract_features
+from leapkd.feature_cache import extract_features
 from leapkd.hardware import autocast_dtype, device_type, resolve_precision, resolve_workers
 from leapkd.linear_classifier import fit_linear_head
 from leapkd.methods import Method, build_method, load_config

@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from leapkd.eval.cka_map import CkaMapProtocol, common_grid, level_rows
 from leapkd.eval.protocol import EvalContext, EvalOptions
-from leapkd.features import extract_levels
+from leapkd.feature_cache import extract_levels
 from leapkd.models import load_backbone
 
 
@@ -106,7 +106,7 @@ def test_revisited_retrieval_extracts_with_the_calls_precision_workers_devices_a
     main process while the GPU waits, and the features would ignore `--precision` and `--transform`."""
     from PIL import Image
 
-    from leapkd import features as features_module
+    from leapkd import feature_cache as features_module
     from leapkd.data.transforms import build_transform
     from leapkd.eval.retrieval import RetrievalProtocol
 

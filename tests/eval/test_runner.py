@@ -74,7 +74,7 @@ def test_several_blocks_come_from_one_pass_and_match_one_at_a_time(tmp_path, mon
 
 def test_bf16_autocast_with_workers_gives_features_close_to_fp32():
     from leapkd.data import build_dataset
-    from leapkd.features import extract_features
+    from leapkd.feature_cache import extract_features
 
     model = load_backbone("vit-nano", 32, patch_size=8)
     data = build_dataset("fashion-mnist", "val", 32, augment=False, subset_per_class=3)
@@ -170,14 +170,14 @@ def test_model_name_with_weights_is_evaluated_with_those_weights(tmp_path, monke
 
     from leapkd.cli import main
     from leapkd.models import load_backbone, save_student_file
-    from leapkd.targets import load_target
+    from leapkd.sources import load_source
 
     monkeypatch.setenv("LEAPKD_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(123)
     trained = load_backbone("vit-nano", 32)
     weights = save_student_file(trained, tmp_path / "w.safetensors")
-    loaded, _, _ = load_target("vit-nano", 32, weights=weights)
-    random, _, _ = load_target("vit-nano", 32)
+    loaded, _, _ = load_source("vit-nano", 32, weights=weights)
+    random, _, _ = load_source("vit-nano", 32)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
     assert not torch.equal(random.model.pos_embed, trained.model.pos_embed)
 

@@ -20,7 +20,7 @@ from leapkd.config import StrictKeys, validate
 from leapkd.data import build_dataset
 from leapkd.disk import write_text_atomic
 from leapkd.hardware import evaluation_device
-from leapkd.targets import load_target
+from leapkd.sources import load_source
 
 
 class SpectrumArgs(StrictKeys):
@@ -44,8 +44,8 @@ class SpectrumArgs(StrictKeys):
     accelerator: str = Field("auto", description="cpu, gpu or auto (a GPU when there is one)")
 
 
-def spectrum(model: str, **options: Any) -> dict[str, Any]:
-    """Analyse `model` (any target `leapkd eval` accepts) and optionally a student beside it.
+def spectrum(source: str, **options: Any) -> dict[str, Any]:
+    """Analyse `source` (any model `leapkd eval` accepts) and optionally a student beside it.
 
     `options` are the keys of `SpectrumArgs`. `weights` / `student_weights` load weight files
     into model-name targets; the models run on the accelerator (default: a GPU when there is one).
@@ -60,7 +60,7 @@ def spectrum(model: str, **options: Any) -> dict[str, Any]:
     args = validate(options, SpectrumArgs, command="spectrum")
     student, seed, images = args.student, args.seed, args.images
     device = evaluation_device(args.accelerator)
-    teacher, run, defaults = load_target(model, args.image_size, seed, weights=args.weights)
+    teacher, run, defaults = load_source(source, args.image_size, seed, weights=args.weights)
     teacher.to(device)
     size = defaults["image_size"]
     data = args.data or defaults.get("data", "fashion-mnist")
@@ -72,7 +72,7 @@ def spectrum(model: str, **options: Any) -> dict[str, Any]:
     home = run  # the run directory the results belong to, if any
     if student is not None:
         # a model name is built with the first model's patch size, so both see the same token grid
-        s_model, s_run, s_defaults = load_target(
+        s_model, s_run, s_defaults = load_source(
             student, size, seed, patch_size=teacher.patch_size, weights=args.student_weights
         )
         home = home or s_run

@@ -23,7 +23,7 @@ from leapkd.data.transforms import EvalTransform
 from leapkd.errors import LeapkdError
 from leapkd.eval.knn import knn_accuracy
 from leapkd.eval.linear import linear_probe
-from leapkd.features import extract_features
+from leapkd.feature_cache import extract_features
 from leapkd.metrics import top_accuracy
 from leapkd.models import Backbone
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from leapkd.config import StrictKeys
 from leapkd.data.transforms import EvalTransform
-from leapkd.features import FeatureKind
+from leapkd.models import Pooling
 
 DEFAULT_PROTOCOLS = ("knn", "linear", "retrieval")
 PerClass = int | Literal["all"]
@@ -29,7 +29,7 @@ class EvalArgs(StrictKeys):
         description="registered protocols: knn, linear, linear-reference (the LEAP reference's probe), retrieval, "
         "cka-map, and any registered with leapkd.register_protocol (an unknown name lists those registered)",
     )
-    features: FeatureKind = Field("cls", description="the CLS token or the mean patch token")
+    pooling: Pooling = Field("cls", description="the feature of an image: its CLS token, or the mean patch token")
     transform: EvalTransform | None = Field(
         None,
         description="resize to the image size, or center-crop: resize to size x 256 / 224 (bicubic) and keep the "

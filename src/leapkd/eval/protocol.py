@@ -29,9 +29,9 @@ from torch import Tensor
 from leapkd.data import LabeledImages, build_dataset
 from leapkd.data.transforms import EvalTransform
 from leapkd.eval.options import EvalArgs
-from leapkd.features import extract_levels
+from leapkd.feature_cache import extract_levels
 from leapkd.models import Backbone
-from leapkd.registry import Registry
+from leapkd.plugins import Registry
 
 Split = Literal["train", "val"]
 
@@ -128,7 +128,7 @@ class EvalContext:
                 self.model,
                 self.dataset(split, per_class),
                 sorted({level, *self.options.blocks}),  # the call's other levels from the same pass
-                self.options.features,
+                self.options.pooling,
                 cache_key=key,
                 progress=self.options.progress,
                 desc=f"{split} features",

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from leapkd.data.transforms import build_transform
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import EvalContext, Protocol, percent, register_protocol
-from leapkd.features import extract_levels
+from leapkd.feature_cache import extract_levels
 
 REVISITED = ("roxford5k", "rparis6k")
 
@@ -264,7 +264,7 @@ def _revisited_map_of(ctx: EvalContext) -> dict[str, dict[str, float]]:
             model,
             _Unlabelled(RetrievalImages(paths, crops, transform)),
             [level],
-            opts.features,
+            opts.pooling,
             cache_key={**key, "part": part},
             progress=opts.progress,
             desc=f"{name} {part}",

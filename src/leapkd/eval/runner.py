@@ -1,6 +1,6 @@
 """`evaluate()`: run registered evaluation protocols on a run, a student file or any backbone.
 
-TARGET is whatever `leapkd.targets.load_target` accepts, so a teacher and a random-init
+The model evaluated is whatever `leapkd.sources.load_source` accepts, so a teacher and a random-init
 model are evaluated the same way. Each protocol (`leapkd.eval.protocol`) runs on one
 shared `EvalContext`: features are extracted once per (model, data, transform) and cached,
 and every protocol of one call shares them.
@@ -23,16 +23,17 @@ from leapkd.eval.retrieval import REVISITED
 from leapkd.hardware import autocast_dtype, evaluation_device, resolve_precision, resolve_workers
 from leapkd.models import Backbone
 from leapkd.rundir import RunDirectory
-from leapkd.targets import load_target
+from leapkd.sources import load_source
 
 
-def evaluate(target: str, **options: Any) -> dict[str, Any]:
-    """Evaluate `target` with the chosen registered protocols; returns (and writes) the results.
+def evaluate(source: str, **options: Any) -> dict[str, Any]:
+    """Evaluate `source` (a run directory, a student file or a model name) with the chosen
+    registered protocols; returns (and writes) the results.
 
     `options` are the keys of `EvalArgs` (`leapkd eval --help` lists them), checked like
     every command's options. Results go to `eval.json` in the run directory (and are merged
-    into its summary.json under "eval"), or into `out_dir` for other targets. `weights`
-    loads a weight file into a model-name target; `reference_weights` into the CKA map's
+    into its summary.json under "eval"), or into `out_dir` for other sources. `weights`
+    loads a weight file into a model-name source; `reference_weights` into the CKA map's
     reference (default: the run's teacher with its weights). Revisited Oxford/Paris
     (`roxford5k`, `rparis6k`) has no class labels: the default protocols then run retrieval
     alone, and asking for a protocol that needs labels is an error. Several `block`s are
@@ -46,10 +47,10 @@ def evaluate(target: str, **options: Any) -> dict[str, Any]:
     """
     args = validate(options, EvalArgs, command="eval")
     protocols = tuple(args.protocols)
-    precision, num_workers, devices, features = args.precision, args.num_workers, args.devices, args.features
+    precision, num_workers, devices, pooling = args.precision, args.num_workers, args.devices, args.pooling
     seed, weights = args.seed, args.weights
     chosen = [PROTOCOLS.get(name)() for name in dict.fromkeys(protocols)]
-    model, run, defaults = load_target(target, args.image_size, seed, args.patch_size, weights)
+    model, run, defaults = load_source(source, args.image_size, seed, args.patch_size, weights)
     blocks = _blocks(args.block, model)
     device = evaluation_device(args.accelerator, devices)
     model.to(device)
@@ -68,13 +69,13 @@ def evaluate(target: str, **options: Any) -> dict[str, Any]:
         autocast=autocast_dtype(resolve_precision(precision, device)[0]),
         num_workers=resolve_workers(num_workers),
     )
-    name = str(target) if labelled else defaults["name"]
+    name = str(source) if labelled else defaults["name"]
     header = _header(name, model, data, transform, labelled, weights=weights, per_class=per_class, seed=seed)
     by_block = {}
     size = defaults["image_size"]
     for b in blocks:
         ctx = EvalContext(model, data, size, seed, resolved.model_copy(update={"level": b}), out, defaults, labelled)
-        by_block[b] = {**header, "image_size": ctx.image_size, "features": features, "block": b}
+        by_block[b] = {**header, "image_size": ctx.image_size, "pooling": pooling, "block": b}
         by_block[b] |= {protocol.key: protocol.run(ctx) for protocol in chosen}
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves nothing behind
     return _record_all(out, run, data, by_block)
@@ -116,7 +117,7 @@ def _header(
     per_class: tuple[Any, Any],
     seed: int,
 ) -> dict[str, Any]:
-    """What every entry of one evaluation records about its target and data."""
+    """What every entry of one evaluation records about its source (key `target`, the file's older name) and data."""
     header: dict[str, Any] = {"target": name, "model": model.describe(), "data": data, "transform": transform}
     if labelled:
         header |= {

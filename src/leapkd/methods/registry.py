@@ -18,8 +18,8 @@ from leapkd.config import DistillConfig, MethodArgs, read_values, validate
 from leapkd.errors import LeapkdError
 from leapkd.methods.base import Method
 from leapkd.models import Backbone
+from leapkd.plugins import Registry
 from leapkd.recipes import recipe_values
-from leapkd.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
 register_method = METHODS.register

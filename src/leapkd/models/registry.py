@@ -27,7 +27,7 @@ from leapkd.models.families import wrap
 from leapkd.models.hf_dinov2 import read_hf_directory, timm_kwargs_from_hf_config
 from leapkd.models.imgfocus import embedded_teacher_state_dict
 from leapkd.models.weights import load_into, read_weight_file, without_classifier
-from leapkd.registry import Registry
+from leapkd.plugins import Registry
 
 EMBEDDED_TEACHER = "dinov2-vits14-imgfocus"
 EMBEDDED_ARCH = "vit_small_patch14_dinov2"

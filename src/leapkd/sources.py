@@ -1,4 +1,5 @@
-"""What `leapkd eval` and `leapkd spectrum` accept as a model: a run, a student file or a model name."""
+"""What `leapkd eval` and `leapkd spectrum` accept as a model (a source): a run, a student file, or any
+source `load_backbone` accepts (a model name)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ def _is_run(path: Path) -> bool:
     return path.is_dir() and (path / "config.yaml").is_file() and (path / "student.safetensors").is_file()
 
 
-def load_target(
-    target: str,
+def load_source(
+    source: str,
     image_size: int | None,
     seed: int = 0,
     patch_size: int | None = None,
@@ -30,10 +31,10 @@ def load_target(
     layout). A model name without weights is built with random weights drawn after seeding
     with `seed`, so it is the same model every time.
     """
-    path = Path(target)
+    path = Path(source)
     if weights is not None and (_is_run(path) or path.suffix == ".safetensors"):
         raise LeapkdError(
-            f"--weights applies to a model name, but {target} already carries its weights",
+            f"--weights applies to a model name, but {source} already carries its weights",
             "drop --weights, or give a model name (e.g. vit_small_patch14_dinov2) with --weights FILE",
         )
     if _is_run(path):
@@ -56,5 +57,5 @@ def load_target(
         raise LeapkdError(f"{path} is neither a run directory nor a leapkd student file", "pass a run directory")
     size = image_size or 112
     torch.manual_seed(seed)
-    model = load_backbone(target, size, weights=weights, patch_size=patch_size)
-    return model, None, {"image_size": size, "name": Path(target).name}
+    model = load_backbone(source, size, weights=weights, patch_size=patch_size)
+    return model, None, {"image_size": size, "name": Path(source).name}

@@ -26,8 +26,6 @@ from leapkd.data import LabeledImages
 from leapkd.models import Backbone, Pooling
 from leapkd.paths import cache_dir
 
-FeatureKind = Pooling
-
 
 def model_fingerprint(backbone: Backbone) -> str:
     """A hash of the backbone's weights and shape facts."""
@@ -42,7 +40,7 @@ def model_fingerprint(backbone: Backbone) -> str:
 def extract_features(
     backbone: Backbone,
     dataset: Dataset | LabeledImages,
-    kind: FeatureKind = "cls",
+    kind: Pooling = "cls",
     block: int | None = None,
     batch_size: int = 128,
     cache_key: dict | None = None,
@@ -72,7 +70,7 @@ def extract_levels(
     backbone: Backbone,
     dataset: Dataset | LabeledImages,
     levels: list[int],
-    kind: FeatureKind = "cls",
+    kind: Pooling = "cls",
     batch_size: int = 128,
     cache_key: dict | None = None,
     progress: bool = True,
@@ -138,7 +136,7 @@ class PooledLevels(nn.Module):
     """
 
     def __init__(
-        self, backbone: Backbone, levels: list[int], kind: FeatureKind, autocast_dtype: torch.dtype | None = None
+        self, backbone: Backbone, levels: list[int], kind: Pooling, autocast_dtype: torch.dtype | None = None
     ) -> None:
         super().__init__()
         self.backbone, self.levels, self.kind, self.autocast_dtype = backbone, levels, kind, autocast_dtype
