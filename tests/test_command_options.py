@@ -9,7 +9,7 @@ from leapkd.analysis.command import SpectrumArgs
 from leapkd.cli import COMMANDS, command_help, main
 from leapkd.errors import LeapkdError
 from leapkd.eval.options import EvalArgs
-from leapkd.options import read_options
+from leapkd.options import as_flags, help_lines, read_options
 from leapkd.plan import PlanRequest
 from leapkd.readme_keys import main as readme_keys
 from leapkd.readme_keys import render
@@ -65,8 +65,9 @@ def test_every_commands_help_lists_every_key_of_its_models(name, capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert out.strip() == command_help(name) and out.startswith(f"usage: leapkd {name}")
-    for line in COMMANDS[name].options():
-        assert line in out
+    for model in COMMANDS[name].options():
+        for line in help_lines(model):
+            assert line in out
 
 
 def test_the_readme_key_tables_are_generated_from_the_models(tmp_path):
@@ -77,3 +78,14 @@ def test_the_readme_key_tables_are_generated_from_the_models(tmp_path):
     stale.write_text(readme.replace("| `k` | 20 |", "| `k` | 21 |"))
     assert readme_keys([str(stale), "--check"]) == 1  # the check can fail
     assert readme_keys([str(stale)]) == 0 and stale.read_text() == readme
+
+
+def test_lower_layers_name_keys_and_the_command_line_shows_them_as_its_flags(capsys):
+    assert as_flags("set `cls_weight` 0; see `pip install`", frozenset({"cls_weight"})) == (
+        "set --cls_weight 0; see `pip install`"
+    )
+    with pytest.raises(LeapkdError) as err:
+        PlanRequest(gpu="tpu")
+    assert "use `gpu` h200" in err.value.fix  # Python callers read the key
+    assert main(["plan", "--gpu", "tpu"]) == 2
+    assert "fix: use --gpu h200" in capsys.readouterr().err  # the terminal reads the flag

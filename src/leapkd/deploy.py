@@ -122,7 +122,7 @@ def _student_file(run: RunDirectory, which: str) -> Path:
     if which == "best" and not run.student_best.is_file():
         raise LeapkdError(
             f"{run.path} has no best student (student_best.safetensors): it was not evaluated during training",
-            "export --which last, or train with --eval_every N to keep the best student",
+            "export `which` last, or train with `eval_every` N to keep the best student",
         )
     return run.student if which == "last" else run.student_best
 

@@ -67,7 +67,7 @@ def resolve_precision(requested: str, device: str) -> tuple[str, str]:
     if requested == "16-mixed" and device != "cuda":
         raise LeapkdError(
             f"precision 16-mixed (fp16 with loss scaling) is for CUDA GPUs, and this run trains on {device}",
-            "use --precision auto (bf16-mixed where the device computes it natively, else 32)",
+            "use `precision` auto (bf16-mixed where the device computes it natively, else 32)",
         )
     if requested != "auto":
         return requested, "as configured"
@@ -119,17 +119,17 @@ def evaluation_device(accelerator: str, devices: int = 1) -> str:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "cuda" and gpus == 0:
         raise LeapkdError(
-            f"--accelerator {accelerator} asks for a CUDA GPU and this machine has none",
-            "use --accelerator cpu, or auto to use a GPU when there is one",
+            f"`accelerator` {accelerator} asks for a CUDA GPU and this machine has none",
+            "use `accelerator` cpu, or auto to use a GPU when there is one",
         )
     if devices < 1:
-        raise LeapkdError(f"--devices {devices} is not a number of devices", "give 1 or more")
+        raise LeapkdError(f"`devices` {devices} is not a number of devices", "give 1 or more")
     if devices > 1 and device != "cuda":
         raise LeapkdError(
-            f"--devices {devices}: splitting the batches over several devices needs CUDA GPUs, "
+            f"`devices` {devices}: splitting the batches over several devices needs CUDA GPUs, "
             f"and this evaluation runs on {device}",
-            "drop --devices (one device)",
+            "drop `devices` (one device)",
         )
     if devices > gpus > 0:
-        raise LeapkdError(f"--devices {devices}: this machine has {gpus} CUDA GPU(s)", f"use --devices {gpus} or fewer")
+        raise LeapkdError(f"`devices` {devices}: this machine has {gpus} CUDA GPU(s)", f"use `devices` {gpus} or fewer")
     return device

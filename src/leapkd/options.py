@@ -10,6 +10,7 @@ did-you-mean and the command whose `--help` lists them (`config.validate`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,3 +131,9 @@ def split_keys(values: Mapping[str, Any], model: type[BaseModel]) -> tuple[dict[
     """(the keys `model` has, the rest)."""
     own = {k: v for k, v in values.items() if k in model.model_fields}
     return own, {k: v for k, v in values.items() if k not in own}
+
+
+def as_flags(text: str, keys: frozenset[str]) -> str:
+    """A message for the terminal: each key it names in backticks (`` `cls_weight` ``) that the
+    command reads becomes its flag (`--cls_weight`); lower layers name keys, never flags."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: f"--{m[1]}" if m[1] in keys else m[0], text)

@@ -150,7 +150,7 @@ def gpu_spec(name: str) -> GpuSpec:
         close = closest_names(name.lower(), GPUS)
         raise LeapkdError(
             f"unknown GPU '{name}'" + (f"; did you mean {close[0]}?" if close else ""),
-            f"use --gpu {', '.join(GPUS)} (or the nearest kind and --mfu with your own measured figure)",
+            f"use `gpu` {', '.join(GPUS)} (or the nearest kind and `mfu` with your own measured figure)",
         )
     return spec
 
@@ -406,7 +406,7 @@ def _duration(hours: float) -> str:
 
 def _check_mfu(mfu: float | None) -> None:
     if mfu is not None and not 0 < mfu <= 1:
-        raise LeapkdError(f"MFU must be a fraction in (0, 1], got {mfu}", "give e.g. --mfu 0.4 for 40%")
+        raise LeapkdError(f"MFU must be a fraction in (0, 1], got {mfu}", "give e.g. `mfu` 0.4 for 40%")
 
 
 def make_plan(request: PlanRequest, measured: Measured, mfu: float | None = None) -> Plan:
@@ -458,7 +458,7 @@ def check_fits(plan: Plan) -> None:
     raise LeapkdError(
         f"a batch of {plan.request.batch_size} per GPU needs about {plan.memory_bytes / gib:.1f} GiB, more than "
         f"{100 * USABLE_MEMORY:.0f}% of the {plan.gpu.label}'s {plan.gpu.memory_gib:.0f} GiB",
-        f"use --batch-size {plan.largest_batch} or less"
+        f"use `batch_size` {plan.largest_batch} or less"
         if plan.largest_batch
         else "the model alone does not fit: use a GPU with more memory or a smaller student",
     )

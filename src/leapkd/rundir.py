@@ -70,7 +70,7 @@ class RunDirectory:
             if not (self.last_checkpoint.is_file() or previous.is_file()):
                 raise LeapkdError(
                     f"cannot resume: {self.last_checkpoint} does not exist",
-                    "drop --resume to start a new run, or point --name/--output-dir at the run to resume",
+                    "drop `resume` to start a new run, or point `name`/`output_dir` at the run to resume",
                 )
         created = not self.path.exists()
         try:
@@ -92,7 +92,7 @@ class RunDirectory:
             if isinstance(err, OSError):
                 raise LeapkdError(
                     f"cannot write to the run directory {self.path}: {err.strerror}",
-                    "choose a writable --output-dir",
+                    "choose a writable `output_dir`",
                 ) from err
             raise
 
@@ -102,7 +102,7 @@ class RunDirectory:
         if entries and not overwrite:
             raise LeapkdError(
                 f"run directory {self.path} already exists",
-                "pass --resume to continue it, --overwrite to replace it, or choose another --name",
+                "pass `resume` to continue it, `overwrite` to replace it, or choose another `name`",
             )
         for entry in entries:
             if entry.is_dir() and not entry.is_symlink():
@@ -240,7 +240,7 @@ def usable_checkpoint(run: RunDirectory) -> Path:
         return latest
     raise LeapkdError(
         f"cannot resume {run.path}: the latest checkpoint is damaged ({problem}) and there is no intact previous one",
-        "start the run again with --overwrite",
+        "start the run again with `overwrite`",
     )
 
 

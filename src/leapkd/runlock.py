@@ -101,7 +101,7 @@ class RunLock:
         kill = f"stop it (kill {holder['pid']}) or " if holder and holder.get("host") == socket.gethostname() else ""
         return LeapkdError(
             f"the run directory {self.path.parent} is in use by {who}",
-            f"wait for that run to end, {kill}give this one another --name",
+            f"wait for that run to end, {kill}give this one another `name`",
         )
 
 

@@ -34,8 +34,8 @@ def load_source(
     path = Path(source)
     if weights is not None and (_is_run(path) or path.suffix == ".safetensors"):
         raise LeapkdError(
-            f"--weights applies to a model name, but {source} already carries its weights",
-            "drop --weights, or give a model name (e.g. vit_small_patch14_dinov2) with --weights FILE",
+            f"`weights` applies to a model name, but {source} already carries its weights",
+            "drop `weights`, or give a model name (e.g. vit_small_patch14_dinov2) with `weights` FILE",
         )
     if _is_run(path):
         cfg = read_common_config(path / "config.yaml")

@@ -118,7 +118,7 @@ def distill(
         if not run.config.is_file():
             raise LeapkdError(
                 f"cannot resume: {run.path} holds no run (no config.yaml)",
-                "drop --resume to start a new run, or give the --name/--output-dir of the run to resume",
+                "drop `resume` to start a new run, or give the `name`/`output_dir` of the run to resume",
             )
         cfg = _resume_config(run, cfg, overrides)
     check_trackers(cfg.logger, cfg.mlflow_tracking_uri)
@@ -193,7 +193,7 @@ def _check_fits(run: RunDirectory, train_set: LabeledImages, batch: int, resume:
     if len(train_set) < batch:
         raise LeapkdError(
             f"{len(train_set)} training images do not fill one global batch of {batch}",
-            "lower --batch_size or use more data (--subset_per_class)",
+            "lower `batch_size` or use more data (`subset_per_class`)",
         )
     if resume:
         _check_same_world(run, world)
@@ -248,8 +248,8 @@ def _scorer(cfg: DistillConfig, teacher: Backbone, classifier: bool) -> StudentS
         raise LeapkdError(
             f"eval_metric {cfg.eval_metric} is not measured on {data} ({scorer.num_classes} classes: "
             f"{', '.join(scorer.figures)})" + ("; this run trains no student head" if head else ""),
-            ("set --ce_weight or --kd_weight above 0 to train one, or " if head else "")
-            + (f"choose --eval_metric {scorer.figures[0]}" if scorer.figures else "add knn to --eval_protocols"),
+            ("set `ce_weight` or `kd_weight` above 0 to train one, or " if head else "")
+            + (f"choose `eval_metric` {scorer.figures[0]}" if scorer.figures else "add knn to `eval_protocols`"),
         )
     return scorer
 
@@ -324,9 +324,9 @@ def _trainer(
     except (MisconfigurationException, ValueError, RuntimeError) as err:
         found = f"{torch.cuda.device_count()} CUDA device(s)"
         raise LeapkdError(
-            f"cannot train with --accelerator {accelerator} --devices {devices} --strategy {strategy}: {err} "
+            f"cannot train with `accelerator` {accelerator} `devices` {devices} `strategy` {strategy}: {err} "
             f"(this machine has {found})",
-            "choose what this machine has: --accelerator cpu, or auto to use a GPU when there is one",
+            "choose what this machine has: `accelerator` cpu, or auto to use a GPU when there is one",
         ) from None
 
 
@@ -338,7 +338,7 @@ def _check_same_world(run: RunDirectory, world: int) -> None:
         raise LeapkdError(
             f"{run.path} was trained by {saved} process(es) (devices x nodes) and is being resumed with {world}; "
             "the data order and batches depend on that number, so the run would not continue exactly",
-            f"resume with {saved} process(es) in all, e.g. --devices {saved} (or start a new run)",
+            f"resume with {saved} process(es) in all, e.g. `devices` {saved} (or start a new run)",
         )
 
 

@@ -144,7 +144,7 @@ def test_export_best_or_last(tiny, tmp_path):
     plain = distill(name="plain", **tiny)
     with pytest.raises(LeapkdError) as err:
         export(plain.run_dir, "safetensors", which="best")
-    assert "no best student" in str(err.value) and "--eval_every" in err.value.fix
+    assert "no best student" in str(err.value) and "`eval_every`" in err.value.fix
 
 
 def test_checkpoint_every_minutes(tiny, monkeypatch):
@@ -184,7 +184,7 @@ def test_evaluation_needs_labels(tiny, tmp_path):
     settings = dict(tiny, data=str(folder), subset_per_class="all", batch_size=4)
     with pytest.raises(LeapkdError) as err:
         distill(name="unl", eval_every=2, **settings)
-    assert "needs class labels" in str(err.value) and "--eval_data" in err.value.fix
+    assert "needs class labels" in str(err.value) and "`eval_data`" in err.value.fix
     assert not (Path(tiny["output_dir"]) / "unl").exists()  # refused before the run directory
     r = distill(name="unl", eval_every=3, eval_data="fashion-mnist", eval_images_per_class=3, **settings)
     assert r.summary.evaluation.data == "fashion-mnist" and [e["step"] for e in r.summary.evaluation.history] == [

@@ -67,10 +67,10 @@ def test_student_head_is_scored_at_each_evaluation_kept_at_its_best_and_exported
 def test_student_metric_without_a_head_is_refused(tiny):
     with pytest.raises(LeapkdError) as err:
         distill(name="nohead", eval_every=5, eval_metric="student_top1", **tiny)
-    assert "trains no student head" in str(err.value) and "--ce_weight" in err.value.fix
+    assert "trains no student head" in str(err.value) and "`ce_weight`" in err.value.fix
     with pytest.raises(LeapkdError) as err:  # nothing measured at all: the hint still reads
         distill(name="nothing", eval_every=5, eval_metric="student_top1", eval_protocols=[], **tiny)
-    assert "add knn to --eval_protocols" in err.value.fix
+    assert "add knn to `eval_protocols`" in err.value.fix
 
 
 def test_the_student_head_starts_as_timms():

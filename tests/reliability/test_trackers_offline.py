@@ -45,7 +45,7 @@ def test_wandb_with_a_key_but_no_server_fails_at_once(tiny, no_wandb_login, monk
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(LeapkdError) as err:
         distill(name="wb", logger="csv,wandb", **tiny)
-    assert "--logger wandb cannot reach http://127.0.0.1" in err.value.problem and "refused" in err.value.problem
+    assert "`logger` wandb cannot reach http://127.0.0.1" in err.value.problem and "refused" in err.value.problem
     assert "WANDB_MODE=offline" in err.value.fix
     assert not (Path(tiny["output_dir"]) / "wb").exists()
 
@@ -98,7 +98,7 @@ def test_a_tracker_that_cannot_start_leaves_nothing(tiny, monkeypatch):
     monkeypatch.setattr(Trackers, "_open_tensorboard", broken)
     with pytest.raises(LeapkdError) as err:
         distill(name="tb", logger="tensorboard", **tiny)
-    assert "--logger tensorboard could not start: OSError: cannot create the event file" in err.value.problem
+    assert "`logger` tensorboard could not start: OSError: cannot create the event file" in err.value.problem
     assert not (Path(tiny["output_dir"]) / "tb").exists()
 
 

@@ -118,7 +118,7 @@ def _file_dataset(source: str, split: str, transform: Callable[[Any], Any]) -> I
         raise LeapkdError(
             f"{source} holds unlabelled images, so it has no '{split}' split to evaluate on",
             "evaluate on a labelled set (a built-in dataset or a folder with train/<class>/ and val/<class>/): "
-            "--eval_data for a run, --data for leapkd eval",
+            "`eval_data` for a run, `data` for leapkd eval",
         )
     return _unlabelled(source, transform)
 
@@ -178,7 +178,7 @@ def build_dataset(
         if not dataset.classes:
             raise LeapkdError(
                 f"subset_per_class {subset_per_class} needs class labels, and {name_or_path} has none",
-                "use --subset_per_class all (or auto) with unlabelled images",
+                "use `subset_per_class` all (or auto) with unlabelled images",
             )
         dataset = LabeledSubset(dataset, subset_indices(dataset.targets, subset_per_class, seed))
     return dataset

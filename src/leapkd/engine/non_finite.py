@@ -56,5 +56,5 @@ def _non_finite(loss: float, parts: dict[str, float], step: int) -> LeapkdError:
     bad = [k for k, v in parts.items() if not math.isfinite(v)] or ["loss"]
     return LeapkdError(
         f"the loss is {loss} at step {step} (non-finite part: {', '.join(bad)}); the last good checkpoint is kept",
-        "lower --lr, keep --grad_clip on, check the data for corrupt values, or pass --nan_policy skip",
+        "lower `lr`, keep `grad_clip` on, check the data for corrupt values, or pass `nan_policy` skip",
     )

@@ -39,15 +39,15 @@ def check_trackers(names: Sequence[str], mlflow_uri: str | None = None) -> None:
         modules, install = PACKAGES.get(name, ((), ""))
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
         if missing:
-            raise LeapkdError(f"--logger {name} needs the package(s) {', '.join(missing)}", install)
+            raise LeapkdError(f"`logger` {name} needs the package(s) {', '.join(missing)}", install)
     if "wandb" in names:
         check_wandb()
     if "mlflow" in names and mlflow_uri and urlsplit(mlflow_uri).scheme in ("http", "https"):
         problem = unreachable(mlflow_uri)
         if problem:
             raise LeapkdError(
-                f"--logger mlflow cannot reach the tracking server {mlflow_uri} ({problem})",
-                "start the server or check --mlflow_tracking_uri; without a server, leave it unset "
+                f"`logger` mlflow cannot reach the tracking server {mlflow_uri} ({problem})",
+                "start the server or check `mlflow_tracking_uri`; without a server, leave it unset "
                 "(a local SQLite store beside the runs) and copy the runs over later",
             )
 
@@ -61,12 +61,12 @@ def check_wandb() -> None:
     host = urlsplit(server).hostname or server
     if not os.environ.get("WANDB_API_KEY") and not _netrc_has(host):
         raise LeapkdError(
-            f"--logger wandb needs a W&B login: WANDB_API_KEY is not set and no key for {host} is stored",
+            f"`logger` wandb needs a W&B login: WANDB_API_KEY is not set and no key for {host} is stored",
             f"run `wandb login` (or set WANDB_API_KEY), or {OFFLINE_FIX}",
         )
     problem = unreachable(server)
     if problem:
-        raise LeapkdError(f"--logger wandb cannot reach {server} ({problem})", OFFLINE_FIX)
+        raise LeapkdError(f"`logger` wandb cannot reach {server} ({problem})", OFFLINE_FIX)
 
 
 def wandb_server() -> str:

@@ -58,8 +58,8 @@ class Trackers:
             except Exception as err:
                 self._close_all("failed")
                 raise LeapkdError(
-                    f"--logger {name} could not start: {type(err).__name__}: {err}",
-                    f"check {name}'s setup, or leave it out of --logger (metrics.csv needs none)",
+                    f"`logger` {name} could not start: {type(err).__name__}: {err}",
+                    f"check {name}'s setup, or leave it out of `logger` (metrics.csv needs none)",
                 ) from err
             self.loggers[name] = logger
         if self.loggers:

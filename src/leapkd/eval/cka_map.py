@@ -94,7 +94,7 @@ class CkaMapProtocol(Protocol):
         opts = ctx.options
         ref_name = opts.reference or ctx.defaults.get("reference")
         if ref_name is None:
-            raise LeapkdError("cka-map needs a reference model", "pass --reference (e.g. the teacher)")
+            raise LeapkdError("cka-map needs a reference model", "pass `reference` (e.g. the teacher)")
         ref_weights = opts.reference_weights if opts.reference else ctx.defaults.get("reference_weights")
         ref = load_backbone(ref_name, ctx.image_size, weights=ref_weights).to(ctx.device)
         ds = ctx.dataset("val", None)

@@ -64,7 +64,7 @@ class StudentScorer:
             if not images.classes:
                 raise LeapkdError(
                     f"evaluation during training needs class labels, and {data} has none",
-                    "give a labelled set with --eval_data (a built-in name or a folder with train/ and val/)",
+                    "give a labelled set with `eval_data` (a built-in name or a folder with train/ and val/)",
                 )
             chosen = (
                 images

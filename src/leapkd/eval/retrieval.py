@@ -250,7 +250,7 @@ def _revisited_map_of(ctx: EvalContext) -> dict[str, dict[str, float]]:
     """
     name, root, opts = ctx.data, ctx.options.data_root, ctx.options
     if root is None:
-        raise LeapkdError(f"{name} needs --data-root", f"pass the directory that holds {name}/jpg and gnd_{name}.pkl")
+        raise LeapkdError(f"{name} needs `data_root`", f"pass the directory that holds {name}/jpg and gnd_{name}.pkl")
     db_paths, q_paths, boxes, gnd = load_revisited(root, name)
     model, size = ctx.model, ctx.image_size
     transform = build_transform(size, augment=False, mean=model.mean, std=model.std, eval_transform=opts.transform)

@@ -184,7 +184,7 @@ class FeatureDistillation(Method[FeatureTargets]):
         if args.cls_weight > 0 and not student.num_prefix_tokens:
             raise LeapkdError(
                 f"cls_weight needs a CLS token, and the student {student.name} ({student.family}) has none",
-                "set --cls_weight 0, or use a student with a CLS token (ViT, DeiT, DINOv2, Eva)",
+                "set `cls_weight` 0, or use a student with a CLS token (ViT, DeiT, DINOv2, Eva)",
             )
         # creation order fixes the random initialisation: student head, teacher head, projectors, the rest
         heads = args.ce_weight > 0 or args.kd_weight > 0
@@ -349,8 +349,8 @@ def _own_classifier(args: FeatureArgs, teacher: Backbone, num_classes: int | Non
         has = f"a classifier of {teacher.num_classes} classes" if teacher.num_classes else "no classifier it exposes"
         raise LeapkdError(
             f"teacher_classifier own: the teacher {teacher.name} has {has}, the data {num_classes} classes",
-            "build the teacher with its head (--teacher_kwargs '{num_classes: N}' and weights that hold it; "
-            "EfficientNet and GhostNet do not expose theirs), or use --teacher_classifier fitted",
+            "build the teacher with its head (`teacher_kwargs` '{num_classes: N}' and weights that hold it; "
+            "EfficientNet and GhostNet do not expose theirs), or use `teacher_classifier` fitted",
         )
     return matches
 
@@ -370,7 +370,7 @@ def _cls_of(features: Features, teacher: Backbone, level: int) -> Tensor:
         raise LeapkdError(
             f"the CLS loss needs a CLS token at teacher level {level}, and {teacher.name} ({teacher.family}) "
             "has none there",
-            "set --cls_weight 0 for this teacher",
+            "set `cls_weight` 0 for this teacher",
         )
     return cls
 

@@ -89,7 +89,7 @@ class FixedTarget(FeatureDistillation):
                 f"teacher levels {self.blocks[0]}..{self.blocks[-1]} of {teacher.name} differ in width or grid "
                 f"({', '.join(f'{lv.width} on {lv.grid[0]}x{lv.grid[1]}' for lv in levels)}), so they cannot be "
                 f"{'averaged' if self.average else 'concatenated'}",
-                "use --fixed_last_n 1 or --fixed_level, or levels that share a stage",
+                "use `fixed_last_n` 1 or `fixed_level`, or levels that share a stage",
             )
         width = levels[0].width if self.average else sum(lv.width for lv in levels)
         widths = [] if args.fixed_all_layers else [width]  # all layers: a projector per level pair instead
@@ -144,12 +144,12 @@ def _target_levels(args: FixedArgs, teacher: Backbone) -> list[int]:
         if args.fixed_level > L:
             raise LeapkdError(
                 f"fixed_level is {args.fixed_level}, but the teacher {teacher.name} has {L} levels",
-                f"set --fixed_level between 1 and {L}",
+                f"set `fixed_level` between 1 and {L}",
             )
         if args.kd_weight > 0 and args.fixed_level < L:
             raise LeapkdError(
                 "kd_weight needs the teacher's last level every step, and fixed_level stops the teacher earlier",
-                "drop --kd_weight, or use --fixed_level with the last level",
+                "drop `kd_weight`, or use `fixed_level` with the last level",
             )
         return [args.fixed_level]
     if args.fixed_average or args.fixed_all_layers:
@@ -157,6 +157,6 @@ def _target_levels(args: FixedArgs, teacher: Backbone) -> list[int]:
     if args.fixed_last_n > L:
         raise LeapkdError(
             f"fixed_last_n is {args.fixed_last_n}, but the teacher {teacher.name} has {L} levels",
-            f"set --fixed_last_n between 1 and {L}",
+            f"set `fixed_last_n` between 1 and {L}",
         )
     return list(range(L - args.fixed_last_n + 1, L + 1))

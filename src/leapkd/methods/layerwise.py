@@ -47,7 +47,7 @@ class LayerwiseLoss(nn.Module):
         if cls and not all(s.prefix and t.prefix for s, t in zip(student.levels, teacher.levels)):
             raise LeapkdError(
                 "fixed_all_layers with cls_weight needs a CLS token at every level of both models",
-                "set --cls_weight 0, or use ViT-family models",
+                "set `cls_weight` 0, or use ViT-family models",
             )
         self.reduce = reduce
         self.projectors = nn.ModuleList(

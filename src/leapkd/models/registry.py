@@ -138,8 +138,8 @@ def check_teacher_has_weights(source: str, weights: str | None, pretrained: bool
         return  # the embedded teacher and HF directories carry weights; unknown names fail later
     raise LeapkdError(
         f"teacher '{source}' would be randomly initialised: no weights were given, so it would distil noise",
-        "pass --teacher_weights FILE (safetensors, .pth or .bin), or --teacher_pretrained true to download "
-        "timm's weights (needs a network), or --allow_random_teacher true for tests and speed benchmarks",
+        "pass `teacher_weights` FILE (safetensors, .pth or .bin), or `teacher_pretrained` true to download "
+        "timm's weights (needs a network), or `allow_random_teacher` true for tests and speed benchmarks",
     )
 
 
@@ -153,7 +153,7 @@ def check_image_size(image_size: int, **models: Backbone) -> None:
             raise LeapkdError(
                 f"image size {image_size} is not a multiple of the {role}'s patch size {p} "
                 "(the last pixels would be dropped silently)",
-                f"use --image-size {lower or p} or {lower + p}",
+                f"use `image_size` {lower or p} or {lower + p}",
             )
 
 
@@ -178,8 +178,8 @@ def _download_pretrained(name: str, model_kwargs: dict[str, Any] | None) -> dict
     except Exception as err:
         raise LeapkdError(
             f"could not download pretrained weights for '{name}': {err}",
-            "without a network, pass a local weight file (safetensors, .pth or .bin): --teacher_weights for "
-            "distill, --weights for eval and spectrum",
+            "without a network, pass a local weight file (safetensors, .pth or .bin): `teacher_weights` for "
+            "distill, `weights` for eval and spectrum",
         ) from err
     state = native.state_dict()
     wanted = int((model_kwargs or {}).get("num_classes") or 0)
