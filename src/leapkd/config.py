@@ -211,11 +211,9 @@ class DataKeys(ModelKeys):
         return _count_or_word(value, str(info.field_name))
 
 
-class DistillConfig(DataKeys):
-    """The keys every run has, whatever its method (the run, models and data keys of its bases, then
-    optimisation, outputs and evaluation). Defaults: the embedded CPU demo (minutes)."""
+class OptimizationKeys(DataKeys):
+    """How long and how the student is optimised: run length, batch, optimizer, schedule, EMA."""
 
-    # ----- optimisation -----
     epochs: int = Field(10, ge=1, description="run length: training epochs")
     max_steps: int | None = Field(None, ge=1, description="run length: stop after this many optimizer steps")
     batch_size: int = Field(32, ge=1, description="images per batch per device")
@@ -278,6 +276,12 @@ class DistillConfig(DataKeys):
         " weights, the SpectralKD reference's choice; the average is then saved as "
         "`student_ema.safetensors`)",
     )
+
+
+class DistillConfig(OptimizationKeys):
+    """The keys every run has, whatever its method (the run, models, data and optimisation keys of its
+    bases, then execution, outputs and evaluation). Defaults: the embedded CPU demo (minutes)."""
+
     compile: bool = Field(
         False,
         description="`torch.compile` the student and each teacher level (the early exit keeps its compiled levels)",
