@@ -19,13 +19,15 @@ LAYERS = [
         "leapkd.schedule",
         "leapkd.plots",
         "leapkd.summary",
+        "leapkd.edge",
+        "leapkd.shared_run",
     ],
     ["leapkd.losses", "leapkd.accounting", "leapkd.feature_cache", "leapkd.linear_classifier", "leapkd.sources"],
     ["leapkd.methods"],
     ["leapkd.engine"],
     ["leapkd.eval", "leapkd.analysis"],
-    ["leapkd.report", "leapkd.deploy", "leapkd.plan", "leapkd.headline"],
-    ["leapkd.training"],
+    ["leapkd.report", "leapkd.deploy", "leapkd.latency", "leapkd.plan", "leapkd.headline"],
+    ["leapkd.training", "leapkd.shared_training"],
     ["leapkd.cli", "leapkd.readme_keys", "leapkd.__main__", "leapkd"],
 ]
 MAX_CLASS_LINES, MAX_FUNCTION_LINES = 200, 80

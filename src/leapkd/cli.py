@@ -10,13 +10,17 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from leapkd.config import StrictKeys, validate
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.options import TokenKinds, as_flags, help_lines, parse_tokens, read_options, split_keys
+
+if TYPE_CHECKING:
+    from leapkd.shared_run import SharedRunSummary
 
 
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
@@ -129,15 +133,28 @@ def _cmd_distill(given: list[str], tokens: list[str]) -> None:
         progress=control.progress,
         **overrides,
     )
-    s = result.summary
-    if s is None:  # not rank 0
+    if result.shared is not None:  # several students: side by side, and the run's cost
+        _print_students(result.run_dir, result.shared)
+        status = result.shared.status
+    elif result.summary is not None:
+        print(f"\nrun directory: {result.run_dir}")
+        rows = [{"figure": label, "value": value} for label, value in headline_rows(result.summary)]
+        print(format_table(rows, ["figure", "value"]))
+        status = result.summary.status
+    else:  # not rank 0
         return
-    print(f"\nrun directory: {result.run_dir}")
-    rows = [{"figure": label, "value": value} for label, value in headline_rows(s)]
-    print(format_table(rows, ["figure", "value"]))
-    if s.status == "interrupted":
+    if status == "interrupted":
         command = resume_command(result.run_dir, devices, nodes, strategy, accelerator)
         print(f"\ncontinue with --resume:\n  {command}")
+
+
+def _print_students(run_dir: Path, shared: SharedRunSummary) -> None:
+    from leapkd.shared_run import shared_cost_rows, students_table
+
+    print(f"\nrun directory: {run_dir} (each student in students/<name>/)")
+    header, table = students_table(shared)
+    print(format_table([dict(zip(header, row)) for row in table], header))
+    print(format_table([{"figure": k, "value": v} for k, v in shared_cost_rows(shared)], ["figure", "value"]))
 
 
 def _cmd_eval(given: list[str], tokens: list[str]) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from typing_extensions import Self
 
 from leapkd.errors import LeapkdError, closest_names
 
@@ -56,6 +57,20 @@ class StrictKeys(BaseModel):
 
 class MethodArgs(StrictKeys):
     """Base of a method's own keys (declared by each registered method as `Args`)."""
+
+
+class StudentEntry(StrictKeys):
+    """One student of a run of several (`students`)."""
+
+    student: str = Field(description="a preset, a timm name or a registered model, as the `student` key")
+    student_weights: str | None = Field(None, description="a local weight file to start it from")
+    student_kwargs: dict[str, Any] | None = Field(None, description="extra arguments of its timm constructor")
+    name: str | None = Field(None, description="its directory under `<run>/students/` (default: its model name)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, value: Any) -> Any:
+        return {"student": value} if isinstance(value, str) else value
 
 
 class ModelKeys(StrictKeys):
@@ -115,6 +130,45 @@ class ModelKeys(StrictKeys):
         None,
         description="extra arguments of the student's timm constructor, e.g. `{depth: 6}` or `{drop_path_rate: 0.1}`",
     )
+    students: list[StudentEntry] | None = Field(
+        None,
+        description="several students distilled in one run from one teacher pass per batch, each a `student` "
+        "with its own `student_kwargs` / `student_weights` and an optional directory `name` (`--student a,b` is "
+        "the short form); each gets `<run>/students/<name>/` with what a one-student run writes",
+    )
+
+    def lane_configs(self) -> list[tuple[str, Self]]:
+        """(name, configuration) of each student: what the student's own run would be configured with."""
+        if self.students is None:
+            return [(self.student, self)]
+        lanes = []
+        for entry in self.students:
+            name = entry.name or Path(entry.student).name
+            keys: dict[str, Any] = {"student": entry.student, "student_weights": entry.student_weights}
+            keys |= {"student_kwargs": entry.student_kwargs, "students": None, "name": name}
+            lanes.append((name, self.model_copy(update=keys)))
+        return lanes
+
+    @model_validator(mode="after")
+    def _students_listed_once(self) -> Self:
+        if "," in self.student:
+            if self.students is not None:
+                raise ValueError("give several students as `student` a,b or as `students`, not both")
+            names = [n.strip() for n in self.student.split(",") if n.strip()]
+            self.__dict__["students"] = [StudentEntry.model_validate({"student": n}) for n in names]
+            self.__dict__["student"] = names[0]
+        if self.students is not None:
+            names = [e.name or Path(e.student).name for e in self.students]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(
+                    f"student {', '.join(twice)} is listed twice in `students` (each student gets a directory named "
+                    "after it): list it once, or give the entries distinct names in YAML "
+                    "(`students: [{student: vit-tiny, name: a}, {student: vit-tiny, name: b}]`)"
+                )
+            if not names:
+                raise ValueError("`students` lists no student")
+        return self
 
 
 # The least count and the words of the keys that take a count or a word.
@@ -404,7 +458,8 @@ class DistillConfig(OptimizationKeys):
         if self.name:
             return self.name
         teacher = Path(self.teacher).name if "/" in self.teacher else self.teacher
-        return f"{self.method}-{teacher}-{self.student}-s{self.seed}"
+        student = "+".join(name for name, _ in self.lane_configs())
+        return f"{self.method}-{teacher}-{student}-s{self.seed}"
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)

@@ -7,7 +7,8 @@ Formats (files land in `<run>/export/` unless `out_dir` is given):
   `timm.create_model("local-dir:<dir>", pretrained=True)` loads the student without leapkd and
   `huggingface_hub` can push the directory unchanged (the card has the Hub's front matter);
 - `onnx`: `student.onnx` (input `images` (B, 3, S, S), output `tokens`, dynamic batch),
-  exported with the TorchScript-based exporter and checked against onnxruntime.
+  exported with the TorchScript-based exporter and checked against onnxruntime; with
+  `latency`, also timed on this machine's CPU (batch 1, one thread and all threads).
 
 Every export (re)writes a model card `README.md` describing all formats in the directory;
 `export.json` records what each export wrote so the card can cover several of them.
@@ -28,9 +29,11 @@ from pydantic import Field
 
 from leapkd.config import StrictKeys, validate
 from leapkd.disk import write_error, write_text_atomic
+from leapkd.edge import Latency
 from leapkd.errors import LeapkdError, closest_names
 from leapkd.eval.protocol import evaluated
 from leapkd.headline import cost_rows, headline_rows, pct
+from leapkd.latency import require_onnx, student_latency
 from leapkd.models import PRESETS, Backbone, head_file_of, is_timm_name, load_student_file, save_student_file, wrap
 from leapkd.rundir import RunDirectory
 from leapkd.summary import RunSummary, load_summary
@@ -64,6 +67,11 @@ class ExportArgs(StrictKeys):
         "last",
         description="the student at the last step, or at the best evaluation during training (runs with eval_every)",
     )
+    latency: bool = Field(
+        False,
+        description="onnx only: time the exported model on this CPU (ONNX Runtime, batch 1, 1 thread and all "
+        "threads) into export.json and the model card",
+    )
 
 
 def export(run_dir: str | Path, format: str, **options: Any) -> dict[str, Any]:
@@ -82,10 +90,15 @@ def export(run_dir: str | Path, format: str, **options: Any) -> dict[str, Any]:
             f"unknown export format '{format}'",
             (f"did you mean {', '.join(hint)}? " if hint else "") + f"choose one of {', '.join(FORMATS)}",
         )
+    if args.latency and format != "onnx":
+        raise LeapkdError(
+            f"`latency` times the ONNX model, and this export is {format}",
+            "export with `format` onnx to measure its latency, or leave `latency` off",
+        )
     run = RunDirectory(run_dir)
     student_file = _student_file(run, which)
     if format == "onnx":
-        _require_onnx()
+        require_onnx("ONNX export")
     summary = load_summary(run, missing_ok=True)
     config = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
     backbone = load_student_file(student_file, args.image_size).eval()
@@ -102,6 +115,8 @@ def export(run_dir: str | Path, format: str, **options: Any) -> dict[str, Any]:
         result = _export_timm(backbone, out)
     else:
         result = _export_onnx(backbone, out)
+        if args.latency:
+            result["latency"] = [m.model_dump() for m in student_latency(out / "student.onnx")]
     result = {"format": format, "run_dir": str(run.path), "which": which, "image_size": backbone.image_size, **result}
     manifest = _update_manifest(out, run.path, result)
     card = out / "README.md"
@@ -125,17 +140,6 @@ def _student_file(run: RunDirectory, which: str) -> Path:
             "export `which` last, or train with `eval_every` N to keep the best student",
         )
     return run.student if which == "last" else run.student_best
-
-
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as err:
-        raise LeapkdError(
-            f"ONNX export needs onnx and onnxruntime ({err.name} is missing)",
-            "pip install leapkd[onnx]",
-        ) from err
 
 
 # ----- formats ----------------------------------------------------------------------------
@@ -316,6 +320,7 @@ def model_card(
         rows += headline_rows(summary)
     else:  # a run that wrote no summary yet: what its configuration says
         rows += [("teacher", f"`{teacher}`"), ("method", f"`{method}`"), ("data", f"`{config.get('data', 'unknown')}`")]
+    rows += latency_rows(manifest["formats"].get("onnx", {}))
     lines = [
         "---",  # the Hugging Face Hub's model-card metadata
         "library_name: timm",
@@ -361,6 +366,12 @@ def model_card(
 
 def _table(rows: list[tuple[str, str]]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
+
+
+def latency_rows(onnx_entry: dict[str, Any]) -> list[tuple[str, str]]:
+    """The model card's rows of the ONNX export's measured latency (none when it was not timed)."""
+    label = "latency (ONNX Runtime, CPU, batch 1)"
+    return [(label, Latency.model_validate(m).text()) for m in onnx_entry.get("latency", [])]
 
 
 def _head_row(summary: RunSummary | None) -> str:

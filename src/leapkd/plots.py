@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from leapkd.disk import write_atomic  # noqa: E402
+from leapkd.edge import EdgeRow, front_marks  # noqa: E402
+from leapkd.errors import LeapkdError  # noqa: E402
 from leapkd.summary import RunSummary  # noqa: E402
 
 
@@ -167,6 +169,39 @@ def plot_evaluation(
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle("Evaluation during training (green: level-ups)")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return save_figure(fig, path)
+
+
+def plot_edge(rows: Sequence[EdgeRow], quality: str, path: Path) -> Path:
+    """`quality` (%) against 1-thread median CPU latency (ms) of several students, each labelled;
+    the Pareto front (no other student both faster and better) highlighted and joined by a step
+    line. Students without the figure or a 1-thread latency are left out."""
+    points = [
+        (one.median_ms, 100 * row.quality[quality], row.name, mark)
+        for row, mark in zip(rows, front_marks(list(rows), quality))
+        if quality in row.quality and (one := row.latency_at(1)) is not None
+    ]
+    if not points:
+        raise LeapkdError(
+            f"no student has both '{quality}' and a 1-thread latency to plot",
+            "measure the students' latency (`latency`) and evaluate them first",
+        )
+    fig, ax = plt.subplots(figsize=(7, 4.6), dpi=110)
+    ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", s=28, label="student")
+    front = sorted((x, y) for x, y, _, mark in points if mark)
+    ax.step([x for x, _ in front], [y for _, y in front], where="post", color="tab:red", lw=1.5, label="Pareto front")
+    ax.scatter(
+        [x for x, _ in front], [y for _, y in front], marker="*", s=160, color="gold", edgecolors="black", zorder=3
+    )
+    for x, y, name, _ in points:
+        ax.annotate(name, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    ax.set_xlabel("latency, 1 thread, batch 1 (ms, median)")
+    ax.set_ylabel(f"{quality} (%)")
+    ax.margins(x=0.15, y=0.12)  # room for the labels at the edges
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"Students on the CPU: {quality} against latency")
+    fig.tight_layout()
     return save_figure(fig, path)
 
 

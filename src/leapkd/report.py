@@ -20,6 +20,7 @@ from leapkd.eval.protocol import evaluated
 from leapkd.headline import cost_rows, headline_rows, pct
 from leapkd.plots import plot_accounting
 from leapkd.rundir import RunDirectory
+from leapkd.shared_run import SharedRunSummary, is_shared_run, load_shared_summary, shared_cost_rows, students_table
 from leapkd.summary import RunSummary, load_summary
 
 
@@ -31,6 +32,7 @@ class Section:
     text: str = ""
     table: list[tuple[str, str]] = field(default_factory=list)
     images: list[Path] = field(default_factory=list)
+    grid: tuple[list[str], list[list[str]]] | None = None  # a table of several columns (header, rows), last
 
 
 def _evaluation_section(s: RunSummary, run: RunDirectory) -> Section | None:
@@ -136,6 +138,10 @@ def render_html(title: str, sections: list[Section]) -> str:
         if sec.table:
             rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in sec.table)
             parts.append(f"<table>{rows}</table>")
+        if sec.grid is not None:
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in sec.grid[0])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in sec.grid[1])
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -151,13 +157,47 @@ def render_markdown(title: str, sections: list[Section], base: Path) -> str:
             lines.append("")
         if sec.table:
             lines += ["| | |", "|---|---|", *[f"| {k} | {v.replace('|', '/')} |" for k, v in sec.table], ""]
+        if sec.grid is not None:
+            header, rows = sec.grid
+            lines += [_md_row(header), _md_row(["---"] * len(header)), *(_md_row(r) for r in rows), ""]
     return "\n".join(lines)
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
+
+
+def shared_sections(s: SharedRunSummary) -> list[Section]:
+    """The report of a run of several students: the students side by side, then the cost."""
+    text = (
+        f"{len(s.students)} students distilled from one teacher pass per batch ({s.method}); each has its own "
+        "directory with the report a run of its own writes (students/<name>/report.html)."
+    )
+    return [
+        Section("Students", text, grid=students_table(s)),
+        Section(
+            "Cost",
+            "The teacher's FLOPs are counted once for the run; 'separate runs' is the sum of what each student's "
+            "run alone takes (its own summary's FLOPs).",
+            shared_cost_rows(s),
+        ),
+    ]
+
+
+def write_shared_report(run: RunDirectory, s: SharedRunSummary) -> tuple[Path, Path]:
+    """report.html and report.md of a run of several students."""
+    return _write(run, shared_sections(s))
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Write report.html (self-contained) and report.md into the run directory."""
     run = RunDirectory(run_dir)
-    sections = build_sections(run)
+    if is_shared_run(run):
+        return write_shared_report(run, load_shared_summary(run))
+    return _write(run, build_sections(run))
+
+
+def _write(run: RunDirectory, sections: list[Section]) -> tuple[Path, Path]:
     title = f"leapkd run {run.path.name}"
     html_path, md_path = run.path / "report.html", run.path / "report.md"
     write_text_atomic(html_path, render_html(title, sections))

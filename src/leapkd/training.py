@@ -11,7 +11,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,16 @@ from torch import Tensor, nn
 from leapkd.config import DistillConfig
 from leapkd.data import Augmentation, LabeledImages, build_dataset, image_files, images_per_class, num_skipped
 from leapkd.data.transforms import Output
-from leapkd.engine import DistillModule, RunCallbacks, build_trainer, run_callbacks, untrained_parameters
+from leapkd.engine import (
+    DistillModule,
+    Lane,
+    RunCallbacks,
+    StudentCallbacks,
+    StudentSetup,
+    build_trainer,
+    run_callbacks,
+    untrained_parameters,
+)
 from leapkd.engine.accumulation import global_batch
 from leapkd.engine.callbacks import LockStepCheck, StopOnSignal, TeacherHeadFitter
 from leapkd.engine.callbacks.ema import kept_head, kept_student
@@ -50,6 +59,8 @@ from leapkd.models import (
 from leapkd.plots import plot_curriculum, plot_evaluation, plot_loss
 from leapkd.report import write_report
 from leapkd.rundir import RunDirectory, read_metrics, resume_command, usable_checkpoint
+from leapkd.shared_run import SharedRunSummary
+from leapkd.shared_training import finish_students, prepare_student_runs, student_run
 from leapkd.summary import (
     EvaluationSummary,
     HardwareSummary,
@@ -67,7 +78,9 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "checkpoint_every", "
 @dataclass
 class DistillResult:
     run_dir: Path
-    summary: RunSummary | None  # None on the ranks that do not write (DDP)
+    summary: RunSummary | None  # a one-student run's; None on the ranks that do not write (DDP)
+    shared: SharedRunSummary | None = None  # a run of several students: the run's own summary
+    students: dict[str, RunSummary] = field(default_factory=dict)  # ... and each student's, by name
 
 
 def resolve_config(
@@ -126,16 +139,18 @@ def distill(
     precision, why = resolve_precision(cfg.precision, device_type(accelerator))
     if device_type(accelerator) == "cuda":
         torch.set_float32_matmul_precision(cfg.matmul_precision)
-    teacher, student = _models(cfg, autocast_dtype(precision))
+    teacher = _teacher(cfg, autocast_dtype(precision))
     index = run.data_index if resume else None
     train_set = training_images(cfg, teacher, augment=cfg.augment, index=index, output="uint8")
-    method = build_method(cfg, teacher, student, num_classes=len(train_set.classes))
-    module = DistillModule(cfg, teacher, student, method, train_set, precision)
+    lanes = _lanes(cfg, teacher, len(train_set.classes))
+    module = DistillModule(cfg, teacher, lanes, train_set, precision)
     if devices != 1 or num_nodes > 1:
         strategy = _ddp_strategy(module, strategy)
+    method = module.method  # every student's method is of one kind
     fit_head = _teacher_head_fitter(cfg, progress) if method.teacher_head is not None else None
     scorer = _scorer(cfg, teacher, classifier=method.student_classifier is not None)
-    callbacks = run_callbacks(cfg, method, run, teacher.num_levels, progress, fit_head, scorer)
+    setups = [StudentSetup(lane.cfg, lane.method, student_run(run, lane, len(lanes))) for lane in lanes]
+    callbacks = run_callbacks(cfg, setups, run, teacher.num_levels, progress, fit_head, scorer)
     trainer = _trainer(cfg, precision, callbacks, devices, strategy, num_nodes, accelerator, progress)
     module.num_workers = resolve_workers(cfg.num_workers, processes_per_node=trainer.num_devices)
     if scorer is not None:
@@ -144,7 +159,8 @@ def distill(
     first_rank = _get_rank() in (None, 0)  # DDP children re-run this function; only the first rank writes
     if first_rank:
         run.prepare(cfg.to_yaml(), resume=resume, overwrite=overwrite, world_size=trainer.world_size)
-    summary: RunSummary | None = None
+        if len(lanes) > 1:
+            prepare_student_runs(setups, resume, trainer.world_size)
     try:
         if first_rank:
             files = image_files(train_set)
@@ -153,17 +169,7 @@ def distill(
             if progress:
                 print(f"precision {precision} ({why}); {module.num_workers} data worker(s)", flush=True)
         trainer.fit(module, ckpt_path=str(usable_checkpoint(run)) if resume else None)
-        hardware = HardwareSummary(
-            precision=precision,
-            precision_reason=why,
-            teacher_dtype=str(next(teacher.parameters()).dtype).removeprefix("torch."),
-            num_workers=module.num_workers,
-        )
-        with on_device(trainer.strategy.root_device, module, *_ema_student(callbacks)):  # score where it trained
-            if callbacks.flops.ledger is None:  # resumed at its very end: Lightning ran no training hook
-                _replay_training_hooks(trainer, module, callbacks.every)
-            if trainer.is_global_zero:
-                summary = _finish(run, cfg, module, callbacks, len(train_set), hardware, scorer)
+        return _results(trainer, run, module, callbacks, setups, why, scorer)
     except BaseException as err:
         if first_rank:
             command = resume_command(run.path, devices, num_nodes, strategy, accelerator)
@@ -171,7 +177,36 @@ def distill(
         raise
     finally:
         run.release()
-    return DistillResult(run.path, summary)
+
+
+def _results(
+    trainer: L.Trainer,
+    run: RunDirectory,
+    module: DistillModule,
+    callbacks: RunCallbacks,
+    setups: list[StudentSetup],
+    why: str,
+    scorer: StudentScorer | None,
+) -> DistillResult:
+    """After training, on rank 0: each student's summary and files, and with several students
+    the run's own summary and report (`why`: the reason for the precision)."""
+    hardware = HardwareSummary(
+        precision=module.precision,
+        precision_reason=why,
+        teacher_dtype=str(next(module.teacher.parameters()).dtype).removeprefix("torch."),
+        num_workers=module.num_workers,
+    )
+    with on_device(trainer.strategy.root_device, module, *_ema_students(callbacks)):  # score where it trained
+        if callbacks.first.flops.ledger is None:  # resumed at its very end: Lightning ran no training hook
+            _replay_training_hooks(trainer, module, callbacks.every)
+        if not trainer.is_global_zero:
+            return DistillResult(run.path, None)
+        images = len(module.train_set)
+        ends = [_finish(setup.run, i, module, callbacks, images, hardware, scorer) for i, setup in enumerate(setups)]
+    if len(ends) == 1:
+        return DistillResult(run.path, ends[0])
+    shared = finish_students(run, module, callbacks, ends)
+    return DistillResult(run.path, None, shared, {lane.name: end for lane, end in zip(module.lane_list, ends)})
 
 
 def _replay_training_hooks(trainer: L.Trainer, module: DistillModule, every: list[Callback]) -> None:
@@ -254,11 +289,8 @@ def _scorer(cfg: DistillConfig, teacher: Backbone, classifier: bool) -> StudentS
     return scorer
 
 
-def _models(cfg: DistillConfig, compute_dtype: torch.dtype | None) -> tuple[Backbone, Backbone]:
-    """The frozen teacher (in the compute dtype when training in mixed precision: half its
-    memory) and the student. A student preset takes the teacher's patch size (same grid);
-    any other student keeps its own architecture, and the aligner resamples its grid to the
-    target's."""
+def _teacher(cfg: DistillConfig, compute_dtype: torch.dtype | None) -> Backbone:
+    """The frozen teacher (in the compute dtype when training in mixed precision: half its memory)."""
     check_teacher_has_weights(cfg.teacher, cfg.teacher_weights, cfg.teacher_pretrained, cfg.allow_random_teacher)
     teacher = freeze(
         load_backbone(
@@ -269,18 +301,39 @@ def _models(cfg: DistillConfig, compute_dtype: torch.dtype | None) -> tuple[Back
             model_kwargs=cfg.teacher_kwargs,
         )
     )
+    if compute_dtype is not None:
+        teacher.to(compute_dtype)
+    if cfg.compile:  # level by level, so early exit keeps its compiled levels
+        for level in teacher.level_modules():
+            level.compile()
+    return teacher
+
+
+def _lanes(cfg: DistillConfig, teacher: Backbone, num_classes: int) -> list[Lane]:
+    """Each student with its method. Every student starts from the random state a run of its
+    own would build it from, so its initial weights are the same in a run of several."""
+    start = torch.get_rng_state()
+    lanes = []
+    for name, own in cfg.lane_configs():
+        torch.set_rng_state(start)
+        student = _student(own, teacher)
+        lanes.append(Lane(name, own, student, build_method(own, teacher, student, num_classes=num_classes)))
+        lanes[-1].random_start = torch.get_rng_state()  # where a run of this student alone goes on from
+    return lanes
+
+
+def _student(cfg: DistillConfig, teacher: Backbone) -> Backbone:
+    """A student preset takes the teacher's patch size (same grid); any other student keeps its
+    own architecture, and the aligner resamples its grid to the target's."""
     patch = teacher.patch_size if cfg.student in PRESETS else None
     student = load_backbone(
         cfg.student, cfg.image_size, cfg.student_weights, patch_size=patch, model_kwargs=cfg.student_kwargs
     )
     check_image_size(cfg.image_size, teacher=teacher, student=student)
-    if compute_dtype is not None:
-        teacher.to(compute_dtype)
-    if cfg.compile:  # level by level, so early exit keeps its compiled levels
-        for model in (teacher, student):
-            for level in model.level_modules():
-                level.compile()
-    return teacher, student
+    if cfg.compile:
+        for level in student.level_modules():
+            level.compile()
+    return student
 
 
 def _ddp_strategy(module: DistillModule, strategy: str) -> str:
@@ -419,36 +472,38 @@ def _quiet_lightning() -> None:
 
 def _finish(
     run: RunDirectory,
-    cfg: DistillConfig,
+    index: int,
     module: DistillModule,
-    callbacks: RunCallbacks,
+    run_callbacks: RunCallbacks,
     train_images: int,
     hardware: HardwareSummary,
     scorer: StudentScorer | None = None,
 ) -> RunSummary:
-    """Write summary.json, plots, the student (and its head, scored on the validation images);
-    return the summary."""
-    method = module.method
+    """Write the summary.json, plots, student (and its head, scored on the validation images)
+    and report of the student of lane `index` into `run`; return the summary."""
+    lane, callbacks = module.lane_list[index], run_callbacks.students[index]
+    cfg, method = lane.cfg, lane.method
     assert callbacks.flops.ledger is not None
     run_part = {
         "method": cfg.method,
-        "status": "interrupted" if callbacks.stop.stopped else "completed",
+        "status": "interrupted" if run_callbacks.stop.stopped else "completed",
         "teacher": module.teacher.describe(),
-        "student": module.student.describe(),
+        "student": lane.student.describe(),
         "data": cfg.data,
         "train_images": train_images,
         "steps": module.global_step,
         "epochs": module.current_epoch,  # completed epochs
         "batch_size": cfg.batch_size,
         "global_batch": module.global_batch,
-        "peak_lr": module.lr,
+        "peak_lr": lane.lr,
     }
-    seconds = {f"{part}_seconds": seconds for part, seconds in module.seconds.items()}
-    seconds["teacher_head_seconds"] = callbacks.teacher_head.seconds if callbacks.teacher_head else 0.0
+    seconds = {f"{part}_seconds": value for part, value in {"wall": module.seconds["wall"], **lane.seconds}.items()}
+    head_fit = run_callbacks.teacher_head
+    seconds["teacher_head_seconds"] = head_fit.seconds if head_fit else 0.0
     targets = {
-        "final_block": module.last_trained_block or method.target_block,  # the last block trained on
+        "final_block": lane.last_trained_block or method.target_block,  # the last block trained on
         "pending_block": method.target_block,  # the next step's target (after a last level-up)
-        "skipped_batches": module.non_finite.skipped_batches,
+        "skipped_batches": lane.non_finite.skipped_batches,
         "skipped_images": num_skipped(module.train_set),
         "loss_terms": method.loss_terms(),
     }
@@ -463,7 +518,7 @@ def _finish(
         method.summary(),
         {"evaluation": _evaluation_summary(cfg, callbacks, module.seconds["wall"])},
     )
-    student, head = kept_student(module, callbacks.kept), kept_head(module, callbacks.kept)
+    student, head = kept_student(lane, callbacks.kept), kept_head(lane, callbacks.kept)
     classes = list(module.train_set.classes)
     if head is not None and scorer is not None:  # the student's own classifier: saved and scored
         save_head_file(head, head_file_of(run.student), classes)
@@ -484,8 +539,8 @@ def _finish(
     return summary
 
 
-def _ema_student(callbacks: RunCallbacks) -> list[nn.Module]:
-    return [callbacks.ema.ema.module] if callbacks.ema is not None and callbacks.ema.ema is not None else []
+def _ema_students(callbacks: RunCallbacks) -> list[nn.Module]:
+    return [c.ema.ema.module for c in callbacks.students if c.ema is not None and c.ema.ema is not None]
 
 
 @contextmanager
@@ -511,7 +566,7 @@ def _eval_images(cfg: DistillConfig) -> dict[str, Any]:
 
 
 def _head_scores(
-    scorer: StudentScorer, student: Backbone, head: nn.Module, module: DistillModule, callbacks: RunCallbacks
+    scorer: StudentScorer, student: Backbone, head: nn.Module, module: DistillModule, callbacks: StudentCallbacks
 ) -> dict[str, float]:
     """The student head's top-1 / top-5 on the validation images: the last evaluation's when it
     scored this very student (after the last step), else measured now."""
@@ -521,7 +576,7 @@ def _head_scores(
     return scorer.classify(student, head, autocast_dtype(module.precision))
 
 
-def _evaluation_summary(cfg: DistillConfig, callbacks: RunCallbacks, wall: float) -> EvaluationSummary | None:
+def _evaluation_summary(cfg: DistillConfig, callbacks: StudentCallbacks, wall: float) -> EvaluationSummary | None:
     """The evaluations during training (None without eval_every): history, best, cost, early stop."""
     evaluation = callbacks.evaluation
     if evaluation is None:
@@ -530,7 +585,7 @@ def _evaluation_summary(cfg: DistillConfig, callbacks: RunCallbacks, wall: float
     return EvaluationSummary(**_eval_images(cfg), **evaluation.summary(), share_of_wall=share)
 
 
-def _throughput(module: DistillModule, callbacks: RunCallbacks) -> ThroughputSummary:
+def _throughput(module: DistillModule, callbacks: StudentCallbacks) -> ThroughputSummary:
     """FLOPs per device and for the whole job, images per second, peak accelerator memory."""
     ledger = callbacks.flops.ledger
     assert ledger is not None

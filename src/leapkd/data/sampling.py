@@ -149,4 +149,7 @@ def seeded_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,
+        # its workers' base seed from its own generator, not the global one: what a student draws
+        # in a step (drop path, dropout) then depends on the seed alone, not on the epochs begun
+        generator=torch.Generator().manual_seed(seed),
     )

@@ -22,7 +22,7 @@ class StepClock:
     def __init__(self, seconds: dict[str, float]) -> None:
         self.seconds = seconds
         self.device = torch.device("cpu")
-        self._pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+        self._pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event, dict[str, float] | None]] = []
         self._wall_start = time.perf_counter()
         self._wall_before = 0.0
 
@@ -43,19 +43,24 @@ class StepClock:
         event.record(torch.cuda.current_stream(self.device))
         return event
 
-    def add(self, part: str, start: Mark, end: Mark) -> None:
-        """Charge the time between two marks to `part`."""
+    def add(self, part: str, start: Mark, end: Mark, also: dict[str, float] | None = None) -> None:
+        """Charge the time between two marks to `part` (and to `part` of `also`: one student's seconds)."""
         if isinstance(start, float) and isinstance(end, float):
             self.seconds[part] += end - start
+            if also is not None:
+                also[part] += end - start
         elif isinstance(start, torch.cuda.Event) and isinstance(end, torch.cuda.Event):
-            self._pending.append((part, start, end))
+            self._pending.append((part, start, end, also))
         else:
             raise TypeError("marks of one part come from one clock")
 
     def settle(self) -> None:
         """Add the parts timed with events (waits only for events the device has not reached)."""
-        for part, start, end in self._pending:
+        for part, start, end, also in self._pending:
             if not end.query():  # done already after the step's transfer
                 end.synchronize()
-            self.seconds[part] += start.elapsed_time(end) / 1000.0
+            seconds = start.elapsed_time(end) / 1000.0
+            self.seconds[part] += seconds
+            if also is not None:
+                also[part] += seconds
         self._pending.clear()

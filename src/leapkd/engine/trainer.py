@@ -30,12 +30,10 @@ from leapkd.rundir import RunDirectory
 
 
 @dataclass
-class RunCallbacks:
-    """A run's callbacks, and those whose results its summary reads."""
+class StudentCallbacks:
+    """One student's callbacks, and those whose results its summary reads."""
 
     flops: FlopAccounting
-    stop: StopOnSignal
-    teacher_head: TeacherHead | None
     ema: StudentEma | None
     kept: StudentEma | None  # the EMA when it is the run's student (kept_weights ema)
     evaluation: EvaluateDuringTraining | None
@@ -43,57 +41,93 @@ class RunCallbacks:
     every: list[Callback]
 
 
+@dataclass
+class RunCallbacks:
+    """A run's callbacks: each student's, then the run's own."""
+
+    students: list[StudentCallbacks]
+    stop: StopOnSignal
+    teacher_head: TeacherHead | None
+    every: list[Callback]
+
+    @property
+    def first(self) -> StudentCallbacks:
+        """The first student's (the only one of a one-student run)."""
+        return self.students[0]
+
+
+@dataclass
+class StudentSetup:
+    """What one student's callbacks are built from: its configuration, method and directory."""
+
+    cfg: DistillConfig
+    method: Method
+    run: RunDirectory
+
+
 def run_callbacks(
     cfg: DistillConfig,
-    method: Method,
+    students: list[StudentSetup],
     run: RunDirectory,
     num_levels: int,
     progress: bool,
     fit_head: TeacherHeadFitter | None = None,
     scorer: Scorer | None = None,
 ) -> RunCallbacks:
-    """Teacher head (logit KD), FLOPs, EMA, evaluation, metrics log and trackers, snapshots,
-    signals, checkpoints, (debug) lock-step, progress bar; in the order their hooks must run.
-    `scorer` scores the student during training (with `eval_every`)."""
-    flops, stop = FlopAccounting(), StopOnSignal()
+    """Teacher head (logit KD); each student's FLOPs, EMA, evaluation, metrics log and trackers,
+    snapshots; signals, checkpoints, (debug) lock-step, progress bar; in the order their hooks
+    must run. `scorer` scores the students during training (with `eval_every`)."""
+    stop = StopOnSignal()
     head = TeacherHead(fit_head) if fit_head is not None else None
-    ema = StudentEma(cfg.ema_decay) if cfg.ema_decay is not None else None
-    kept = ema if cfg.kept_weights == "ema" else None
-    evaluation = _evaluation(cfg, run, scorer, kept)
-    figures = tuple(scorer.figures) if evaluation is not None and scorer is not None else ()
-    columns = metric_columns(method.loss_terms(), method.log_values, figures)
-    trackers = Trackers(cfg.logger, run, cfg.model_dump(), cfg.tracker_project, cfg.mlflow_tracking_uri)
-    every: list[Callback] = [*([head] if head else []), flops, *([ema] if ema else [])]
-    every += [*([evaluation] if evaluation else []), MetricsLog(run.metrics, columns, trackers)]
-    if cfg.snapshot_every:
-        every.append(Snapshots(cfg.snapshot_every, run.snapshot, kept))
+    lanes = [student_callbacks(s.cfg, s.method, s.run, scorer, lane) for lane, s in enumerate(students)]
+    every: list[Callback] = [*([head] if head else []), *(c for lane in lanes for c in lane.every)]
+    bests = [(c.evaluation, s.run.best_checkpoint) for c, s in zip(lanes, students) if c.evaluation is not None]
     every += [
         stop,
-        CheckpointPolicy(
-            run.last_checkpoint,
-            cfg.checkpoint_every,
-            stop,
-            cfg.checkpoint_every_minutes,
-            run.best_checkpoint,
-            evaluation,
-        ),
+        CheckpointPolicy(run.last_checkpoint, cfg.checkpoint_every, stop, cfg.checkpoint_every_minutes, bests),
     ]
     if LockStepCheck.enabled():
         every.append(LockStepCheck(run.path / "ranks"))
     if progress:
-        every.append(CurriculumProgressBar(num_levels, evaluation))
-    return RunCallbacks(flops, stop, head, ema, kept, evaluation, trackers, every)
+        every.append(CurriculumProgressBar(num_levels, lanes[0].evaluation))
+    return RunCallbacks(lanes, stop, head, every)
+
+
+def student_callbacks(
+    cfg: DistillConfig, method: Method, run: RunDirectory, scorer: Scorer | None, lane: int = 0
+) -> StudentCallbacks:
+    """FLOPs, EMA, evaluation, metrics log and trackers, snapshots of the student of `lane`."""
+    flops = FlopAccounting(lane)
+    ema = StudentEma(cfg.ema_decay, lane) if cfg.ema_decay is not None else None
+    kept = ema if cfg.kept_weights == "ema" else None
+    evaluation = _evaluation(cfg, run, scorer, kept, lane)
+    figures = tuple(scorer.figures) if evaluation is not None and scorer is not None else ()
+    columns = metric_columns(method.loss_terms(), method.log_values, figures)
+    trackers = Trackers(cfg.logger, run, cfg.model_dump(), cfg.tracker_project, cfg.mlflow_tracking_uri)
+    every: list[Callback] = [flops, *([ema] if ema else [])]
+    every += [*([evaluation] if evaluation else []), MetricsLog(run.metrics, columns, trackers, lane)]
+    if cfg.snapshot_every:
+        every.append(Snapshots(cfg.snapshot_every, run.snapshot, kept, lane))
+    return StudentCallbacks(flops, ema, kept, evaluation, trackers, every)
 
 
 def _evaluation(
-    cfg: DistillConfig, run: RunDirectory, scorer: Scorer | None, ema: StudentEma | None
+    cfg: DistillConfig, run: RunDirectory, scorer: Scorer | None, ema: StudentEma | None, lane: int
 ) -> EvaluateDuringTraining | None:
     schedule = cfg.eval_schedule()
     if schedule is None or scorer is None:
         return None
     every, unit = schedule
     return EvaluateDuringTraining(
-        scorer, every, unit, cfg.eval_metric, run.student_best, cfg.early_stop_patience, cfg.early_stop_min_delta, ema
+        scorer,
+        every,
+        unit,
+        cfg.eval_metric,
+        run.student_best,
+        cfg.early_stop_patience,
+        cfg.early_stop_min_delta,
+        ema,
+        lane,
     )
 
 

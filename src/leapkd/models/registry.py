@@ -113,7 +113,7 @@ def _build(source: str, image_size: int, patch_size: int | None, kwargs: dict[st
     """A random-init model of a preset, a registered model or a timm name."""
     if source in PRESETS:
         p = PRESETS[source]
-        shape = dict(**p.shape(), **kwargs)
+        shape = {**p.shape(), **kwargs}  # `student_kwargs` may change the preset's shape (`{depth: 2}`)
         return VisionTransformer(img_size=image_size, patch_size=patch_size or 16, num_classes=0, **shape)
     if source in MODELS:
         return MODELS.get(source)(image_size, **kwargs)

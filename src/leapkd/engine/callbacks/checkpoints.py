@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from leapkd.engine.module import DistillModule
 
 class CheckpointPolicy(Checkpoint):
     """`last` at every epoch end, every `every` steps and every `every_minutes` minutes when
-    set, and when the run stops early (a signal, early stopping); `best` after a step whose
-    evaluation was a new best (`evaluation`, with eval_every).
+    set, and when the run stops early (a signal, early stopping); a student's `best` after a
+    step whose evaluation of it was a new best (`bests`, with eval_every).
 
     A `Checkpoint` callback, so Lightning runs its epoch-end hook after the module's (the
     curriculum's epoch-end level-up is in the checkpoint) and its batch-end hook after the
@@ -33,11 +34,10 @@ class CheckpointPolicy(Checkpoint):
         every: int | None,
         stop: StopOnSignal,
         every_minutes: float | None = None,
-        best: Path | None = None,
-        evaluation: EvaluateDuringTraining | None = None,
+        bests: Sequence[tuple[EvaluateDuringTraining, Path]] = (),
     ) -> None:
         self.last, self.every, self.stop, self.every_minutes = last, every, stop, every_minutes
-        self.best, self.evaluation = best, evaluation
+        self.bests = bests  # each student's evaluation and where its best checkpoint goes
         self._last_saved = time.monotonic()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -53,8 +53,9 @@ class CheckpointPolicy(Checkpoint):
         due = (self.every and trainer.global_step % self.every == 0) or record.flags.get("checkpoint_due", False)
         if self.stop.stopped or trainer.should_stop or due:
             self._save(trainer, self.last)
-        if self.evaluation is not None and self.evaluation.improved and self.best is not None:
-            trainer.save_checkpoint(self.best)
+        for evaluation, best in self.bests:
+            if evaluation.improved:
+                trainer.save_checkpoint(best)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.stop.stopped:

@@ -8,25 +8,26 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from leapkd.engine.module import DistillModule
+from leapkd.engine.callbacks.per_student import StudentCallback
+from leapkd.engine.lane import Lane
 from leapkd.models import Backbone
 
 
-class StudentEma(Callback):
-    def __init__(self, decay: float) -> None:
+class StudentEma(StudentCallback):
+    def __init__(self, decay: float, lane: int = 0) -> None:
+        self.lane_index = lane
         self.decay = decay
         self.live: nn.ModuleDict | None = None  # the trained student and head, as one module
         self.ema: ModelEmaV3 | None = None
         self._restored: dict[str, Any] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        assert isinstance(pl_module, DistillModule)
-        head = pl_module.method.student_classifier
-        self.live = nn.ModuleDict({"student": pl_module.student, **({"head": head} if head is not None else {})})
+        lane = self.lane(pl_module)
+        head = lane.method.student_classifier
+        self.live = nn.ModuleDict({"student": lane.student, **({"head": head} if head is not None else {})})
         self.ema = ModelEmaV3(self.live, decay=self.decay)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -36,8 +37,8 @@ class StudentEma(Callback):
             self.ema.load_state_dict(self._with_head(self._restored))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        assert isinstance(pl_module, DistillModule) and self.ema is not None
-        if pl_module.record is not None:  # after an optimizer step, not a micro-batch
+        assert self.ema is not None
+        if self.lane(pl_module).record is not None:  # after an optimizer step, not a micro-batch
             self.ema.update(self.live)
 
     @property
@@ -70,11 +71,11 @@ class StudentEma(Callback):
         return upgraded
 
 
-def kept_student(module: DistillModule, ema: StudentEma | None) -> Backbone:
+def kept_student(lane: Lane, ema: StudentEma | None) -> Backbone:
     """The student a run saves, snapshots and evaluates: the EMA one when `ema` is given."""
-    return ema.student if ema is not None else module.student
+    return ema.student if ema is not None else lane.student
 
 
-def kept_head(module: DistillModule, ema: StudentEma | None) -> nn.Module | None:
+def kept_head(lane: Lane, ema: StudentEma | None) -> nn.Module | None:
     """The student's classification head that goes with `kept_student`."""
-    return ema.head if ema is not None else module.method.student_classifier
+    return ema.head if ema is not None else lane.method.student_classifier

@@ -16,10 +16,11 @@ from typing import Any, Literal, Protocol
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from leapkd.engine.callbacks.ema import StudentEma, kept_head, kept_student
+from leapkd.engine.callbacks.per_student import StudentCallback
+from leapkd.engine.lane import Lane
 from leapkd.engine.module import DistillModule
 from leapkd.hardware import autocast_dtype
 from leapkd.models import Backbone, head_file_of, save_head_file, save_student_file
@@ -37,7 +38,7 @@ class Scorer(Protocol):
     ) -> dict[str, float]: ...
 
 
-class EvaluateDuringTraining(Callback):
+class EvaluateDuringTraining(StudentCallback):
     """Every `every` optimizer steps (`unit` "steps") or at the last step of every `every`-th
     epoch ("epochs"); the figure `metric` picks the best student, saved to `best_path`, and
     early stopping stops after `patience` evaluations without a rise above `min_delta`."""
@@ -52,7 +53,9 @@ class EvaluateDuringTraining(Callback):
         patience: int | None = None,
         min_delta: float = 0.0,
         ema: StudentEma | None = None,
+        lane: int = 0,
     ) -> None:
+        self.lane_index = lane
         self.scorer, self.every, self.unit, self.metric = scorer, every, unit, metric
         self.best_path, self.patience, self.min_delta, self.ema = best_path, patience, min_delta, ema
         self.history: list[dict[str, float]] = []  # {"step", "flops", "wall_seconds", "seconds", figures...}
@@ -75,9 +78,8 @@ class EvaluateDuringTraining(Callback):
             self._evaluate(trainer, pl_module, flops=0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        assert isinstance(pl_module, DistillModule)
         self.improved = False
-        record = pl_module.record
+        record = self.lane(pl_module).record
         if record is None:  # mid-accumulation or a skipped batch
             return
         if self._due(trainer) or _is_last_step(trainer):
@@ -94,7 +96,7 @@ class EvaluateDuringTraining(Callback):
         entry: dict[str, float] | None = None
         if trainer.is_global_zero:
             wall, start = pl_module.wall_seconds(), time.perf_counter()  # training time before this evaluation
-            figures = self._score(pl_module)
+            figures = self._score(pl_module, self.lane(pl_module))
             if pl_module.device.type == "cuda":
                 torch.cuda.synchronize(pl_module.device)
             entry = {
@@ -106,27 +108,28 @@ class EvaluateDuringTraining(Callback):
             }
         entry = trainer.strategy.broadcast(entry, src=0)  # the other ranks wait here
         assert entry is not None
-        self._record(trainer, entry)
+        self._record(trainer, self.lane(pl_module), entry)
         return entry
 
-    def _score(self, pl_module: DistillModule) -> dict[str, float]:
-        student = kept_student(pl_module, self.ema)
+    def _score(self, pl_module: DistillModule, lane: Lane) -> dict[str, float]:
+        student = kept_student(lane, self.ema)
         was_training = student.training
         cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=cuda):  # data loaders draw seeds from the global RNG
-                return self.scorer(student, autocast_dtype(pl_module.precision), kept_head(pl_module, self.ema))
+                return self.scorer(student, autocast_dtype(pl_module.precision), kept_head(lane, self.ema))
         finally:
             student.train(was_training)
 
-    def _record(self, trainer: L.Trainer, entry: dict[str, float]) -> None:
-        """History, best student, patience."""
+    def _record(self, trainer: L.Trainer, lane: Lane, entry: dict[str, float]) -> None:
+        """History, best student, patience (early stopping ends this student's training, and
+        the run's once every student stopped)."""
         self.history.append(entry)
         value = entry[self.metric]
         if self.best is None or value > self.best[self.metric] + self.min_delta:
             self.best, self.since_best, self.improved = entry, 0, True
             if trainer.is_global_zero:
-                self._save_best(trainer, int(entry["step"]), int(entry["flops"]))
+                self._save_best(trainer, lane, int(entry["step"]), int(entry["flops"]))
             return
         self.since_best += 1
         if self.patience is not None and self.since_best >= self.patience and self.early_stop is None:
@@ -137,16 +140,20 @@ class EvaluateDuringTraining(Callback):
                 f"by more than {self.min_delta:g} in {self.since_best} evaluations (early_stop_patience "
                 f"{self.patience})",
             }
-            trainer.should_stop = True
+            lane.stopped = True
+            module = trainer.lightning_module
+            assert isinstance(module, DistillModule)
+            trainer.should_stop = all(other.stopped for other in module.lane_list)
             if trainer.is_global_zero:
-                print(f"\nearly stop after step {trainer.global_step}: {self.early_stop['reason']}", flush=True)
+                who = f" of {lane.name}" if len(module.lane_list) > 1 else ""
+                print(f"\nearly stop{who} after step {trainer.global_step}: {self.early_stop['reason']}", flush=True)
 
-    def _save_best(self, trainer: L.Trainer, step: int, flops: int) -> None:
+    def _save_best(self, trainer: L.Trainer, lane: Lane, step: int, flops: int) -> None:
         module = trainer.lightning_module
         assert isinstance(module, DistillModule)
-        student = kept_student(module, self.ema)
+        student = kept_student(lane, self.ema)
         save_student_file(student, self.best_path, step=step, flops=flops, wall_seconds=module.wall_seconds())
-        head = kept_head(module, self.ema)
+        head = kept_head(lane, self.ema)
         if head is not None:
             save_head_file(head, head_file_of(self.best_path), list(module.train_set.classes))
 

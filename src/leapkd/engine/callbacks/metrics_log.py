@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
 
-from leapkd.engine.module import DistillModule, StepRecord
+from leapkd.engine.callbacks.per_student import StudentCallback
+from leapkd.engine.lane import StepRecord
+from leapkd.engine.module import DistillModule
 from leapkd.engine.trackers import Trackers
 from leapkd.rundir import MetricsWriter
 
@@ -52,11 +53,12 @@ def record_row(record: StepRecord, wall_seconds: float) -> dict[str, Any]:
     }
 
 
-class MetricsLog(Callback):
+class MetricsLog(StudentCallback):
     """Rank 0 appends each step's row to metrics.csv (flushed at once) and sends the same
     scalars to the experiment trackers."""
 
-    def __init__(self, path: Any, columns: list[str], trackers: Trackers | None = None) -> None:
+    def __init__(self, path: Any, columns: list[str], trackers: Trackers | None = None, lane: int = 0) -> None:
+        self.lane_index = lane
         self.path, self.columns, self.trackers = path, columns, trackers
         self._writer: MetricsWriter | None = None
 
@@ -69,10 +71,11 @@ class MetricsLog(Callback):
             self.trackers.open(resume_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        assert isinstance(pl_module, DistillModule)
-        if self._writer is None or pl_module.record is None:
+        record = self.lane(pl_module).record
+        if self._writer is None or record is None:
             return
-        row = record_row(pl_module.record, pl_module.wall_seconds())
+        assert isinstance(pl_module, DistillModule)
+        row = record_row(record, pl_module.wall_seconds())
         self._writer.write(row)
         if self.trackers is not None:
             self.trackers.log(row, row["step"])

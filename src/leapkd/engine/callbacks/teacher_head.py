@@ -39,7 +39,8 @@ class TeacherHead(Callback):
         assert state is not None  # rank 0 fitted it
         if not trainer.is_global_zero:
             pl_module.notes.append("teacher head received from rank 0")
-        target = pl_module.method.teacher_head
-        assert target is not None, "TeacherHead runs only for a method with a teacher head"
-        target.load_state_dict(state)
+        for lane in pl_module.lane_list:  # one teacher: one head for every student's method
+            target = lane.method.teacher_head
+            assert target is not None, "TeacherHead runs only for a method with a teacher head"
+            target.load_state_dict(state)
         self.seconds = time.perf_counter() - start
