@@ -20,6 +20,7 @@ from leapkd.errors import LeapkdError, closest_names
 from leapkd.options import TokenKinds, as_flags, help_lines, parse_tokens, read_options, split_keys
 
 if TYPE_CHECKING:
+    from leapkd.rundir import RunDirectory
     from leapkd.shared_run import SharedRunSummary
 
 
@@ -213,14 +214,37 @@ class ExportCommand(StrictKeys):
 
 def _cmd_export(given: list[str], tokens: list[str]) -> None:
     from leapkd.deploy import ExportArgs, export
+    from leapkd.rundir import RunDirectory
+    from leapkd.shared_run import is_shared_run
 
     model = type("ExportOptions", (ExportCommand, ExportArgs), {"__module__": __name__})
     args: Any = read_options(model, tokens, "export", COMMANDS["export"].usage("export"))
     options = args.model_dump(exclude_unset=True, exclude={"format"})
+    if args.student is None and is_shared_run(RunDirectory(given[0])):  # every student of the run
+        _export_students(RunDirectory(given[0]), args.format, options)
+        return
     for fmt in args.format:
-        r = export(given[0], fmt, **options)
-        check = f"; max |diff| vs PyTorch {r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
-        print(f"{fmt}: {', '.join(str(f) for f in r['files'])}{check}")
+        _print_export(export(given[0], fmt, **options))
+
+
+def _print_export(r: dict[str, Any], who: str = "") -> None:
+    check = f"; max |diff| vs PyTorch {r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
+    print(f"{who}{r['format']}: {', '.join(str(f) for f in r['files'])}{check}")
+
+
+def _export_students(run: RunDirectory, formats: list[str], options: dict[str, Any]) -> None:
+    from leapkd.edge import edge_rows
+    from leapkd.shared_run import load_shared_summary
+    from leapkd.shared_training import export_students
+
+    for name, results in export_students(run, formats, **options).items():
+        for r in results:
+            _print_export(r, f"{name} ")
+    summary = load_shared_summary(run)
+    if summary.edge:
+        header, table = edge_rows(summary.edge, summary.edge_quality())
+        print(format_table([dict(zip(header, row)) for row in table], header))
+        print(f"plot: {run.plots / 'edge.png'}; report: {run.path / 'report.html'}")
 
 
 class PlanOutput(StrictKeys):

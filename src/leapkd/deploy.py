@@ -27,6 +27,7 @@ import torch
 import yaml
 from pydantic import Field
 
+from leapkd.accounting import count_flops
 from leapkd.config import StrictKeys, validate
 from leapkd.disk import write_error, write_text_atomic
 from leapkd.edge import Latency
@@ -36,6 +37,7 @@ from leapkd.headline import cost_rows, headline_rows, pct
 from leapkd.latency import require_onnx, student_latency
 from leapkd.models import PRESETS, Backbone, head_file_of, is_timm_name, load_student_file, save_student_file, wrap
 from leapkd.rundir import RunDirectory
+from leapkd.shared_run import student_source
 from leapkd.summary import RunSummary, load_summary
 
 FORMATS = ("safetensors", "timm", "onnx")
@@ -67,6 +69,11 @@ class ExportArgs(StrictKeys):
         "last",
         description="the student at the last step, or at the best evaluation during training (runs with eval_every)",
     )
+    student: str | None = Field(
+        None,
+        description="the student of a run of several to export (its name, as in `<run>/students/<name>`); "
+        "the command line exports every student when none is named",
+    )
     latency: bool = Field(
         False,
         description="onnx only: time the exported model on this CPU (ONNX Runtime, batch 1, 1 thread and all "
@@ -95,7 +102,7 @@ def export(run_dir: str | Path, format: str, **options: Any) -> dict[str, Any]:
             f"`latency` times the ONNX model, and this export is {format}",
             "export with `format` onnx to measure its latency, or leave `latency` off",
         )
-    run = RunDirectory(run_dir)
+    run = RunDirectory(student_source(run_dir, args.student, "export"))
     student_file = _student_file(run, which)
     if format == "onnx":
         require_onnx("ONNX export")
@@ -118,6 +125,7 @@ def export(run_dir: str | Path, format: str, **options: Any) -> dict[str, Any]:
         if args.latency:
             result["latency"] = [m.model_dump() for m in student_latency(out / "student.onnx")]
     result = {"format": format, "run_dir": str(run.path), "which": which, "image_size": backbone.image_size, **result}
+    result["flops_per_image"] = forward_flops(backbone)
     manifest = _update_manifest(out, run.path, result)
     card = out / "README.md"
     write_text_atomic(card, model_card(run, summary, config, backbone, manifest, which))
@@ -127,6 +135,13 @@ def export(run_dir: str | Path, format: str, **options: Any) -> dict[str, Any]:
 
 
 # ----- loading ----------------------------------------------------------------------------
+def forward_flops(backbone: Backbone) -> int:
+    """FLOPs of one image through the student (inference, its own resolution)."""
+    images = torch.zeros(1, 3, backbone.image_size, backbone.image_size)
+    with torch.no_grad():
+        return count_flops(lambda: backbone(images))[0]
+
+
 def _student_file(run: RunDirectory, which: str) -> Path:
     """The student file `which` names ("last" or "best"), or a LeapkdError saying why there is none."""
     if not run.student.is_file():

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from leapkd.disk import write_text_atomic
+from leapkd.edge import edge_rows
 from leapkd.eval.protocol import evaluated
 from leapkd.headline import cost_rows, headline_rows, pct
 from leapkd.plots import plot_accounting
@@ -167,13 +168,13 @@ def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
 
 
-def shared_sections(s: SharedRunSummary) -> list[Section]:
+def shared_sections(run: RunDirectory, s: SharedRunSummary) -> list[Section]:
     """The report of a run of several students: the students side by side, then the cost."""
     text = (
         f"{len(s.students)} students distilled from one teacher pass per batch ({s.method}); each has its own "
         "directory with the report a run of its own writes (students/<name>/report.html)."
     )
-    return [
+    sections = [
         Section("Students", text, grid=students_table(s)),
         Section(
             "Cost",
@@ -182,11 +183,24 @@ def shared_sections(s: SharedRunSummary) -> list[Section]:
             shared_cost_rows(s),
         ),
     ]
+    if s.edge:
+        figure = s.edge_quality()
+        plot = run.plots / "edge.png"
+        sections.append(
+            Section(
+                "Edge table",
+                "Each student exported to ONNX and timed on this machine's CPU with ONNX Runtime (batch 1); "
+                f"* marks the Pareto front of {figure} against the 1-thread median latency.",
+                images=[plot] if plot.is_file() else [],
+                grid=edge_rows(s.edge, figure),
+            )
+        )
+    return sections
 
 
 def write_shared_report(run: RunDirectory, s: SharedRunSummary) -> tuple[Path, Path]:
     """report.html and report.md of a run of several students."""
-    return _write(run, shared_sections(s))
+    return _write(run, shared_sections(run, s))
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

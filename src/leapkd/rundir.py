@@ -15,6 +15,9 @@ runs/<name>/
   student_best.safetensors  the student at the best evaluation (with eval_every)
   student_ema.safetensors  the EMA of the student, when it is not the run's student (kept_weights live)
   .lock                held by the process training the run (`runlock`)
+  students/<name>/     with several students: each student's files above (config, metrics, summary,
+                       plots, student files, snapshots, best checkpoint, report); the run's own
+                       summary.json and report then compare them (`shared_run`)
 ```
 """
 

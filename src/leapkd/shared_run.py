@@ -6,10 +6,13 @@ teacher counted once, each student's own part, and what separate runs would have
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict
 
+from leapkd.edge import EdgeRow
 from leapkd.errors import LeapkdError
 from leapkd.rundir import RunDirectory
 from leapkd.summary import RunSummary
@@ -53,6 +56,7 @@ class SharedRunSummary(BaseModel):
     teacher_flops: int  # the shared teacher passes, counted once
     teacher_passes: dict[int, int]  # depth -> passes run to it (micro-batches of this rank)
     students: list[StudentResult]
+    edge: list[EdgeRow] = []  # size, cost, CPU latency and quality of each student (`export --latency`)
 
     @property
     def student_flops(self) -> int:
@@ -94,6 +98,10 @@ class SharedRunSummary(BaseModel):
             quality=quality,
         )
 
+    def edge_quality(self) -> str | None:
+        """The quality figure the edge table's Pareto front is drawn for (the first any student has)."""
+        return next((f for f in QUALITY_FIGURES if any(f in row.quality for row in self.students)), None)
+
     def record(self) -> dict[str, Any]:
         """The JSON summary.json holds (with the derived totals, for readers of the file)."""
         out = self.model_dump(mode="json")
@@ -103,14 +111,8 @@ class SharedRunSummary(BaseModel):
 
 
 def is_shared_run(run: RunDirectory) -> bool:
-    return (run.path / "students").is_dir() and run.summary.is_file() and _kind(run) == "several students"
-
-
-def _kind(run: RunDirectory) -> str | None:
-    try:
-        return json.loads(run.summary.read_text()).get("kind")
-    except (OSError, ValueError):
-        return None
+    """Whether `run` is a run of several students (its configuration lists them)."""
+    return bool(student_names(run))
 
 
 def load_shared_summary(run: RunDirectory) -> SharedRunSummary:
@@ -155,3 +157,38 @@ def shared_cost_rows(s: SharedRunSummary) -> list[tuple[str, str]]:
         ("wall seconds (teacher)", f"{s.wall_seconds:.1f} ({s.teacher_seconds:.1f})"),
         ("status", f"{s.status} after {s.steps} steps"),
     ]
+
+
+def student_names(run: RunDirectory) -> list[str]:
+    """The students of a run of several, in the run's order, from its configuration (so a run
+    that stopped before its end has them too); empty for any other directory."""
+    try:
+        config = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return []
+    entries = config.get("students") if isinstance(config, dict) else None
+    if not entries:
+        return []
+    return [e.get("name") or Path(e["student"]).name for e in entries]
+
+
+def student_source(source: str | Path, student: str | None, command: str) -> Path:
+    """The directory of the student `student` of the run `source` (a run of several students),
+    or `source` itself for a one-student run or another source; a run of several needs a name."""
+    run = RunDirectory(source)
+    names = student_names(run)
+    if student is None:
+        if names:
+            raise LeapkdError(
+                f"{run.path} holds several students ({', '.join(names)}); {command} takes one",
+                f"name it with `student` {names[0]} (or give {run.path / 'students' / names[0]})",
+            )
+        return Path(source)
+    if not names:
+        raise LeapkdError(
+            f"`student` {student} names a student of a run of several, and {source} is not one",
+            "drop `student`",
+        )
+    if student not in names:
+        raise LeapkdError(f"{run.path} has no student {student}", f"choose one of {', '.join(names)} for `student`")
+    return run.path / "students" / student

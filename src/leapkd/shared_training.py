@@ -4,12 +4,16 @@ summary and report once every student's are written (`training.distill` trains t
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from leapkd.deploy import export
 from leapkd.disk import write_text_atomic
+from leapkd.edge import EdgeRow, Latency
 from leapkd.engine import DistillModule, Lane, RunCallbacks, StudentSetup
+from leapkd.plots import plot_edge
 from leapkd.report import write_shared_report
 from leapkd.rundir import RunDirectory
-from leapkd.shared_run import SharedRunSummary
+from leapkd.shared_run import SharedRunSummary, StudentResult, load_shared_summary
 from leapkd.summary import RunSummary
 
 STUDENTS_DIR = "students"
@@ -60,3 +64,28 @@ def finish_students(
     run.write_summary(summary.record())
     write_shared_report(run, summary)
     return summary
+
+
+def export_students(run: RunDirectory, formats: list[str], **options: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every student of a run of several in each format (each into its own directory's export);
+    with `latency` (onnx), the edge table in the run's summary.json and report, and its plot."""
+    summary = load_shared_summary(run)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for row in summary.students:
+        results[row.name] = [export(run.path / row.directory, fmt, **options) for fmt in formats]
+    if options.get("latency"):
+        summary.edge = [_edge_row(row, results[row.name]) for row in summary.students]
+        run.write_summary(summary.record())
+        figure = summary.edge_quality()
+        if figure is not None:
+            plot_edge(summary.edge, figure, run.plots / "edge.png")
+        write_shared_report(run, summary)
+    return results
+
+
+def _edge_row(row: StudentResult, exports: list[dict[str, Any]]) -> EdgeRow:
+    onnx = next(r for r in exports if r["format"] == "onnx")
+    latency = [Latency.model_validate(m) for m in onnx["latency"]]
+    return EdgeRow(
+        name=row.name, params=row.params, flops_per_image=onnx["flops_per_image"], latency=latency, quality=row.quality
+    )

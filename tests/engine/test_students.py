@@ -95,3 +95,29 @@ def test_a_bad_student_list_is_refused_before_anything_is_written(tiny, students
         distill(name="bad", students=students, **_settings(tiny, "fixed"))
     assert err.value.fix
     assert not (Path(tiny["output_dir"]) / "bad").exists()
+
+
+def test_eval_and_export_take_a_student_of_the_run(tiny, capsys):
+    from leapkd.cli import main
+
+    settings = {**_settings(tiny, "fixed"), "epochs": 1, "eval_every": 5}
+    r = distill(name="edge", students="vit-nano,resnet18", **settings)
+    run = str(r.run_dir)
+    assert main(["eval", run, "--protocols", "knn"]) != 0
+    assert "holds several students (vit-nano, resnet18)" in capsys.readouterr().err
+    assert main(["eval", run, "--student", "nope"]) != 0
+    assert "choose one of vit-nano, resnet18 for --student" in capsys.readouterr().err
+    assert 0 == main(
+        ["eval", run, "--student", "resnet18", "--protocols", "knn", "--train_per_class", "4", "--val_per_class", "2"]
+    )
+    assert (r.run_dir / "students" / "resnet18" / "eval.json").is_file()
+    assert main(["export", run, "--format", "onnx", "--latency"]) == 0  # every student, and the edge table
+    out = capsys.readouterr().out
+    assert "vit-nano onnx:" in out and "resnet18 onnx:" in out and "Pareto (knn_top1)" in out
+    shared = load_shared_summary(RunDirectory(r.run_dir))
+    assert [row.name for row in shared.edge] == ["vit-nano", "resnet18"]
+    for row in shared.edge:
+        assert row.flops_per_image and row.latency and row.latency[0].threads == 1 and "knn_top1" in row.quality
+    assert (r.run_dir / "plots" / "edge.png").is_file() and "Edge table" in (r.run_dir / "report.md").read_text()
+    assert main(["export", run, "--student", "vit-nano"]) == 0  # one student, safetensors
+    assert (r.run_dir / "students" / "vit-nano" / "export" / "student.safetensors").is_file()

@@ -18,6 +18,10 @@ PerClass = int | Literal["all"]
 class EvalArgs(StrictKeys):
     """What to evaluate on, with which protocols, and where."""
 
+    student: str | None = Field(
+        None, description="the student of a run of several to evaluate (its name, as in `<run>/students/<name>`)"
+    )
+
     data: str | None = Field(
         None, description="built-in dataset, image folder, or roxford5k / rparis6k (default: the run's data)"
     )

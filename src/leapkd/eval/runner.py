@@ -23,6 +23,7 @@ from leapkd.eval.retrieval import REVISITED
 from leapkd.hardware import autocast_dtype, evaluation_device, resolve_precision, resolve_workers
 from leapkd.models import Backbone
 from leapkd.rundir import RunDirectory
+from leapkd.shared_run import student_source
 from leapkd.sources import load_source
 
 
@@ -50,6 +51,7 @@ def evaluate(source: str, **options: Any) -> dict[str, Any]:
     precision, num_workers, devices, pooling = args.precision, args.num_workers, args.devices, args.pooling
     seed, weights = args.seed, args.weights
     chosen = [PROTOCOLS.get(name)() for name in dict.fromkeys(protocols)]
+    source = str(student_source(source, args.student, "evaluation"))
     model, run, defaults = load_source(source, args.image_size, seed, args.patch_size, weights)
     blocks = _blocks(args.block, model)
     device = evaluation_device(args.accelerator, devices)
