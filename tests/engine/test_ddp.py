@@ -180,3 +180,20 @@ def test_evaluation_and_early_stop_agree_on_every_rank(tmp_path):
     assert evaluation["early_stop"]["step"] == 4 and summary["steps"] == 4
     assert evaluation["best"]["step"] == 0 and (run / "student_best.safetensors").is_file()
     assert len(read_metrics(run / "metrics.csv")) == 4
+
+
+def test_several_students_train_under_ddp(tmp_path):
+    """One teacher pass per batch for two students on two ranks: the same decisions and the
+    same weights of both students on every rank, each student's files. (ViTs: a CNN's
+    batch-norm statistics are each rank's own after the last step, DDP broadcasting rank 0's
+    only at the start of a forward, so the weight digest would differ by design.)"""
+    args = ["--method", "leap", "--student", "vit-nano,vit-tiny", "--subset-per-class", "4", "--epochs", "1"]
+    done = launch(tmp_path, "pair", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "pair"
+    ranks = traces(run)
+    assert ranks[0] == ranks[1] and ranks[0][-1].startswith("# student sha1 ")
+    for name in ("vit-nano", "vit-tiny"):
+        assert len(read_metrics(run / "students" / name / "metrics.csv")) == 5
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["kind"] == "several students" and summary["steps"] == 5

@@ -58,7 +58,8 @@ class LockStepCheck(Callback):
         if self._trace is None:
             return
         digest = hashlib.sha1()
-        for name, tensor in sorted(pl_module.student.state_dict().items()):
-            digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+        for lane in pl_module.lane_list:  # every student's weights, in lane order
+            for name, tensor in sorted(lane.student.state_dict().items()):
+                digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
         self._trace.write(f"# student sha1 {digest.hexdigest()}\n")
         self._trace.close()
