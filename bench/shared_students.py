@@ -98,8 +98,11 @@ def one_run(root: Path, name: str, method: str, students: list[str], keys: dict[
 
 
 def measure(methods: list[str], quick: bool) -> dict[str, Any]:
+    """Each method's arms; after each method the results so far are saved (not with `quick`)."""
     keys = settings(quick)
     out: dict[str, Any] = {"machine": machine(), "commit": git_commit(), "students": list(STUDENTS), "methods": {}}
+    if RESULTS.is_file() and not quick:  # keep the methods measured before (one method per call is fine)
+        out["methods"] = json.loads(RESULTS.read_text()).get("methods", {})
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -112,8 +115,12 @@ def measure(methods: list[str], quick: bool) -> dict[str, Any]:
                 print(f"{method}: {label}", flush=True)
                 runs[label] = one_run(root, f"{method}-{label}", method, students, keys)
             out["methods"][method] = {"runs": runs, "order": [a for a, _ in arms], "edge": edge(runs["shared"])}
-    out["total_minutes"] = (time.perf_counter() - start) / 60
-    out["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            out["methods"][method]["minutes"] = (time.perf_counter() - start) / 60
+            out["total_minutes"] = sum(part.get("minutes", 0.0) for part in out["methods"].values())
+            out["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            if not quick:
+                RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+            start = time.perf_counter()
     return out
 
 
@@ -214,7 +221,6 @@ def main() -> None:
     if args.quick:
         print(render_section(results))
         return
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     write_page(results)
 
 
