@@ -115,9 +115,10 @@ def measure(methods: list[str], quick: bool) -> dict[str, Any]:
                 print(f"{method}: {label}", flush=True)
                 runs[label] = one_run(root, f"{method}-{label}", method, students, keys)
             out["methods"][method] = {"runs": runs, "order": [a for a, _ in arms], "edge": edge(runs["shared"])}
-            out["methods"][method]["minutes"] = (time.perf_counter() - start) / 60
+            out["methods"][method] |= {"minutes": (time.perf_counter() - start) / 60, "machine": machine()}
+            out["methods"][method]["commit"] = out["commit"]
             out["total_minutes"] = sum(part.get("minutes", 0.0) for part in out["methods"].values())
-            out["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            out["finished"] = out["methods"][method]["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             if not quick:
                 RESULTS.write_text(json.dumps(out, indent=2) + "\n")
             start = time.perf_counter()
@@ -146,21 +147,26 @@ def edge(shared: dict[str, Any]) -> list[dict[str, Any]]:
 def render_section(results: dict[str, Any]) -> str:
     lines = [START, "## Many students, one teacher", ""]
     lines += [
-        f"`python bench/shared_students.py` (commit {results['commit']}, {results['machine']['cpu']}, "
-        f"{results['machine']['cores']} cores, {results['total_minutes']:.0f} minutes, "
-        f"finished {results['finished']}): "
-        f"the demo (embedded DINOv2 ViT-S/14 teacher, Fashion-MNIST, 250 steps, fp32), students "
-        f"{', '.join(results['students'])}, `--student {','.join(results['students'])}` against one run per "
-        "student, run one after the other in one process (order reversed for the second method).",
+        "`python bench/shared_students.py`: the demo (embedded DINOv2 ViT-S/14 teacher, Fashion-MNIST, 250 steps, "
+        f"fp32), students {', '.join(results['students'])}, `--student {','.join(results['students'])}` against one "
+        "run per student, run one after the other in one process (order reversed for the second method). Each "
+        "method was measured in one call (`--method M`), so the methods' seconds may come from different machines: "
+        "compare the arms within a method, not across methods.",
         "",
-        "| method | arm | command seconds | training wall seconds | training FLOPs (T) | teacher FLOPs (T) |",
-        "|---|---|---|---|---|---|",
     ]
     for method, part in results["methods"].items():
+        where = part.get("machine", results["machine"])
+        lines += [
+            f"{method}: commit {part.get('commit', results['commit'])}, {where['cpu']}, {where['cores']} cores, "
+            f"{part['minutes']:.0f} minutes, finished {part.get('finished', results['finished'])}.",
+            "",
+            "| arm | command seconds | training wall seconds | training FLOPs (T) | teacher FLOPs (T) |",
+            "|---|---|---|---|---|",
+        ]
         runs = part["runs"]
         for label, run in runs.items():
             lines.append(
-                f"| {method} | {label} | {run['seconds']:.0f} | {run['wall_seconds']:.0f} | "
+                f"| {label} | {run['seconds']:.0f} | {run['wall_seconds']:.0f} | "
                 f"{run['flops'] / 1e12:.2f} | {run['teacher_flops'] / 1e12:.2f} |"
             )
         lines += ["", *_verdict(method, runs), ""]
@@ -172,7 +178,8 @@ def render_section(results: dict[str, Any]) -> str:
         ]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in table] + [""]
-    lines += ["![accuracy against latency](benchmarks/shared_students_edge.png)", "", END]
+    first = next(iter(results["methods"]))
+    lines += [f"![accuracy against latency, the `{first}` run](benchmarks/shared_students_edge.png)", "", END]
     return "\n".join(lines)
 
 
