@@ -205,6 +205,21 @@ def plot_edge(rows: Sequence[EdgeRow], quality: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_finetune(curves: dict[str, Sequence[float]], path: Path) -> Path:
+    """Validation top-1 (%) after each fine-tuning epoch, one line per arm (the model, each baseline)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for name, curve in curves.items():
+        epochs = range(1, len(curve) + 1)
+        ax.plot(epochs, [100 * v for v in curve], marker="o", lw=2 if name == "model" else 1.2, label=name)
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Fine-tuned whole: the model against its baselines")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Write the figure atomically (its format from the suffix), then close it."""
     try:

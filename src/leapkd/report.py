@@ -109,6 +109,15 @@ def build_sections(run: RunDirectory) -> list[Section]:
                 images=[run.path / "cka_map.png"],
             )
         )
+    if (run.path / "finetune.png").is_file():
+        sections.append(
+            Section(
+                "Fine-tuned whole",
+                "Validation top-1 after each fine-tuning epoch (`--protocols finetune`): the student against the "
+                "same architecture from scratch (and other weights), the identical recipe and data order.",
+                images=[run.path / "finetune.png"],
+            )
+        )
     spectra = sorted((run.path / "spectrum").glob("*.png")) if (run.path / "spectrum").is_dir() else []
     if spectra:
         sections.append(Section("Spectra", images=spectra))

@@ -56,12 +56,12 @@ def decay_split(modules: tuple[nn.Module, ...]) -> tuple[list[nn.Parameter], lis
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for module in modules:
-        for group in param_groups_weight_decay(module, 1.0, no_weight_decay_list=_no_decay_names(module)):
+        for group in param_groups_weight_decay(module, 1.0, no_weight_decay_list=no_decay_names(module)):
             (decay if group["weight_decay"] else no_decay).extend(group["params"])
     return decay, no_decay
 
 
-def _no_decay_names(module: nn.Module) -> set[str]:
+def no_decay_names(module: nn.Module) -> set[str]:
     """The parameter names the models inside `module` exclude from weight decay, as `module` names them."""
     names: set[str] = set()
     for prefix, sub in module.named_modules():

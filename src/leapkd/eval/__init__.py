@@ -1,10 +1,11 @@
-"""Evaluations of frozen backbones (the protocols of docs/method.md, section 3), as registered plug-ins.
+"""Evaluations of a backbone (the protocols of docs/method.md, section 3), as registered plug-ins.
 
 Importing this package registers the built-in protocols: knn, linear, linear-reference,
-retrieval, cka-map.
+retrieval, cka-map (frozen features), and finetune (the whole model trained).
 """
 
 from leapkd.eval.cka_map import CkaMapProtocol, cka_map
+from leapkd.eval.finetune import FinetuneProtocol, finetune
 from leapkd.eval.knn import KnnProtocol, knn_accuracy, knn_classify
 from leapkd.eval.linear import LinearProbeProtocol, linear_probe
 from leapkd.eval.linear_reference import ReferenceLinearProbeProtocol, reference_linear_probe
@@ -23,6 +24,7 @@ __all__ = [
     "CkaMapProtocol",
     "EvalContext",
     "EvalOptions",
+    "FinetuneProtocol",
     "KnnProtocol",
     "LinearProbeProtocol",
     "Protocol",
@@ -31,6 +33,7 @@ __all__ = [
     "RetrievalProtocol",
     "cka_map",
     "class_retrieval_map",
+    "finetune",
     "knn_accuracy",
     "knn_classify",
     "linear_probe",

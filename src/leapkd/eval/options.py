@@ -31,7 +31,8 @@ class EvalArgs(StrictKeys):
     protocols: list[str] = Field(
         list(DEFAULT_PROTOCOLS),
         description="registered protocols: knn, linear, linear-reference (the LEAP reference's probe), retrieval, "
-        "cka-map, and any registered with leapkd.register_protocol (an unknown name lists those registered)",
+        "cka-map, finetune (the whole model), and any registered with leapkd.register_protocol (an unknown name "
+        "lists those registered)",
     )
     pooling: Pooling = Field("cls", description="the feature of an image: its CLS token, or the mean patch token")
     transform: EvalTransform | None = Field(
@@ -69,3 +70,31 @@ class EvalArgs(StrictKeys):
         "32", description="32 (numbers comparable across machines), or an autocast precision"
     )
     num_workers: int | Literal["auto"] = Field("auto", description="data loader processes (auto: the cores minus one)")
+
+    seeds: list[int] | None = Field(
+        None, description="finetune: one fine-tune per seed, reported as the mean and spread (default: `seed`)"
+    )
+    finetune_epochs: int = Field(3, ge=1, description="finetune: epochs over the train split")
+    finetune_lr: float = Field(
+        1e-3, gt=0, description="finetune: AdamW's peak LR (the new head's; see finetune_layer_decay)"
+    )
+    finetune_batch_size: int = Field(64, ge=1, description="finetune: images per step")
+    finetune_weight_decay: float = Field(
+        0.05, ge=0, description="finetune: AdamW weight decay (none on norms, biases and what the model excludes)"
+    )
+    finetune_layer_decay: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="finetune: layer-wise LR decay of token models (ViT, Swin; timm/BEiT): each block below the top "
+        "gets this factor once more; 1: none; CNNs: none",
+    )
+    finetune_warmup: float = Field(
+        0.1, ge=0, lt=1, description="finetune: the fraction of the steps the LR warms up linearly, then a cosine to 0"
+    )
+    finetune_label_smoothing: float = Field(0.1, ge=0, lt=1, description="finetune: label smoothing of the loss")
+    finetune_baselines: list[str] = Field(
+        ["scratch"],
+        description="finetune: what else is fine-tuned with the identical recipe and data order: scratch (the same "
+        "architecture at random init) and/or weight files of that architecture (e.g. an ImageNet checkpoint); [] none",
+    )

@@ -85,13 +85,14 @@ class EvalContext:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         return self.out_dir / name
 
-    def dataset(self, split: Split, per_class: int | None) -> LabeledImages:
-        """`split` of the data, un-augmented, normalised for the model, `per_class` seeded images per class."""
+    def dataset(self, split: Split, per_class: int | None, augment: bool = False) -> LabeledImages:
+        """`split` of the data, normalised for the model, `per_class` seeded images per class;
+        `augment`: with the default random training transform (a resized crop and a flip)."""
         return build_dataset(
             self.data,
             split=split,
             image_size=self.image_size,
-            augment=False,
+            augment=augment,
             mean=self.model.mean,
             std=self.model.std,
             subset_per_class=per_class,

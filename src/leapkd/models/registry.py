@@ -79,25 +79,29 @@ def load_backbone(
     patch_size: int | None = None,
     pretrained: bool = False,
     model_kwargs: dict[str, Any] | None = None,
+    random_init: bool = False,
 ) -> Backbone:
     """Build a backbone at `image_size` from a name or a path; see the module docstring.
 
     `patch_size` overrides a ViT's (presets default to 16); `model_kwargs` are passed to
     timm's constructor (e.g. a smaller `depth`). Both are recorded in `Backbone.build`, so
-    a student file rebuilds the same architecture.
+    a student file rebuilds the same architecture. `random_init`: the embedded teacher and a
+    Hugging Face directory without their weights (a name is built at random init anyway).
     """
     if image_size <= 0:
         raise LeapkdError(f"image size must be positive, got {image_size}")
     build: dict[str, Any] = {k: v for k, v in (("patch_size", patch_size), ("model_kwargs", model_kwargs)) if v}
     if source == EMBEDDED_TEACHER:
         vit = _create_timm(EMBEDDED_ARCH, image_size, patch_size, {})
-        load_into(vit, embedded_teacher_state_dict(), EMBEDDED_TEACHER)
+        if not random_init:
+            load_into(vit, embedded_teacher_state_dict(), EMBEDDED_TEACHER)
         return wrap(vit, EMBEDDED_TEACHER, image_size, build=build)
     path = Path(source)
     if path.is_dir():
         config, weight_file = read_hf_directory(path)
         vit = VisionTransformer(**timm_kwargs_from_hf_config(config, image_size))
-        load_into(vit, read_weight_file(weight_file), str(path))
+        if not random_init:
+            load_into(vit, read_weight_file(weight_file), str(path))
         return wrap(vit, str(path), image_size)
     model = _build(source, image_size, patch_size, dict(model_kwargs or {}))
     if pretrained:
