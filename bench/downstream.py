@@ -1,0 +1,133 @@
+"""Downstream: does distillation help once the student is fine-tuned whole, and does the help shrink?
+
+Usage:
+  python bench/downstream.py                # the demo-scale students, ~45 minutes on 2 cores
+  python bench/downstream.py --quick        # smoke test: tiny sizes (writes nothing)
+  python bench/downstream.py --render-only  # draw the page section from the JSON again
+
+The `fixed` and `leap` students of bench/leap_lead.py's demo scale (embedded DINOv2 ViT-S/14
+teacher, vit-nano student, animal-mnist, 250 steps, seed 0) and the same architecture from
+random init are fine-tuned with `leapkd eval RUN --protocols finetune` (the default recipe),
+for 1, 3 and 10 epochs, 3 seeds each, on 100 train / 50 validation images per class. The
+random-init arm is the `scratch` baseline of the first run's evaluation (the same seeds, data
+order and augmentations as every student). Results: docs/benchmarks/downstream.json and the
+section "Downstream" of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import git_commit, machine  # noqa: E402
+from gpu_page import replace_section  # noqa: E402
+from leap_lead import DATA, run_config  # noqa: E402
+
+from leapkd.eval.runner import evaluate  # noqa: E402
+from leapkd.training import distill  # noqa: E402
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+RESULTS = DOCS / "benchmarks" / "downstream.json"
+START = "<!-- downstream:start (written by bench/downstream.py from docs/benchmarks/downstream.json) -->"
+START_PREFIX = "<!-- downstream:start"
+END = "<!-- downstream:end -->"
+METHODS = ("fixed", "leap")
+STUDENT, STEPS = "vit-nano", 250
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    lengths, seeds = ((1, 2), [0, 1]) if quick else ((1, 3, 10), [0, 1, 2])
+    sizes = {"train_per_class": 8, "val_per_class": 4} if quick else {"train_per_class": 100, "val_per_class": 50}
+    out: dict[str, Any] = {"machine": machine(), "commit": git_commit(), "seeds": seeds, "sizes": sizes, "arms": {}}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp)
+        for method in METHODS:
+            print(f"distil {method}", flush=True)
+            cfg = run_config(STUDENT, "demo", method, 0, 8 if quick else STEPS, quick)
+            distill(dict(cfg), name=method, output_dir=str(runs), overwrite=True, progress=False)
+        for epochs in lengths:
+            for i, method in enumerate(METHODS):
+                print(f"fine-tune {method}, {epochs} epochs", flush=True)
+                result = evaluate(
+                    str(runs / method),
+                    data=DATA,
+                    protocols=["finetune"],
+                    finetune_epochs=epochs,
+                    seeds=seeds,
+                    finetune_baselines=["scratch"] if i == 0 else [],  # scratch once: it is the same every time
+                    progress=False,
+                    **sizes,
+                )["finetune"]
+                for arm, name in (("model", method), ("scratch", "scratch")):
+                    if arm in result["arms"]:
+                        out["arms"].setdefault(name, {})[str(epochs)] = result["arms"][arm]
+    out["minutes"] = (time.perf_counter() - start) / 60
+    out["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return out
+
+
+def render_section(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [START, "## Downstream: fine-tuned whole", ""]
+    lines += [
+        f"`python bench/downstream.py` (commit {results['commit']}, {m['cpu']}, {m['cores']} cores, "
+        f"{results['minutes']:.0f} minutes, finished {results['finished']}): the `fixed` and `leap` {STUDENT} "
+        f"students of the demo scale ({STEPS} steps, {DATA}, seed 0) and {STUDENT} from random init, each "
+        f"fine-tuned whole with `--protocols finetune` (default recipe) on {results['sizes']['train_per_class']} "
+        f"train / {results['sizes']['val_per_class']} validation images per class, seeds "
+        f"{', '.join(map(str, results['seeds']))} (the same data order and augmentations in every arm). "
+        "Validation top-1, mean ± sample std over seeds; the gain is the student minus scratch, seed by seed.",
+        "",
+        "| fine-tune epochs | scratch | fixed | leap | fixed - scratch (points) | leap - scratch (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    arms = results["arms"]
+    for epochs in arms["scratch"]:
+        cells = [_mean_std([r["top1"] for r in arms[a][epochs]["runs"]]) for a in ("scratch", *METHODS)]
+        gains = [_gain(arms[a][epochs]["runs"], arms["scratch"][epochs]["runs"]) for a in METHODS]
+        lines.append(f"| {epochs} | " + " | ".join(cells + gains) + " |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else ""
+    return f"{100 * statistics.fmean(values):.1f}%{spread}"
+
+
+def _gain(model: list[dict[str, Any]], scratch: list[dict[str, Any]]) -> str:
+    by_seed = [100 * (m["top1"] - s["top1"]) for m, s in zip(model, scratch)]
+    return f"{statistics.fmean(by_seed):+.1f} ({min(by_seed):+.1f} to {max(by_seed):+.1f})"
+
+
+def write_page(results: dict[str, Any]) -> None:
+    page = DOCS / "benchmarks.md"
+    page.write_text(replace_section(page.read_text(), render_section(results), START_PREFIX, END))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke test: tiny sizes (writes nothing)")
+    p.add_argument("--render-only", action="store_true", help="draw the page section from the JSON again")
+    args = p.parse_args()
+    if args.render_only:
+        write_page(json.loads(RESULTS.read_text()))
+        return
+    results = measure(args.quick)
+    if args.quick:
+        print(render_section(results))
+        return
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_page(results)
+
+
+if __name__ == "__main__":
+    main()
