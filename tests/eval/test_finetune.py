@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from torch.utils.data import RandomSampler
 from leapkd.cli import main
 from leapkd.data import build_dataset
 from leapkd.eval.finetune import FinetuneData, baseline_model, finetune, parameter_groups
+from leapkd.eval.knn import KnnProtocol
 from leapkd.eval.protocol import EvalOptions
 from leapkd.eval.runner import evaluate
 from leapkd.metrics import top_accuracy
@@ -224,3 +226,34 @@ def test_a_baseline_that_is_no_file_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "error:" in err and "fix:" in err and "nothing.pth" in err
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_report_and_model_card_show_the_fine_tune_beside_the_frozen_protocols(tmp_path):
+    from leapkd.deploy import export
+    from leapkd.report import write_report
+    from leapkd.training import distill
+
+    run = distill(
+        name="r", teacher="vit-nano", allow_random_teacher=True, student="vit-nano", image_size=32,
+        subset_per_class=2, batch_size=4, epochs=1, method="fixed", output_dir=str(tmp_path / "runs"), progress=False,
+    ).run_dir  # fmt: skip
+    r = evaluate(
+        str(run), protocols=["knn", "finetune"], finetune_epochs=1, finetune_batch_size=8, seeds=[0, 1],
+        train_per_class=2, val_per_class=2, progress=False,
+    )  # fmt: skip
+    tuned, gain = r["finetune"], r["finetune"]["gain"]["scratch"]
+    tuned_cell = f"{100 * tuned['top1']:.2f}% ± {100 * tuned['top1_std']:.2f}"
+    gain_cell = f"{100 * gain['top1']:+.2f} points"
+    knn_label = KnnProtocol().rows(r["knn"])[0][0]
+
+    md = write_report(run)[1].read_text()
+    assert f"| fine-tune top-1 (1 epoch, mean of 2 seeds) | {tuned_cell} |" in md
+    assert f"| fine-tune gain over scratch | {gain_cell}" in md and f"| {knn_label} |" in md
+    assert "Fine-tuned whole" in md and "finetune.png" in md
+
+    card = Path(export(run, "safetensors", out_dir=tmp_path / "export")["card"]).read_text()
+    header = next(line for line in card.splitlines() if line.startswith("| dataset |"))
+    assert knn_label in header and "fine-tune top-1 (1 epoch, mean of 2 seeds)" in header
+    assert "fine-tune gain over scratch" in header
+    row = next(line for line in card.splitlines() if line.startswith("| fashion-mnist |"))
+    assert tuned_cell in row and gain_cell in row
