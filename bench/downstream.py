@@ -35,10 +35,12 @@ from leap_lead import DATA, run_config  # noqa: E402
 from leapkd.eval.finetune import SCRATCH, baseline_model  # noqa: E402
 from leapkd.eval.runner import evaluate  # noqa: E402
 from leapkd.models import load_student_file, save_student_file  # noqa: E402
+from leapkd.plots import plot_finetune  # noqa: E402
 from leapkd.training import distill  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 RESULTS = DOCS / "benchmarks" / "downstream.json"
+PLOT = DOCS / "benchmarks" / "downstream.png"
 START = "<!-- downstream:start (written by bench/downstream.py from docs/benchmarks/downstream.json) -->"
 START_PREFIX = "<!-- downstream:start"
 END = "<!-- downstream:end -->"
@@ -126,7 +128,9 @@ def render_section(results: dict[str, Any]) -> str:
         cells = [_mean_std([r["top1"] for r in arms[a][epochs]["runs"]]) for a in ("scratch", *names)]
         gains = [_gain(arms[a][epochs]["runs"], arms["scratch"][epochs]["runs"]) for a in names]
         lines.append(f"| {epochs} | " + " | ".join(cells + gains) + " |")
-    lines += ["", END]
+    longest = max(arms["scratch"], key=int)
+    lines += ["", f"![validation top-1 per epoch of the {longest}-epoch fine-tunes, mean of the seeds]"
+              f"(benchmarks/{PLOT.name})", "", END]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -141,6 +145,9 @@ def _gain(model: list[dict[str, Any]], scratch: list[dict[str, Any]]) -> str:
 
 
 def write_page(results: dict[str, Any]) -> None:
+    arms = results["arms"]
+    longest = max(arms["scratch"], key=int)
+    plot_finetune({name: arms[name][longest]["curve"] for name in arms}, PLOT)
     page = DOCS / "benchmarks.md"
     page.write_text(replace_section(page.read_text(), render_section(results), START_PREFIX, END))
 
