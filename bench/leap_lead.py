@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     store: dict[str, Any] = json.loads(path.read_text()) if path.is_file() and not args.fresh else {}
     results: dict[str, Any] = store.setdefault("runs", {})
+    for result in results.values():  # runs saved before each run kept its own: the machine of the last save
+        result.setdefault("cpu", store["machine"]["cpu"])
     recipes = tuple(r.strip() for r in args.recipes.split(","))
     for part in [] if args.render_only else args.part or ("grid", "ablations"):
         for key, cfg in plan(part, recipes, args.quick):
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"running {key}", flush=True)
             results[key] = {**measure(cfg, runs_dir, key.replace("/", "-").replace(", ", "-").replace(" ", "_"),
-                                      args.quick), "commit": git_commit()}  # fmt: skip
+                                      args.quick), "commit": git_commit(), "cpu": machine()["cpu"]}  # fmt: skip
             store.update(machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
             path.write_text(json.dumps(store, indent=1))
     if results:

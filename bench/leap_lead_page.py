@@ -4,6 +4,7 @@ bench/leap_lead.py's leap_lead.json (between marker comments; the rest of the pa
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,14 @@ def plot_curves(groups: dict[str, dict[str, dict[int, dict[str, Any]]]], path: P
     plt.close(fig)
 
 
+def _machines(runs: dict[str, Any]) -> str:
+    """Which CPUs ran the runs, with how many each (compare wall seconds within one machine only)."""
+    counts = Counter(r.get("cpu", "unknown") for r in runs.values())
+    if len(counts) == 1:
+        return f"machine: {next(iter(counts))}"
+    return "machines: " + ", ".join(f"{cpu} ({n} run{'s' * (n > 1)})" for cpu, n in counts.items())
+
+
 def render_section(results: dict[str, Any], assets: Path) -> str:
     """The section, markers included; draws the curves into `assets`."""
     runs = results["runs"]
@@ -127,7 +136,7 @@ def render_section(results: dict[str, Any], assets: Path) -> str:
         f"{any_run['eval_images_per_class']} fixed images per class, then `leapkd eval` kNN and linear probe "
         "(100 / 50 images per class). Differences are paired by seed (the same seed, data order and "
         "initialisation for both arms); a difference within the seeds' spread is no difference. "
-        f"Written by `python bench/leap_lead.py` (machine: {results['machine']['cpu']}, "
+        f"Written by `python bench/leap_lead.py` ({_machines(runs)}, "
         f"{results['machine']['cores']} cores; finished {results['finished']}).",
         "",
     ]

@@ -49,3 +49,13 @@ def test_the_section_tables_both_parts_and_draws_the_curves(tmp_path):
     )
     for png in ("leap_lead_curves.png", "leap_lead_ablation_curves.png"):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+def test_the_header_names_each_machine_that_ran_runs(tmp_path):
+    runs = {"grid/vit-nano/demo/fixed/s0": _run(0.5, 0.6, 0, 0.0), "grid/vit-nano/demo/leap/s0": _run(0.4, 0.5, 9, 0.0)}
+    store = {"runs": runs, "machine": {"cpu": "B", "cores": 2}, "finished": "now"}
+    assert "(machine: unknown, 2 cores" in render_section(store, tmp_path)
+    runs["grid/vit-nano/demo/fixed/s0"]["cpu"] = runs["grid/vit-nano/demo/leap/s0"]["cpu"] = "A"
+    assert "(machine: A, 2 cores" in render_section(store, tmp_path)
+    runs["grid/vit-nano/demo/leap/s0"]["cpu"] = "B"
+    assert "(machines: A (1 run), B (1 run), 2 cores" in render_section(store, tmp_path)
