@@ -19,6 +19,7 @@ START_PREFIX = "<!-- leap-lead:start"
 END = "<!-- leap-lead:end -->"
 CURVES = "leap_lead_curves.png"
 ABLATION_CURVES = "leap_lead_ablation_curves.png"
+LEAD = "leap_lead_by_step.png"
 COLORS = {"fixed": "tab:gray", "leap": "tab:blue"}
 
 
@@ -113,6 +114,56 @@ def plot_curves(groups: dict[str, dict[str, dict[int, dict[str, Any]]]], path: P
     plt.close(fig)
 
 
+def lead_by_step(grid: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> dict[str, list[dict[int, float]]]:
+    """`leap` minus `fixed` kNN top-1 at each evaluated step, one curve per (recipe, seed) pair that
+    ran both arms, grouped by student."""
+    lead: dict[str, list[dict[int, float]]] = {}
+    for setting, arms in grid.items():
+        for seed in sorted(set(arms.get("leap", {})) & set(arms.get("fixed", {}))):
+            leap, fixed = dict(arms["leap"][seed]["curve"]), dict(arms["fixed"][seed]["curve"])
+            pair = {int(step): leap[step] - fixed[step] for step in sorted(set(leap) & set(fixed))}
+            lead.setdefault(setting.split(" / ")[0], []).append(pair)
+    return lead
+
+
+def _lead_cell(diffs: list[float]) -> str:
+    if not diffs:
+        return "–"
+    mean, sd = mean_spread(diffs)
+    spread = f" ± {100 * sd:.1f}" if sd is not None else ""
+    return f"{100 * mean:+.1f}{spread} ({sum(d > 0 for d in diffs)} of {len(diffs)}; {verdict(mean, sd)})"
+
+
+def lead_table(lead: dict[str, list[dict[int, float]]]) -> list[str]:
+    """Markdown rows: each step's lead per student and over every pair (step 0, the shared init, left out)."""
+    steps = sorted({step for pairs in lead.values() for pair in pairs for step in pair} - {0})
+    lines = ["| step | " + " | ".join(lead) + " | all pairs |", "|---" * (len(lead) + 2) + "|"]
+    for step in steps:
+        by_student = [[pair[step] for pair in pairs if step in pair] for pairs in lead.values()]
+        cells = " | ".join(_lead_cell(diffs) for diffs in by_student)
+        lines.append(f"| {step:,} | {cells} | {_lead_cell([d for diffs in by_student for d in diffs])} |")
+    return lines
+
+
+def plot_lead(lead: dict[str, list[dict[int, float]]], path: Path) -> None:
+    """`leap` minus `fixed` kNN top-1 along the run: each pair faint, each student's mean bold."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for student, pairs in lead.items():
+        steps = sorted(set.intersection(*(set(pair) for pair in pairs)))
+        mean = [100 * statistics.fmean(pair[s] for pair in pairs) for s in steps]
+        (line,) = ax.plot(steps, mean, lw=2, label=f"{student} ({len(pairs)} pairs)")
+        for pair in pairs:
+            ax.plot(steps, [100 * pair[s] for s in steps], color=line.get_color(), lw=0.7, alpha=0.3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("kNN top-1, leap - fixed (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _machines(runs: dict[str, Any]) -> str:
     """Which CPUs ran the runs, with how many each (compare wall seconds within one machine only)."""
     counts = Counter(r.get("cpu", "unknown") for r in runs.values())
@@ -148,6 +199,18 @@ def render_section(results: dict[str, Any], assets: Path) -> str:
                 lines.append(_row(f"{setting} / `{arm}`", by_seed, arms.get("fixed", {})))
         plot_curves(grid, assets / CURVES)
         lines += ["", f"![kNN top-1 during training](benchmarks/{CURVES})", ""]
+        lead = lead_by_step(grid)
+        if lead:
+            lines += [
+                "### LEAP's lead along the run",
+                "",
+                "kNN top-1 of `leap` minus `fixed` at each evaluation, in points, paired by recipe and seed: "
+                "mean ± spread (in how many pairs `leap` is ahead; whether the difference counts).",
+                "",
+            ]
+            lines += lead_table(lead)
+            plot_lead(lead, assets / LEAD)
+            lines += ["", f"![leap minus fixed, kNN top-1 along the run](benchmarks/{LEAD})", ""]
     if ablations:
         arms = ablations["ablation"]
         student = next(iter(next(iter(arms.values())).values()))["config"]["student"]

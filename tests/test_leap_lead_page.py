@@ -6,7 +6,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
-from leap_lead_page import END, START_PREFIX, paired, render_section  # noqa: E402
+from leap_lead_page import END, START_PREFIX, lead_by_step, lead_table, paired, render_section  # noqa: E402
 
 CONFIG = {"data": "animal-mnist", "subset_per_class": 80, "image_size": 112, "batch_size": 32, "eval_every": 100,
           "eval_images_per_class": 50, "student": "vit-tiny"}  # fmt: skip
@@ -59,3 +59,34 @@ def test_the_header_names_each_machine_that_ran_runs(tmp_path):
     assert "(machine: A, 2 cores" in render_section(store, tmp_path)
     runs["grid/vit-nano/demo/leap/s0"]["cpu"] = "B"
     assert "(machines: A (1 run), B (1 run), 2 cores" in render_section(store, tmp_path)
+
+
+def test_the_lead_along_the_run_pairs_curves_by_recipe_and_seed_per_student(tmp_path):
+    def curve(at_100: float, at_200: float) -> dict:
+        return {**_run(at_200, 0.6, 0, 0.0), "curve": [[0, 0.1], [100, at_100], [200, at_200]]}
+
+    grid = {
+        "vit-nano / demo": {"fixed": {0: curve(0.30, 0.50), 1: curve(0.20, 0.40)},
+                            "leap": {0: curve(0.35, 0.45), 1: curve(0.26, 0.38), 2: curve(0.9, 0.9)}},
+        "vit-nano / leap-paper": {"fixed": {0: curve(0.30, 0.50)}, "leap": {0: curve(0.37, 0.49)}},
+        "vit-tiny / demo": {"fixed": {0: curve(0.30, 0.50)}, "leap": {0: curve(0.20, 0.50)}},
+    }  # fmt: skip
+    lead = lead_by_step(grid)  # leap's seed 2 has no fixed partner: left out
+    assert list(lead) == ["vit-nano", "vit-tiny"] and len(lead["vit-nano"]) == 3
+    assert [round(100 * pair[100]) for pair in lead["vit-nano"]] == [5, 6, 7]
+    rows = lead_table(lead)
+    assert rows[0] == "| step | vit-nano | vit-tiny | all pairs |"
+    step_100 = "+6.0 ± 1.0 (3 of 3; better) | -10.0 (0 of 1; one seed: untested) | +2.0 ± 8.0 (3 of 4; no difference)"
+    assert rows[2] == f"| 100 | {step_100} |"
+    step_200 = "-2.7 ± 2.1 (0 of 3; worse) | +0.0 (0 of 1; one seed: untested) | -2.0 ± 2.2 (0 of 4; no difference)"
+    assert rows[3] == f"| 200 | {step_200} |"
+    assert len(rows) == 4  # step 0, the shared initialisation, has no row
+    runs = {
+        f"grid/{setting.replace(' / ', '/')}/{arm}/s{seed}": run
+        for setting, arms in grid.items()
+        for arm, seeds in arms.items()
+        for seed, run in seeds.items()
+    }
+    text = render_section({"runs": runs, "machine": {"cpu": "x", "cores": 2}, "finished": "now"}, tmp_path)
+    assert "### LEAP's lead along the run" in text and rows[2] in text
+    assert (tmp_path / "leap_lead_by_step.png").stat().st_size > 10_000
