@@ -37,8 +37,10 @@ def _groups(runs: dict[str, Any], part: str) -> dict[str, dict[str, dict[int, di
     return groups
 
 
-def _pct(mean: float, sd: float | None = None) -> str:
-    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+def _pct(mean: float, sd: float | None = None, signed: bool = False) -> str:
+    """Points with one decimal, "± spread" when there is one; `signed` for differences."""
+    sign = "+" if signed else ""
+    return f"{100 * mean:{sign}.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
 
 
 def paired(arm: dict[int, dict[str, Any]], base: dict[int, dict[str, Any]], key: str) -> dict[str, Any] | None:
@@ -54,8 +56,7 @@ def paired(arm: dict[int, dict[str, Any]], base: dict[int, dict[str, Any]], key:
 def _diff_text(d: dict[str, Any] | None) -> str:
     if d is None:
         return "–"
-    spread = f" ± {100 * d['spread']:.1f}" if d["spread"] is not None else ""
-    return f"{100 * d['diff']:+.1f}{spread} ({d['verdict']})"
+    return f"{_pct(d['diff'], d['spread'], signed=True)} ({d['verdict']})"
 
 
 def _row(label: str, arm: dict[int, dict[str, Any]], base: dict[int, dict[str, Any]]) -> str:
@@ -130,8 +131,7 @@ def _lead_cell(diffs: list[float]) -> str:
     if not diffs:
         return "–"
     mean, sd = mean_spread(diffs)
-    spread = f" ± {100 * sd:.1f}" if sd is not None else ""
-    return f"{100 * mean:+.1f}{spread} ({sum(d > 0 for d in diffs)} of {len(diffs)}; {verdict(mean, sd)})"
+    return f"{_pct(mean, sd, signed=True)} ({sum(d > 0 for d in diffs)} of {len(diffs)}; {verdict(mean, sd)})"
 
 
 def lead_table(lead: dict[str, list[dict[int, float]]]) -> list[str]:
